@@ -1,0 +1,144 @@
+//! Wiring: configuration → stores → services → HTTP and background work; graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::blob::{BlobStore, FsBlobStore};
+use crate::config::Config;
+use crate::service::Voicemail;
+use crate::store::SqlStore;
+
+/// Opens the stores the configuration names and builds the services on them.
+pub async fn build(config: Config) -> anyhow::Result<Voicemail> {
+    let url = config.database_url();
+    let sql = SqlStore::connect(
+        &url,
+        config.database.max_connections,
+        &config.voicemail.spool_dir,
+        &config.node_id(),
+    )
+    .await
+    .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
+    let audio_dir = config.audio_dir();
+    let blobs: Arc<dyn BlobStore> = Arc::new(
+        FsBlobStore::open(&audio_dir)
+            .await
+            .with_context(|| format!("opening audio directory {}", audio_dir.display()))?,
+    );
+    Ok(Voicemail::new(Arc::new(sql), blobs, Arc::new(config)))
+}
+
+/// A running server.
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    vm: Voicemail,
+}
+
+impl Running {
+    /// Asks the server to stop (as SIGTERM does).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A handle that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server and its workers have stopped, then closes the database.
+    pub async fn wait(self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.vm.sql.close().await;
+    }
+}
+
+/// Starts the HTTP server on `listener` and the background workers.
+pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let grace = Duration::from_secs(vm.config().http.shutdown_grace_secs);
+
+    let router = crate::http::router(vm.clone());
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let serve = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future();
+        tokio::pin!(serve);
+        tokio::select! {
+            res = &mut serve => {
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            }
+            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("in-flight requests did not finish within the grace period");
+            }
+        }
+    });
+
+    let stop = shutdown.clone();
+    let hk = vm.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    match hk.housekeeping().await {
+                        Ok(n) if n > 0 => tracing::info!(rows = n, "housekeeping removed expired rows"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+                    }
+                }
+            }
+        }
+    });
+
+    tracing::info!(listen = %addr, node.id = %vm.config().node_id(), "voxmail listening");
+    Ok(Running {
+        addr,
+        shutdown,
+        tracker,
+        vm,
+    })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

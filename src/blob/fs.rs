@@ -1,0 +1,175 @@
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use tokio::fs::{self, File};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio_util::io::ReaderStream;
+
+use super::{BlobError, BlobKey, BlobRead, BlobStore, BlobWriter};
+
+/// Audio blobs as files under a directory. Writes go to `tmp/`, are fsynced, then renamed into place,
+/// so a crash never leaves a half-written file under a real key.
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (and creates) the store under `root`.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
+        let root = root.into();
+        fs::create_dir_all(root.join("tmp")).await?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, key: &BlobKey) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+}
+
+fn not_found(key: &BlobKey, e: std::io::Error) -> BlobError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        BlobError::NotFound(key.as_str().to_owned())
+    } else {
+        BlobError::Io(e)
+    }
+}
+
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).await?.sync_all().await
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn writer(&self, key: &BlobKey) -> Result<Box<dyn BlobWriter>, BlobError> {
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.part", uuid::Uuid::now_v7()));
+        let file = File::create(&tmp).await?;
+        Ok(Box::new(FsBlobWriter {
+            file: Some(BufWriter::with_capacity(64 * 1024, file)),
+            tmp,
+            dest: self.path(key),
+        }))
+    }
+
+    async fn open(&self, key: &BlobKey, range: Option<(u64, u64)>) -> Result<BlobRead, BlobError> {
+        let mut file = File::open(self.path(key))
+            .await
+            .map_err(|e| not_found(key, e))?;
+        let total = file.metadata().await?.len();
+        let stream = match range {
+            None => ReaderStream::with_capacity(file, 64 * 1024).boxed(),
+            Some((start, end)) => {
+                if start > end || end >= total {
+                    return Err(BlobError::RangeNotSatisfiable);
+                }
+                file.seek(SeekFrom::Start(start)).await?;
+                ReaderStream::with_capacity(file.take(end - start + 1), 64 * 1024).boxed()
+            }
+        };
+        Ok(BlobRead { total, stream })
+    }
+
+    async fn size(&self, key: &BlobKey) -> Result<u64, BlobError> {
+        Ok(fs::metadata(self.path(key))
+            .await
+            .map_err(|e| not_found(key, e))?
+            .len())
+    }
+
+    async fn copy(&self, from: &BlobKey, to: &BlobKey) -> Result<(), BlobError> {
+        let src = self.path(from);
+        let dest = self.path(to);
+        let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&parent).await?;
+        // Blobs are never modified in place, so a hard link is a safe copy; fall back to copying
+        // where links are not possible.
+        match fs::hard_link(&src, &dest).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(from, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(_) => {
+                let tmp = self
+                    .root
+                    .join("tmp")
+                    .join(format!("{}.part", uuid::Uuid::now_v7()));
+                fs::copy(&src, &tmp).await.map_err(|e| not_found(from, e))?;
+                File::open(&tmp).await?.sync_all().await?;
+                fs::rename(&tmp, &dest).await?;
+            }
+        }
+        sync_dir(&parent).await?;
+        Ok(())
+    }
+
+    async fn remove(&self, key: &BlobKey) -> Result<(), BlobError> {
+        match fs::remove_file(self.path(key)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn check(&self) -> Result<(), BlobError> {
+        let probe = self.root.join("tmp").join(".readyz");
+        fs::write(&probe, b"ok").await?;
+        fs::remove_file(&probe).await?;
+        Ok(())
+    }
+}
+
+struct FsBlobWriter {
+    file: Option<BufWriter<File>>,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+#[async_trait]
+impl BlobWriter for FsBlobWriter {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        match self.file.as_mut() {
+            Some(f) => Ok(f.write_all(chunk).await?),
+            None => Err(BlobError::Io(std::io::Error::other(
+                "writer already closed",
+            ))),
+        }
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
+        let Some(mut file) = self.file.take() else {
+            return Err(BlobError::Io(std::io::Error::other(
+                "writer already closed",
+            )));
+        };
+        file.flush().await?;
+        let file = file.into_inner();
+        file.sync_all().await?;
+        drop(file);
+        let parent = self
+            .dest
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        fs::create_dir_all(&parent).await?;
+        fs::rename(&self.tmp, &self.dest).await?;
+        sync_dir(&parent).await?;
+        Ok(())
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.file = None;
+        let _ = fs::remove_file(&self.tmp).await;
+    }
+}
+
+impl Drop for FsBlobWriter {
+    fn drop(&mut self) {
+        // Dropped mid-write (client went away, error): discard the partial file.
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

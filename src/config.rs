@@ -1,0 +1,351 @@
+//! Configuration: defaults, then the TOML file, then `VOXMAIL_*` environment variables (`__` between
+//! nested names, e.g. `VOXMAIL_DATABASE__URL`), then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The commented example configuration (`voxmail config print-default`).
+pub const EXAMPLE_TOML: &str = include_str!("../config/voxmail.example.toml");
+
+/// The whole configuration.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the embedded defaults: the SQLite database and the audio directory.
+    pub data_dir: PathBuf,
+    /// Name of this node, recorded on the messages it stores (`created_by`) and in events.
+    /// Empty = the host name.
+    pub node_id: String,
+    /// HTTP listener.
+    pub http: HttpConfig,
+    /// Metadata database.
+    pub database: DatabaseConfig,
+    /// Audio storage.
+    pub audio: AudioConfig,
+    /// Voicemail behaviour and mailbox defaults.
+    pub voicemail: VoicemailConfig,
+    /// PIN brute-force protection.
+    pub pin: PinConfig,
+    /// Event outbox.
+    pub events: EventsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// HTTP listener settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted (deposits and greetings), in bytes.
+    pub max_body_bytes: u64,
+    /// Seconds in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace_secs: u64,
+}
+
+/// Database settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Database URL. Empty = SQLite at `<data_dir>/voxmail.db`.
+    pub url: String,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// Hides a password in a URL (`scheme://user:***@host/…`) for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Audio storage settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    /// Where audio bytes are kept: `fs` (a local directory).
+    pub store: String,
+    /// Directory of the `fs` store. Empty = `<data_dir>/audio`.
+    pub dir: PathBuf,
+}
+
+/// Voicemail behaviour.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoicemailConfig {
+    /// Asterisk spool directory used to build the ODBC `dir` column
+    /// (`<spool_dir>/voicemail/<context>/<mailbox>/<folder>`).
+    pub spool_dir: String,
+    /// Messages per folder when a mailbox sets no `maxmsg` (Asterisk's default is 100).
+    pub default_maxmsg: u32,
+    /// Longest message in seconds when a mailbox sets no `maxsecs`.
+    pub default_maxsecs: u32,
+    /// Shortest message in seconds when a mailbox sets no `minsecs`; shorter ones are refused.
+    pub default_minsecs: u32,
+    /// Seconds an `Idempotency-Key` is remembered.
+    pub idempotency_ttl_secs: u64,
+}
+
+/// PIN verification limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PinConfig {
+    /// Failed attempts allowed within `window_secs` before the mailbox locks.
+    pub max_failures: u32,
+    /// Window in which failures are counted, in seconds.
+    pub window_secs: u64,
+    /// How long a locked mailbox refuses PIN attempts, in seconds.
+    pub lockout_secs: u64,
+}
+
+/// Event outbox settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// How long events are kept for replay, in seconds (default 7 days).
+    pub retention_secs: u64,
+}
+
+/// Logging settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `voxmail=debug,tower_http=info`. `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            node_id: String::new(),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            audio: AudioConfig::default(),
+            voicemail: VoicemailConfig::default(),
+            pin: PinConfig::default(),
+            events: EventsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            store: "fs".into(),
+            dir: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for VoicemailConfig {
+    fn default() -> Self {
+        Self {
+            spool_dir: "/var/spool/asterisk".into(),
+            default_maxmsg: 100,
+            default_maxsecs: 300,
+            default_minsecs: 0,
+            idempotency_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for PinConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window_secs: 15 * 60,
+            lockout_secs: 15 * 60,
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            retention_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Settings given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub listen: Option<SocketAddr>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Value(String),
+}
+
+impl Config {
+    /// Loads defaults → TOML file → `VOXMAIL_*` env → flags. Without `--config`, `VOXMAIL_CONFIG` or
+    /// `./voxmail.toml` (if present) is the file.
+    pub fn load(o: &Overrides) -> Result<Self, ConfigError> {
+        let file = match &o.config_file {
+            Some(f) if !f.exists() => return Err(ConfigError::MissingFile(f.clone())),
+            Some(f) => Some(f.clone()),
+            None => match std::env::var_os("VOXMAIL_CONFIG") {
+                Some(f) if !Path::new(&f).exists() => {
+                    return Err(ConfigError::MissingFile(f.into()));
+                }
+                Some(f) => Some(PathBuf::from(f)),
+                None => Some(PathBuf::from("voxmail.toml")).filter(|p| p.exists()),
+            },
+        };
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig = fig.merge(Env::prefixed("VOXMAIL_").split("__").ignore(&["config"]));
+        if let Some(d) = &o.data_dir {
+            fig = fig.merge(Serialized::default("data_dir", d));
+        }
+        if let Some(u) = &o.database_url {
+            fig = fig.merge(Serialized::default("database.url", u));
+        }
+        if let Some(l) = &o.listen {
+            fig = fig.merge(Serialized::default("http.listen", l));
+        }
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.audio.store != "fs" {
+            return Err(ConfigError::Value(format!(
+                "audio.store = {:?}: only \"fs\" is available in this build",
+                self.audio.store
+            )));
+        }
+        if self.voicemail.default_maxmsg == 0 || self.voicemail.default_maxmsg > 9999 {
+            return Err(ConfigError::Value(
+                "voicemail.default_maxmsg must be 1..=9999".into(),
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::Value(
+                "database.max_connections must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect (SQLite under `data_dir` unless set).
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("voxmail.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The audio directory in effect.
+    pub fn audio_dir(&self) -> PathBuf {
+        if self.audio.dir.as_os_str().is_empty() {
+            self.data_dir.join("audio")
+        } else {
+            self.audio.dir.clone()
+        }
+    }
+
+    /// This node's name.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "voxmail".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let from_example: Config = Figment::from(Toml::string(EXAMPLE_TOML))
+            .extract()
+            .expect("example parses");
+        let a = serde_json::to_value(&from_example).unwrap();
+        let b = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,62 @@
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::views::{ContextView, List, NewContext};
+use crate::http::AppState;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::{ApiJson, ApiQuery, Auth};
+
+/// Query of `GET /v1/contexts`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ContextQuery {
+    /// Page size (1-500, default 50).
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Create a context (tenant). Admin keys not scoped to a context only.
+#[utoipa::path(post, path = "/v1/contexts", tag = "contexts", request_body = NewContext,
+    responses((status = 201, body = ContextView), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn create_context(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(body): ApiJson<NewContext>,
+) -> Result<impl IntoResponse, ApiError> {
+    let c =
+        s.vm.create_context(&p, &body.name, &body.description)
+            .await?;
+    let location = format!("/v1/contexts/{}", c.name);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(ContextView::from(c)),
+    ))
+}
+
+/// List the contexts this key may see.
+#[utoipa::path(get, path = "/v1/contexts", tag = "contexts", params(ContextQuery),
+    responses((status = 200, body = List<ContextView>), (status = 400, body = Problem),
+        (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list_contexts(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiQuery(q): ApiQuery<ContextQuery>,
+) -> Result<axum::Json<List<ContextView>>, ApiError> {
+    let limit = super::limit(q.limit.as_deref())?;
+    let page = s.vm.list_contexts(&p, q.cursor.as_deref(), limit).await?;
+    let next_cursor = page
+        .has_more
+        .then(|| page.items.last().map(|c| c.name.clone()))
+        .flatten();
+    Ok(axum::Json(List {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}

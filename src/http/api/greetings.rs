@@ -1,0 +1,109 @@
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::audio::{Want, not_modified, send, unsatisfiable, want};
+use super::views::GreetingView;
+use crate::audio::hint_from_content_type;
+use crate::domain::GreetingKind;
+use crate::http::AppState;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::{ApiPath, Auth};
+use crate::service::ServiceError;
+
+fn kind(s: &str) -> Result<GreetingKind, ApiError> {
+    GreetingKind::parse(s).ok_or_else(|| {
+        ApiError::new(
+            "not-found",
+            format!("no greeting {s:?}: use unavailable, busy, temp or name"),
+        )
+    })
+}
+
+/// Upload (or replace) a greeting; the body is the audio, as for a deposit.
+#[utoipa::path(put, path = "/v1/mailboxes/{address}/greetings/{kind}", tag = "greetings",
+    params(("address" = String, Path, description = "mailbox@context"),
+        ("kind" = String, Path, description = "unavailable, busy, temp or name")),
+    request_body(content((Vec<u8> = "audio/wav"), (Vec<u8> = "audio/PCMU"), (Vec<u8> = "audio/PCMA"))),
+    responses((status = 201, body = GreetingView), (status = 200, body = GreetingView),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn put_greeting(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((addr, k)): ApiPath<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let address = super::address(&addr)?;
+    let kind = kind(&k)?;
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let hint = hint_from_content_type(ct.as_deref()).map_err(ServiceError::from)?;
+    let (g, created) =
+        s.vm.put_greeting(&p, &address, kind, hint, req.into_body().into_data_stream())
+            .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(GreetingView::from(g))).into_response())
+}
+
+/// The greeting's recording (original bytes; Range and If-None-Match supported). Send
+/// `Accept: application/json` for its description instead.
+#[utoipa::path(get, path = "/v1/mailboxes/{address}/greetings/{kind}", tag = "greetings",
+    params(("address" = String, Path, description = "mailbox@context"),
+        ("kind" = String, Path, description = "unavailable, busy, temp or name")),
+    responses((status = 200, content_type = "audio/wav", body = Vec<u8>),
+        (status = 206, description = "a byte range"), (status = 304, description = "not modified"),
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 416, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_greeting(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((addr, k)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let address = super::address(&addr)?;
+    let kind = kind(&k)?;
+    let g = s.vm.get_greeting(&p, &address, kind).await?;
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    if wants_json {
+        return Ok(axum::Json(GreetingView::from(g)).into_response());
+    }
+    let etag = format!("\"{}\"", g.sha256);
+    let range = match want(&headers, g.byte_size as u64, &etag) {
+        Want::NotModified => return Ok(not_modified(&etag)),
+        Want::Unsatisfiable => return Ok(unsatisfiable(g.byte_size as u64)),
+        Want::Full => None,
+        Want::Range(a, b) => Some((a, b)),
+    };
+    let audio = s.vm.open_greeting_audio(&g, range).await?;
+    let filename = format!("{}.{}", kind.asterisk_dir(), g.audio_format.extension());
+    Ok(send(audio, g.audio_format.content_type(), &etag, &filename))
+}
+
+/// Remove a greeting.
+#[utoipa::path(delete, path = "/v1/mailboxes/{address}/greetings/{kind}", tag = "greetings",
+    params(("address" = String, Path, description = "mailbox@context"),
+        ("kind" = String, Path, description = "unavailable, busy, temp or name")),
+    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn delete_greeting(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((addr, k)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let address = super::address(&addr)?;
+    let kind = kind(&k)?;
+    s.vm.delete_greeting(&p, &address, kind).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

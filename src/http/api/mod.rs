@@ -1,0 +1,35 @@
+//! `/v1` handlers.
+
+pub mod audio;
+pub mod contexts;
+pub mod greetings;
+pub mod health;
+pub mod mailboxes;
+pub mod messages;
+pub mod views;
+
+use crate::domain::MailboxAddress;
+use crate::http::error::ApiError;
+
+/// Default and largest page sizes.
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+/// Parses `?limit=` (absent = default, above the maximum = the maximum).
+pub fn limit(v: Option<&str>) -> Result<u32, ApiError> {
+    match v {
+        None | Some("") => Ok(DEFAULT_LIMIT),
+        Some(s) => match s.parse::<u32>() {
+            Ok(0) | Err(_) => Err(ApiError::invalid(format!(
+                "limit must be a whole number 1..={MAX_LIMIT}"
+            ))),
+            Ok(n) => Ok(n.min(MAX_LIMIT)),
+        },
+    }
+}
+
+/// Parses the `{mailbox}@{context}` path segment.
+pub fn address(s: &str) -> Result<MailboxAddress, ApiError> {
+    s.parse::<MailboxAddress>()
+        .map_err(|e| ApiError::new("invalid-mailbox-address", e.to_string()))
+}

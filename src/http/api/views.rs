@@ -1,0 +1,321 @@
+//! JSON shapes of the API (Asterisk's names where they exist).
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::{Flag, Folder, GreetingKind, MwiCounts};
+use crate::service::MailboxSettings;
+use crate::store::{ContextRecord, GreetingRecord, MailboxRecord, MessageRecord};
+
+/// A list page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A context (tenant).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContextView {
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+}
+
+impl From<ContextRecord> for ContextView {
+    fn from(c: ContextRecord) -> Self {
+        Self {
+            name: c.name,
+            description: c.description,
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// A new context.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewContext {
+    /// Letters, digits, '-', '_' and '.', up to 80.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A mailbox. The PIN is write-only: `has_pin` tells whether one is set.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MailboxView {
+    /// `mailbox@context`.
+    pub id: String,
+    pub mailbox: String,
+    pub context: String,
+    pub fullname: String,
+    pub email: String,
+    pub pager: String,
+    pub attach: bool,
+    pub attachfmt: String,
+    /// Messages per folder; null = the server default.
+    pub maxmsg: Option<u32>,
+    /// Longest message in seconds; null = the server default.
+    pub maxsecs: Option<u32>,
+    /// Shortest message in seconds; null = the server default.
+    pub minsecs: Option<u32>,
+    pub tz: String,
+    pub language: String,
+    pub deletevoicemail: bool,
+    pub has_pin: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<MailboxRecord> for MailboxView {
+    fn from(m: MailboxRecord) -> Self {
+        Self {
+            id: m.address.to_string(),
+            mailbox: m.address.mailbox,
+            context: m.address.context,
+            fullname: m.fullname,
+            email: m.email,
+            pager: m.pager,
+            attach: m.attach,
+            attachfmt: m.attachfmt,
+            maxmsg: m.maxmsg,
+            maxsecs: m.maxsecs,
+            minsecs: m.minsecs,
+            tz: m.tz,
+            language: m.language,
+            deletevoicemail: m.deletevoicemail,
+            has_pin: !m.pin_hash.is_empty(),
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Mailbox settings; on PATCH every field is optional and null resets a limit to the default.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxFields {
+    /// 1-20 digits; write-only; "" removes the PIN.
+    #[serde(default)]
+    pub pin: Option<String>,
+    #[serde(default)]
+    pub fullname: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub pager: Option<String>,
+    #[serde(default)]
+    pub attach: Option<bool>,
+    /// wav, wav49, gsm, opus or original.
+    #[serde(default)]
+    pub attachfmt: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub maxmsg: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub maxsecs: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub minsecs: Option<Option<u32>>,
+    #[serde(default)]
+    pub tz: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub deletevoicemail: Option<bool>,
+}
+
+impl From<MailboxFields> for MailboxSettings {
+    fn from(f: MailboxFields) -> Self {
+        Self {
+            pin: f.pin,
+            fullname: f.fullname,
+            email: f.email,
+            pager: f.pager,
+            attach: f.attach,
+            attachfmt: f.attachfmt,
+            maxmsg: f.maxmsg,
+            maxsecs: f.maxsecs,
+            minsecs: f.minsecs,
+            tz: f.tz,
+            language: f.language,
+            deletevoicemail: f.deletevoicemail,
+        }
+    }
+}
+
+/// A new mailbox: its address plus settings.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewMailbox {
+    pub mailbox: String,
+    pub context: String,
+    #[serde(flatten)]
+    pub fields: MailboxFields,
+}
+
+/// Audio facts of a stored recording.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AudioView {
+    /// Container and codec, e.g. `wav_ulaw`, `raw_alaw`, `wav_pcm`.
+    pub format: String,
+    /// `pcm_mulaw`, `pcm_alaw` or `pcm_s16le`.
+    pub codec: String,
+    pub content_type: String,
+    pub sample_rate: u32,
+    pub channels: u16,
+    /// Bytes of the original recording.
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// A voicemail message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    /// Owning mailbox, `mailbox@context`.
+    pub mailbox: String,
+    pub folder: Folder,
+    pub read: bool,
+    pub urgent: bool,
+    /// Asterisk flag: "", "Urgent" or "PRIORITY".
+    pub flag: Flag,
+    /// Zero-based position in the folder (Asterisk msgnum; file msg%04d).
+    pub msgnum: i64,
+    /// Whole seconds (Asterisk `duration`).
+    pub duration: i64,
+    pub duration_ms: i64,
+    /// When the message was left, Unix seconds (Asterisk `origtime`).
+    pub orig_time: i64,
+    pub caller_id_num: String,
+    pub caller_id_name: String,
+    /// `"Name" <num>` as Asterisk writes it.
+    pub callerid: String,
+    pub category: String,
+    pub context: String,
+    pub exten: String,
+    pub rdnis: String,
+    pub priority: i64,
+    pub callerchan: String,
+    pub origmailbox: String,
+    pub msg_id: String,
+    pub forwarded_from: Option<String>,
+    pub audio: AudioView,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+impl From<MessageRecord> for MessageView {
+    fn from(m: MessageRecord) -> Self {
+        Self {
+            id: m.id.to_string(),
+            mailbox: m.mailbox.to_string(),
+            urgent: m.flag == Flag::Urgent || m.folder == Folder::Urgent,
+            duration: m.duration_secs(),
+            folder: m.folder,
+            read: m.read,
+            flag: m.flag,
+            msgnum: m.msgnum,
+            duration_ms: m.duration_ms,
+            orig_time: m.origtime,
+            caller_id_num: m.caller_id_num,
+            caller_id_name: m.caller_id_name,
+            callerid: m.callerid,
+            category: m.category,
+            context: m.context,
+            exten: m.exten,
+            rdnis: m.rdnis,
+            priority: m.priority,
+            callerchan: m.callerchan,
+            origmailbox: m.origmailbox,
+            msg_id: m.msg_id,
+            forwarded_from: m.forwarded_from.map(|f| f.to_string()),
+            audio: AudioView {
+                format: m.audio_format.as_str().to_owned(),
+                codec: m.audio_format.codec().to_owned(),
+                content_type: m.audio_format.content_type().to_owned(),
+                sample_rate: m.sample_rate,
+                channels: m.channels,
+                size: m.byte_size,
+                sha256: m.sha256,
+            },
+            created_at: m.created_at,
+            created_by: m.created_by,
+        }
+    }
+}
+
+/// A change to a message: move it and/or mark it read or unread.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessagePatch {
+    #[serde(default)]
+    pub folder: Option<Folder>,
+    #[serde(default)]
+    pub read: Option<bool>,
+}
+
+/// Forward a message to other mailboxes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardBody {
+    /// Target mailboxes, `mailbox@context`.
+    pub to: Vec<String>,
+    /// Keep the original (default true).
+    #[serde(default)]
+    pub keep: Option<bool>,
+}
+
+/// Result of a forward.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ForwardView {
+    pub items: Vec<MessageView>,
+}
+
+/// MWI counts.
+pub type MwiView = MwiCounts;
+
+/// A PIN to check.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinBody {
+    pub pin: String,
+}
+
+/// A greeting.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GreetingView {
+    pub kind: GreetingKind,
+    pub duration_ms: i64,
+    pub audio: AudioView,
+    pub updated_at: i64,
+}
+
+impl From<GreetingRecord> for GreetingView {
+    fn from(g: GreetingRecord) -> Self {
+        Self {
+            kind: g.kind,
+            duration_ms: g.duration_ms,
+            audio: AudioView {
+                format: g.audio_format.as_str().to_owned(),
+                codec: g.audio_format.codec().to_owned(),
+                content_type: g.audio_format.content_type().to_owned(),
+                sample_rate: g.sample_rate,
+                channels: g.channels,
+                size: g.byte_size,
+                sha256: g.sha256,
+            },
+            updated_at: g.updated_at,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! HTTP: the `/v1` API, health, the OpenAPI document and problem descriptions.
+
+pub mod api;
+pub mod error;
+pub mod extract;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::service::Voicemail;
+use api::{contexts, greetings, health, mailboxes, messages, views};
+use error::ApiError;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub vm: Voicemail,
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI 3.1 description of the API, generated from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "voxmail", description = "Centralized voicemail for PBX clusters"),
+    paths(
+        health::healthz, health::readyz,
+        contexts::create_context, contexts::list_contexts,
+        mailboxes::create_mailbox, mailboxes::list_mailboxes, mailboxes::get_mailbox,
+        mailboxes::update_mailbox, mailboxes::delete_mailbox, mailboxes::get_mwi,
+        mailboxes::verify_pin,
+        messages::deposit_message, messages::list_messages, messages::get_message,
+        messages::update_message, messages::delete_message, messages::get_message_audio,
+        messages::forward_message,
+        greetings::put_greeting, greetings::get_greeting, greetings::delete_greeting,
+    ),
+    components(schemas(error::Problem, views::MessageView, views::MailboxView, views::ContextView,
+        views::GreetingView, crate::service::DepositMeta)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+async fn openapi_json() -> Response {
+    axum::Json(ApiDoc::openapi()).into_response()
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new("not-found", format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        "method-not-allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new("internal", "internal error; see the server log").into_response()
+}
+
+/// Builds the router.
+pub fn router(vm: Voicemail) -> Router {
+    let state = AppState { vm };
+    let mbox = "/v1/mailboxes/{address}";
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/openapi.json", get(openapi_json))
+        .route("/problems/{slug}", get(error::describe_problem))
+        .route(
+            "/v1/contexts",
+            get(contexts::list_contexts).post(contexts::create_context),
+        )
+        .route(
+            "/v1/mailboxes",
+            get(mailboxes::list_mailboxes).post(mailboxes::create_mailbox),
+        )
+        .route(
+            mbox,
+            get(mailboxes::get_mailbox)
+                .patch(mailboxes::update_mailbox)
+                .delete(mailboxes::delete_mailbox),
+        )
+        .route(&format!("{mbox}/mwi"), get(mailboxes::get_mwi))
+        .route(
+            &format!("{mbox}/pin/verify"),
+            axum::routing::post(mailboxes::verify_pin),
+        )
+        .route(
+            &format!("{mbox}/messages"),
+            get(messages::list_messages).merge(
+                axum::routing::post(messages::deposit_message).layer(DefaultBodyLimit::disable()),
+            ),
+        )
+        .route(
+            &format!("{mbox}/messages/{{id}}"),
+            get(messages::get_message)
+                .patch(messages::update_message)
+                .delete(messages::delete_message),
+        )
+        .route(
+            &format!("{mbox}/messages/{{id}}/audio"),
+            get(messages::get_message_audio),
+        )
+        .route(
+            &format!("{mbox}/messages/{{id}}/forward"),
+            axum::routing::post(messages::forward_message),
+        )
+        .route(
+            &format!("{mbox}/greetings/{{kind}}"),
+            get(greetings::get_greeting)
+                .put(greetings::put_greeting)
+                .delete(greetings::delete_greeting),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Audio bodies are streamed and limited by the deposit path itself (problem+json 413);
+        // JSON bodies are small.
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,12 @@
+//! voxmail: a centralized voicemail service for PBX clusters.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod audio;
+pub mod blob;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod service;
+pub mod store;

@@ -1,0 +1,195 @@
+//! The use cases. HTTP handlers and CLI commands call these, never the stores directly.
+
+mod audio_in;
+mod auth;
+mod deposit;
+mod directory;
+mod greetings;
+mod messages;
+mod pin;
+
+pub use audio_in::ReceivedAudio;
+pub use auth::NewApiKey;
+pub use deposit::DepositMeta;
+pub use directory::{MailboxCursor, MailboxSettings};
+pub use messages::{AudioStream, ForwardRequest};
+
+use std::sync::Arc;
+
+use crate::audio::AudioError;
+use crate::blob::{BlobError, BlobKey, BlobStore};
+use crate::config::Config;
+use crate::domain::{AddressError, FolderError, MailboxAddress, Principal};
+use crate::store::{MailboxRecord, MessageStore, SqlStore, StoreError};
+
+/// Failures of a use case, each one a cause a client can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The thing does not exist, or the caller may not see it.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The caller's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request is malformed or a value is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A mailbox address is malformed.
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    /// A folder name is not valid.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// The name or address is already taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The target folder already holds its maximum number of messages.
+    #[error("{0}")]
+    MailboxFull(String),
+    /// The recording is not acceptable.
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// The recording is shorter than the mailbox's `minsecs`.
+    #[error("the recording lasts {duration_ms} ms, shorter than the minimum of {min_secs} s")]
+    TooShort { duration_ms: u64, min_secs: u32 },
+    /// The recording is longer than the mailbox's `maxsecs`.
+    #[error("the recording is longer than the maximum of {max_secs} s")]
+    TooLong { max_secs: u32 },
+    /// The body is larger than the configured maximum.
+    #[error("the request body is larger than {max_bytes} bytes")]
+    PayloadTooLarge { max_bytes: u64 },
+    /// The request body could not be read (client went away, broken framing).
+    #[error("the request body could not be read: {0}")]
+    Body(String),
+    /// Too many failed PIN attempts: try again after this many seconds.
+    #[error("too many failed PIN attempts; try again in {retry_after} s")]
+    Locked { retry_after: u64 },
+    /// The PIN is wrong.
+    #[error("wrong PIN")]
+    PinMismatch,
+    /// The requested byte range lies outside the audio.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    /// A back end (database, audio storage) is unavailable or failed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound("resource".into()),
+            StoreError::Conflict(m) => Self::Conflict(m),
+            e @ StoreError::MailboxFull { .. } => Self::MailboxFull(e.to_string()),
+            StoreError::Corrupt(m) => {
+                tracing::error!(error = %m, "corrupt row in the database");
+                Self::Unavailable("stored data is inconsistent; see the server log".into())
+            }
+            StoreError::Database(e) => {
+                tracing::error!(error = %e, "database error");
+                Self::Unavailable("the database is unavailable".into())
+            }
+        }
+    }
+}
+
+impl From<BlobError> for ServiceError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::NotFound(k) => {
+                tracing::error!(audio.key = %k, "audio missing for a stored row");
+                Self::Unavailable("the audio of this item is missing from storage".into())
+            }
+            BlobError::RangeNotSatisfiable => Self::RangeNotSatisfiable { size: 0 },
+            BlobError::Io(e) => {
+                tracing::error!(error = %e, "audio storage error");
+                Self::Unavailable("audio storage is unavailable".into())
+            }
+        }
+    }
+}
+
+/// Result of a use case.
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// The services, sharing the stores.
+#[derive(Clone)]
+pub struct Voicemail {
+    pub(crate) sql: Arc<SqlStore>,
+    pub(crate) messages: Arc<dyn MessageStore>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) config: Arc<Config>,
+    /// Bounds concurrent argon2 work so PIN checks cannot starve the blocking pool.
+    pub(crate) hashing: Arc<tokio::sync::Semaphore>,
+}
+
+impl Voicemail {
+    pub fn new(sql: Arc<SqlStore>, blobs: Arc<dyn BlobStore>, config: Arc<Config>) -> Self {
+        Self {
+            messages: sql.clone(),
+            sql,
+            blobs,
+            config,
+            hashing: Arc::new(tokio::sync::Semaphore::new(4)),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The mailbox at `address`, if the caller may see it (other contexts' mailboxes are "not
+    /// found", never "forbidden", so keys cannot probe other tenants).
+    pub(crate) async fn visible_mailbox(
+        &self,
+        p: &Principal,
+        address: &MailboxAddress,
+    ) -> Result<MailboxRecord> {
+        if !p.sees_context(&address.context) {
+            return Err(ServiceError::NotFound(format!("mailbox {address}")));
+        }
+        self.sql.get_mailbox(address).await.map_err(|e| match e {
+            StoreError::NotFound => ServiceError::NotFound(format!("mailbox {address}")),
+            other => other.into(),
+        })
+    }
+
+    pub(crate) fn require_admin(p: &Principal, what: &str) -> Result<()> {
+        if p.is_admin() {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "{what} needs an admin key; this key has role pbx"
+            )))
+        }
+    }
+
+    /// Removes blobs after the rows that referenced them are gone. A failure only leaves an orphan
+    /// for the collector, so it is logged, not returned.
+    pub(crate) async fn remove_blobs(&self, keys: impl IntoIterator<Item = String>) {
+        for k in keys {
+            let Some(key) = BlobKey::from_stored(&k) else {
+                tracing::error!(audio.key = %k, "refusing to remove a malformed audio key");
+                continue;
+            };
+            if let Err(e) = self.blobs.remove(&key).await {
+                tracing::warn!(audio.key = %k, error = %e, "could not remove audio; left as orphan");
+            }
+        }
+    }
+
+    /// Checks the database and audio storage (for `/readyz`).
+    pub async fn ready(&self) -> Result<()> {
+        self.sql.ping().await?;
+        self.blobs.check().await?;
+        Ok(())
+    }
+
+    /// Removes expired idempotency keys and events past retention.
+    pub async fn housekeeping(&self) -> Result<u64> {
+        let now = crate::domain::now_secs();
+        let idem = now - self.config.voicemail.idempotency_ttl_secs as i64;
+        let events = now - self.config.events.retention_secs as i64;
+        Ok(self.sql.sweep(idem, events).await?)
+    }
+}

@@ -1,0 +1,321 @@
+//! Persistence: the records services work with, the message-store seam, and its SQL implementation.
+
+pub mod sql;
+
+pub use sql::SqlStore;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    ApiKeyId, AudioFormat, Flag, Folder, GreetingKind, MailboxAddress, MailboxId, MessageId,
+    MwiCounts, Role,
+};
+
+/// Failures of a store that callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint (name, address) is already taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The target folder already holds `maxmsg` messages.
+    #[error("folder {folder} of {mailbox} is full ({max} messages)")]
+    MailboxFull {
+        mailbox: String,
+        folder: String,
+        max: u32,
+    },
+    /// A row read back from the database does not make sense (edited by hand, or a bug).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A tenant.
+#[derive(Debug, Clone)]
+pub struct ContextRecord {
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+}
+
+/// A mailbox and its settings (Asterisk realtime names).
+#[derive(Debug, Clone)]
+pub struct MailboxRecord {
+    pub id: MailboxId,
+    pub address: MailboxAddress,
+    /// argon2 PHC string, empty when no PIN is set.
+    pub pin_hash: String,
+    pub fullname: String,
+    pub email: String,
+    pub pager: String,
+    pub attach: bool,
+    pub attachfmt: String,
+    pub maxmsg: Option<u32>,
+    pub maxsecs: Option<u32>,
+    pub minsecs: Option<u32>,
+    pub tz: String,
+    pub language: String,
+    pub deletevoicemail: bool,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Settings of a new mailbox, or the changed settings of an existing one (`None` = unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct MailboxChanges {
+    pub pin_hash: Option<String>,
+    pub fullname: Option<String>,
+    pub email: Option<String>,
+    pub pager: Option<String>,
+    pub attach: Option<bool>,
+    pub attachfmt: Option<String>,
+    pub maxmsg: Option<Option<u32>>,
+    pub maxsecs: Option<Option<u32>>,
+    pub minsecs: Option<Option<u32>>,
+    pub tz: Option<String>,
+    pub language: Option<String>,
+    pub deletevoicemail: Option<bool>,
+}
+
+/// A stored voicemail message: Asterisk's ODBC columns plus ours.
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    pub mailbox_id: MailboxId,
+    pub mailbox: MailboxAddress,
+    pub dir: String,
+    pub msgnum: i64,
+    pub folder: Folder,
+    pub read: bool,
+    pub flag: Flag,
+    pub category: String,
+    pub context: String,
+    pub macrocontext: String,
+    pub callerid: String,
+    pub caller_id_num: String,
+    pub caller_id_name: String,
+    pub origtime: i64,
+    pub duration_ms: i64,
+    pub origmailbox: String,
+    pub exten: String,
+    pub rdnis: String,
+    pub priority: i64,
+    pub callerchan: String,
+    pub msg_id: String,
+    pub audio_key: String,
+    pub audio_format: AudioFormat,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub byte_size: i64,
+    pub sha256: String,
+    pub forwarded_from: Option<MessageId>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl MessageRecord {
+    /// Whole seconds, as Asterisk's `duration` column holds them (rounded half up).
+    pub fn duration_secs(&self) -> i64 {
+        (self.duration_ms + 500) / 1000
+    }
+}
+
+/// Everything needed to insert a message; `dir`, `msgnum` and folder placement are decided by the
+/// store inside the inserting transaction.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub folder: Folder,
+    pub flag: Flag,
+    pub category: String,
+    pub context: String,
+    pub callerid: String,
+    pub caller_id_num: String,
+    pub caller_id_name: String,
+    pub origtime: i64,
+    pub duration_ms: i64,
+    pub origmailbox: String,
+    pub exten: String,
+    pub rdnis: String,
+    pub priority: i64,
+    pub callerchan: String,
+    pub msg_id: String,
+    pub audio_key: String,
+    pub audio_format: AudioFormat,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub byte_size: i64,
+    pub sha256: String,
+    pub forwarded_from: Option<MessageId>,
+}
+
+/// A mailbox's change: its counts after the change, in the same transaction.
+#[derive(Debug, Clone)]
+pub struct Changed<T> {
+    pub value: T,
+    pub counts: MwiCounts,
+}
+
+/// How a deposit ended.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    /// A new message was stored.
+    Created(Changed<MessageRecord>),
+    /// The Idempotency-Key was seen before: the message stored then.
+    Existing(MessageRecord),
+}
+
+/// One target of a forward.
+#[derive(Debug, Clone)]
+pub struct ForwardTarget {
+    pub mailbox: MailboxRecord,
+    pub maxmsg: u32,
+    pub message: NewMessage,
+}
+
+/// A stored greeting.
+#[derive(Debug, Clone)]
+pub struct GreetingRecord {
+    pub mailbox_id: MailboxId,
+    pub kind: GreetingKind,
+    pub audio_key: String,
+    pub audio_format: AudioFormat,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub duration_ms: i64,
+    pub byte_size: i64,
+    pub sha256: String,
+    pub updated_at: i64,
+}
+
+/// An API key (never its token).
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub id: ApiKeyId,
+    pub name: String,
+    pub role: Role,
+    pub context: Option<String>,
+    pub token_prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// Outcome of reserving a PIN attempt.
+#[derive(Debug, Clone)]
+pub enum PinAttempt {
+    /// The attempt may be checked against this hash.
+    Allowed { pin_hash: String },
+    /// Too many failures: locked until this Unix time.
+    Locked { until: i64 },
+}
+
+/// The PIN limits a store enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct PinPolicy {
+    pub max_failures: u32,
+    pub window_secs: i64,
+    pub lockout_secs: i64,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Storage of voicemail messages and greetings. Every change returns the mailbox's MWI counts,
+/// computed and recorded (event outbox) in the changing transaction.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Inserts a deposited message unless `idempotency_key` was seen for this mailbox; refuses when
+    /// the target folder already holds `maxmsg` messages.
+    async fn insert_message(
+        &self,
+        mailbox: &MailboxRecord,
+        message: NewMessage,
+        maxmsg: u32,
+        idempotency_key: Option<&str>,
+    ) -> Result<Inserted, StoreError>;
+
+    /// The message a deposit with this Idempotency-Key stored, if any.
+    async fn find_idempotent(
+        &self,
+        mailbox: &MailboxRecord,
+        key: &str,
+    ) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// Messages of a mailbox (optionally one folder) in deposit order, after the cursor.
+    async fn list_messages(
+        &self,
+        mailbox: &MailboxRecord,
+        folder: Option<&Folder>,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Page<MessageRecord>, StoreError>;
+
+    /// One message of a mailbox.
+    async fn get_message(
+        &self,
+        mailbox: &MailboxRecord,
+        id: MessageId,
+    ) -> Result<MessageRecord, StoreError>;
+
+    /// Moves a message and/or changes its read state.
+    async fn update_message(
+        &self,
+        mailbox: &MailboxRecord,
+        id: MessageId,
+        folder: Option<Folder>,
+        read: Option<bool>,
+        maxmsg: u32,
+    ) -> Result<Changed<MessageRecord>, StoreError>;
+
+    /// Deletes a message; returns it so its audio can be removed.
+    async fn delete_message(
+        &self,
+        mailbox: &MailboxRecord,
+        id: MessageId,
+    ) -> Result<Changed<MessageRecord>, StoreError>;
+
+    /// Copies a message into other mailboxes (and removes the original unless `keep`), atomically.
+    async fn forward_message(
+        &self,
+        source: &MailboxRecord,
+        id: MessageId,
+        targets: Vec<ForwardTarget>,
+        keep: bool,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// Current MWI counts of a mailbox.
+    async fn counts(&self, mailbox: &MailboxRecord) -> Result<MwiCounts, StoreError>;
+
+    /// Stores or replaces a greeting; returns the replaced one's audio key.
+    async fn put_greeting(
+        &self,
+        mailbox: &MailboxRecord,
+        greeting: GreetingRecord,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// One greeting.
+    async fn get_greeting(
+        &self,
+        mailbox: &MailboxRecord,
+        kind: GreetingKind,
+    ) -> Result<GreetingRecord, StoreError>;
+
+    /// Removes a greeting; returns it so its audio can be removed.
+    async fn delete_greeting(
+        &self,
+        mailbox: &MailboxRecord,
+        kind: GreetingKind,
+    ) -> Result<GreetingRecord, StoreError>;
+}

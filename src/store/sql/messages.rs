@@ -1,0 +1,725 @@
+//! Messages, greetings and MWI counts in SQL. Every change locks the mailbox row (bumping its MWI
+//! version), makes the change, and writes an outbox event with the counts — in one transaction.
+
+use async_trait::async_trait;
+
+use super::rows::{CountsRow, GreetingRow, MessageRow, greeting_columns, message_columns};
+use super::{SqlStore, Tx, is_unique_violation};
+use crate::domain::{Folder, GreetingKind, MessageId, MwiCounts, now_secs};
+use crate::store::{
+    Changed, ForwardTarget, GreetingRecord, Inserted, MailboxRecord, MessageRecord, MessageStore,
+    NewMessage, Page, StoreError,
+};
+
+impl SqlStore {
+    /// Takes the mailbox's row lock by bumping its version; returns the new version.
+    async fn lock_mailbox(&self, tx: &mut Tx, mailbox: &MailboxRecord) -> Result<i64, StoreError> {
+        let res = self
+            .q("UPDATE mailboxes SET version = version + 1 WHERE uniqueid = ?")
+            .bind(mailbox.id.to_string())
+            .execute(&mut **tx)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let (v,): (i64,) = self
+            .qa("SELECT version FROM mailboxes WHERE uniqueid = ?")
+            .bind(mailbox.id.to_string())
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(v)
+    }
+
+    async fn counts_in(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+        version: i64,
+    ) -> Result<MwiCounts, StoreError> {
+        let r: CountsRow = self
+            .qa(COUNTS_SQL)
+            .bind(mailbox.id.to_string())
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(to_counts(r, version))
+    }
+
+    /// Writes an outbox event for a change of `mailbox` (whose row lock `lock_mailbox` took), with
+    /// the counts as they are now in this transaction.
+    pub(super) async fn emit(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+        event_type: &str,
+        message_id: Option<MessageId>,
+    ) -> Result<MwiCounts, StoreError> {
+        let version = self.lock_mailbox(tx, mailbox).await?;
+        self.emit_locked(tx, mailbox, event_type, message_id, version)
+            .await
+    }
+
+    async fn emit_locked(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+        event_type: &str,
+        message_id: Option<MessageId>,
+        version: i64,
+    ) -> Result<MwiCounts, StoreError> {
+        let counts = self.counts_in(tx, mailbox, version).await?;
+        self.q(
+            "INSERT INTO events (event_type, context, mailbox, mailbox_id, message_id, new_count, \
+             old_count, urgent_new, urgent_old, version, node_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(event_type.to_owned())
+        .bind(mailbox.address.context.clone())
+        .bind(mailbox.address.mailbox.clone())
+        .bind(mailbox.id.to_string())
+        .bind(message_id.map(|m| m.to_string()))
+        .bind(i64::from(counts.new))
+        .bind(i64::from(counts.old))
+        .bind(i64::from(counts.urgent_new))
+        .bind(i64::from(counts.urgent_old))
+        .bind(version)
+        .bind(self.node_id.clone())
+        .bind(now_secs())
+        .execute(&mut **tx)
+        .await?;
+        Ok(counts)
+    }
+
+    async fn message_in(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+        id: MessageId,
+    ) -> Result<MessageRecord, StoreError> {
+        self.qa::<MessageRow>(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE mailbox_id = ? AND id = ?"
+        ))
+        .bind(mailbox.id.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?
+        .try_into()
+    }
+
+    /// Counts a folder and returns the next msgnum in it; refuses when it is full.
+    async fn next_msgnum(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+        dir: &str,
+        folder: &Folder,
+        maxmsg: u32,
+    ) -> Result<i64, StoreError> {
+        let (count, max): (i64, Option<i64>) = self
+            .qa("SELECT COUNT(*), MAX(msgnum) FROM messages WHERE dir = ?")
+            .bind(dir.to_owned())
+            .fetch_one(&mut **tx)
+            .await?;
+        if count >= i64::from(maxmsg) {
+            return Err(StoreError::MailboxFull {
+                mailbox: mailbox.address.to_string(),
+                folder: folder.to_string(),
+                max: maxmsg,
+            });
+        }
+        Ok(max.map_or(0, |m| m + 1))
+    }
+
+    /// Closes the gap a message leaves in its folder, as Asterisk renumbers on mailbox close. Two
+    /// steps, so no intermediate row collides with the (dir, msgnum) key.
+    async fn compact(&self, tx: &mut Tx, dir: &str, removed: i64) -> Result<(), StoreError> {
+        self.q("UPDATE messages SET msgnum = -msgnum - 2 WHERE dir = ? AND msgnum > ?")
+            .bind(dir.to_owned())
+            .bind(removed)
+            .execute(&mut **tx)
+            .await?;
+        self.q("UPDATE messages SET msgnum = -msgnum - 3 WHERE dir = ? AND msgnum < -1")
+            .bind(dir.to_owned())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Inserts a message into a locked mailbox at the end of its folder; refuses a full folder.
+    async fn insert_row(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+        m: &NewMessage,
+        maxmsg: u32,
+    ) -> Result<(), StoreError> {
+        let dir = self.dir(
+            &mailbox.address.context,
+            &mailbox.address.mailbox,
+            m.folder.as_str(),
+        );
+        let msgnum = self
+            .next_msgnum(tx, mailbox, &dir, &m.folder, maxmsg)
+            .await?;
+        let now = now_secs();
+        self.q(
+            "INSERT INTO messages (id, mailbox_id, dir, msgnum, context, macrocontext, callerid, \
+             origtime, duration, recording, flag, category, mailboxuser, mailboxcontext, msg_id, \
+             folder, is_read, origmailbox, exten, rdnis, priority, callerchan, caller_id_num, \
+             caller_id_name, duration_ms, audio_key, audio_format, codec, sample_rate, channels, \
+             byte_size, sha256, forwarded_from, created_by, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, \
+             ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(m.id.to_string())
+        .bind(mailbox.id.to_string())
+        .bind(dir)
+        .bind(msgnum)
+        .bind(m.context.clone())
+        .bind(m.callerid.clone())
+        .bind(m.origtime)
+        .bind((m.duration_ms + 500) / 1000)
+        .bind(m.flag.as_str())
+        .bind(m.category.clone())
+        .bind(mailbox.address.mailbox.clone())
+        .bind(mailbox.address.context.clone())
+        .bind(m.msg_id.clone())
+        .bind(m.folder.as_str().to_owned())
+        .bind(m.origmailbox.clone())
+        .bind(m.exten.clone())
+        .bind(m.rdnis.clone())
+        .bind(m.priority)
+        .bind(m.callerchan.clone())
+        .bind(m.caller_id_num.clone())
+        .bind(m.caller_id_name.clone())
+        .bind(m.duration_ms)
+        .bind(m.audio_key.clone())
+        .bind(m.audio_format.as_str())
+        .bind(m.audio_format.codec())
+        .bind(i64::from(m.sample_rate))
+        .bind(i64::from(m.channels))
+        .bind(m.byte_size)
+        .bind(m.sha256.clone())
+        .bind(m.forwarded_from.map(|f| f.to_string()))
+        .bind(self.node_id.clone())
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+const COUNTS_SQL: &str = "SELECT \
+    COUNT(CASE WHEN folder IN ('INBOX', 'Urgent') AND is_read = 0 THEN 1 END) AS new_count, \
+    COUNT(CASE WHEN folder = 'Old' OR (folder IN ('INBOX', 'Urgent') AND is_read <> 0) THEN 1 END) \
+        AS old_count, \
+    COUNT(CASE WHEN folder IN ('INBOX', 'Urgent') AND is_read = 0 \
+        AND (folder = 'Urgent' OR flag = 'Urgent') THEN 1 END) AS urgent_new, \
+    COUNT(CASE WHEN (folder = 'Old' OR (folder IN ('INBOX', 'Urgent') AND is_read <> 0)) \
+        AND (folder = 'Urgent' OR flag = 'Urgent') THEN 1 END) AS urgent_old \
+    FROM messages WHERE mailbox_id = ?";
+
+fn to_counts(r: CountsRow, version: i64) -> MwiCounts {
+    let c = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    MwiCounts {
+        new: c(r.new_count),
+        old: c(r.old_count),
+        urgent_new: c(r.urgent_new),
+        urgent_old: c(r.urgent_old),
+        version,
+    }
+}
+
+/// Where a message goes and what its read state becomes after a PATCH, following Asterisk: a
+/// message that is read leaves INBOX/Urgent for Old; one marked unread in Old returns to INBOX
+/// (Urgent when it is flagged urgent).
+fn placement(cur: &MessageRecord, folder: Option<Folder>, read: Option<bool>) -> (Folder, bool) {
+    let read_now = read.unwrap_or(cur.read);
+    match folder {
+        Some(f) => {
+            let read = match (&f, read) {
+                (_, Some(r)) => r,
+                (Folder::Old, None) => true,
+                (f, None) if f.counts_as_new() && !cur.folder.counts_as_new() => false,
+                _ => cur.read,
+            };
+            (f, read)
+        }
+        None => match (&cur.folder, read_now) {
+            (f, true) if f.counts_as_new() => (Folder::Old, true),
+            (Folder::Old, false) => {
+                let back = if cur.flag == crate::domain::Flag::Urgent {
+                    Folder::Urgent
+                } else {
+                    Folder::Inbox
+                };
+                (back, false)
+            }
+            (f, r) => (f.clone(), r),
+        },
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqlStore {
+    async fn insert_message(
+        &self,
+        mailbox: &MailboxRecord,
+        message: NewMessage,
+        maxmsg: u32,
+        idempotency_key: Option<&str>,
+    ) -> Result<Inserted, StoreError> {
+        let mut tx = self.begin().await?;
+        let version = self.lock_mailbox(&mut tx, mailbox).await?;
+        if let Some(key) = idempotency_key {
+            // Under the mailbox lock a concurrent retry has either committed (found here) or waits.
+            if let Some(existing) = self.idempotent_in(&mut tx, mailbox, key).await? {
+                return Ok(Inserted::Existing(existing));
+            }
+            let res = self
+                .q(
+                    "INSERT INTO idempotency_keys (mailbox_id, idem_key, message_id, created_at) \
+                    VALUES (?, ?, ?, ?)",
+                )
+                .bind(mailbox.id.to_string())
+                .bind(key.to_owned())
+                .bind(message.id.to_string())
+                .bind(now_secs())
+                .execute(&mut *tx)
+                .await;
+            if let Err(e) = res {
+                if is_unique_violation(&e) {
+                    drop(tx);
+                    return match self.find_idempotent(mailbox, key).await? {
+                        Some(m) => Ok(Inserted::Existing(m)),
+                        None => Err(StoreError::Conflict("idempotency key in use".into())),
+                    };
+                }
+                return Err(e.into());
+            }
+        }
+        self.insert_row(&mut tx, mailbox, &message, maxmsg).await?;
+        let counts = self
+            .emit_locked(
+                &mut tx,
+                mailbox,
+                "message.deposited",
+                Some(message.id),
+                version,
+            )
+            .await?;
+        let stored = self.message_in(&mut tx, mailbox, message.id).await?;
+        tx.commit().await?;
+        Ok(Inserted::Created(Changed {
+            value: stored,
+            counts,
+        }))
+    }
+
+    async fn find_idempotent(
+        &self,
+        mailbox: &MailboxRecord,
+        key: &str,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let row: Option<MessageRow> = self
+            .qa(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE mailbox_id = ? AND id = (SELECT message_id FROM \
+                 idempotency_keys WHERE mailbox_id = ? AND idem_key = ?)"
+            ))
+            .bind(mailbox.id.to_string())
+            .bind(mailbox.id.to_string())
+            .bind(key.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(MessageRecord::try_from).transpose()
+    }
+
+    async fn list_messages(
+        &self,
+        mailbox: &MailboxRecord,
+        folder: Option<&Folder>,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Page<MessageRecord>, StoreError> {
+        let after = after.map(|a| a.to_string()).unwrap_or_default();
+        let limit_plus = i64::from(limit) + 1;
+        let rows: Vec<MessageRow> = match folder {
+            Some(f) => {
+                self.qa(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE mailbox_id = ? AND folder = ? AND id > ? \
+                     ORDER BY id LIMIT ?"
+                ))
+                .bind(mailbox.id.to_string())
+                .bind(f.as_str().to_owned())
+                .bind(after)
+                .bind(limit_plus)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                self.qa(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE mailbox_id = ? AND id > ? ORDER BY id LIMIT ?"
+                ))
+                .bind(mailbox.id.to_string())
+                .bind(after)
+                .bind(limit_plus)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let items = rows
+            .into_iter()
+            .map(MessageRecord::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::directory::page(items, limit))
+    }
+
+    async fn get_message(
+        &self,
+        mailbox: &MailboxRecord,
+        id: MessageId,
+    ) -> Result<MessageRecord, StoreError> {
+        self.qa::<MessageRow>(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE mailbox_id = ? AND id = ?"
+        ))
+        .bind(mailbox.id.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?
+        .try_into()
+    }
+
+    async fn update_message(
+        &self,
+        mailbox: &MailboxRecord,
+        id: MessageId,
+        folder: Option<Folder>,
+        read: Option<bool>,
+        maxmsg: u32,
+    ) -> Result<Changed<MessageRecord>, StoreError> {
+        let mut tx = self.begin().await?;
+        let version = self.lock_mailbox(&mut tx, mailbox).await?;
+        let cur = self.message_in(&mut tx, mailbox, id).await?;
+        let (to, read) = placement(&cur, folder, read);
+        let (dir, msgnum) = if to == cur.folder {
+            (cur.dir.clone(), cur.msgnum)
+        } else {
+            let dir = self.dir(
+                &mailbox.address.context,
+                &mailbox.address.mailbox,
+                to.as_str(),
+            );
+            let n = self
+                .next_msgnum(&mut tx, mailbox, &dir, &to, maxmsg)
+                .await?;
+            (dir, n)
+        };
+        self.q(
+            "UPDATE messages SET folder = ?, is_read = ?, dir = ?, msgnum = ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(to.as_str().to_owned())
+        .bind(i64::from(read))
+        .bind(dir.clone())
+        .bind(msgnum)
+        .bind(now_secs())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if dir != cur.dir {
+            self.compact(&mut tx, &cur.dir, cur.msgnum).await?;
+        }
+        let event = if to != cur.folder {
+            "message.moved"
+        } else {
+            "message.updated"
+        };
+        let counts = self
+            .emit_locked(&mut tx, mailbox, event, Some(id), version)
+            .await?;
+        let updated = self.message_in(&mut tx, mailbox, id).await?;
+        tx.commit().await?;
+        Ok(Changed {
+            value: updated,
+            counts,
+        })
+    }
+
+    async fn delete_message(
+        &self,
+        mailbox: &MailboxRecord,
+        id: MessageId,
+    ) -> Result<Changed<MessageRecord>, StoreError> {
+        let mut tx = self.begin().await?;
+        let version = self.lock_mailbox(&mut tx, mailbox).await?;
+        let cur = self.message_in(&mut tx, mailbox, id).await?;
+        self.q("DELETE FROM messages WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        self.compact(&mut tx, &cur.dir, cur.msgnum).await?;
+        let counts = self
+            .emit_locked(&mut tx, mailbox, "message.deleted", Some(id), version)
+            .await?;
+        tx.commit().await?;
+        Ok(Changed { value: cur, counts })
+    }
+
+    async fn forward_message(
+        &self,
+        source: &MailboxRecord,
+        id: MessageId,
+        mut targets: Vec<ForwardTarget>,
+        keep: bool,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        // Lock mailboxes in one global order (by id) so concurrent forwards cannot deadlock.
+        targets.sort_by_key(|t| t.mailbox.id);
+        let mut tx = self.begin().await?;
+        let mut lock_order: Vec<&MailboxRecord> = targets.iter().map(|t| &t.mailbox).collect();
+        lock_order.push(source);
+        lock_order.sort_by_key(|m| m.id);
+        lock_order.dedup_by_key(|m| m.id);
+        let mut versions = std::collections::HashMap::new();
+        for m in lock_order {
+            versions.insert(m.id, self.lock_mailbox(&mut tx, m).await?);
+        }
+        let cur = self.message_in(&mut tx, source, id).await?;
+        let mut created = Vec::with_capacity(targets.len());
+        for t in &targets {
+            self.insert_row(&mut tx, &t.mailbox, &t.message, t.maxmsg)
+                .await?;
+            let v = versions.get(&t.mailbox.id).copied().unwrap_or_default();
+            self.emit_locked(
+                &mut tx,
+                &t.mailbox,
+                "message.deposited",
+                Some(t.message.id),
+                v,
+            )
+            .await?;
+            created.push(self.message_in(&mut tx, &t.mailbox, t.message.id).await?);
+        }
+        if !keep {
+            self.q("DELETE FROM messages WHERE id = ?")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            self.compact(&mut tx, &cur.dir, cur.msgnum).await?;
+            let v = versions.get(&source.id).copied().unwrap_or_default();
+            self.emit_locked(&mut tx, source, "message.deleted", Some(id), v)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn counts(&self, mailbox: &MailboxRecord) -> Result<MwiCounts, StoreError> {
+        // Version and counts from one snapshot.
+        let mut tx = self.pool.begin().await?;
+        let (version,): (i64,) = self
+            .qa("SELECT version FROM mailboxes WHERE uniqueid = ?")
+            .bind(mailbox.id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let counts = self.counts_in(&mut tx, mailbox, version).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn put_greeting(
+        &self,
+        mailbox: &MailboxRecord,
+        g: GreetingRecord,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        let version = self.lock_mailbox(&mut tx, mailbox).await?;
+        let old: Option<(String,)> = self
+            .qa("SELECT audio_key FROM greetings WHERE mailbox_id = ? AND kind = ?")
+            .bind(mailbox.id.to_string())
+            .bind(g.kind.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if old.is_some() {
+            self.q("DELETE FROM greetings WHERE mailbox_id = ? AND kind = ?")
+                .bind(mailbox.id.to_string())
+                .bind(g.kind.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.q(
+            "INSERT INTO greetings (mailbox_id, kind, audio_key, audio_format, codec, sample_rate, \
+             channels, duration_ms, byte_size, sha256, recording, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(mailbox.id.to_string())
+        .bind(g.kind.as_str())
+        .bind(g.audio_key.clone())
+        .bind(g.audio_format.as_str())
+        .bind(g.audio_format.codec())
+        .bind(i64::from(g.sample_rate))
+        .bind(i64::from(g.channels))
+        .bind(g.duration_ms)
+        .bind(g.byte_size)
+        .bind(g.sha256.clone())
+        .bind(g.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        self.emit_locked(&mut tx, mailbox, "greeting.changed", None, version)
+            .await?;
+        tx.commit().await?;
+        Ok(old.map(|(k,)| k))
+    }
+
+    async fn get_greeting(
+        &self,
+        mailbox: &MailboxRecord,
+        kind: GreetingKind,
+    ) -> Result<GreetingRecord, StoreError> {
+        self.qa::<GreetingRow>(concat!(
+            "SELECT ",
+            greeting_columns!(),
+            " FROM greetings WHERE mailbox_id = ? AND kind = ?"
+        ))
+        .bind(mailbox.id.to_string())
+        .bind(kind.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?
+        .try_into()
+    }
+
+    async fn delete_greeting(
+        &self,
+        mailbox: &MailboxRecord,
+        kind: GreetingKind,
+    ) -> Result<GreetingRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        let version = self.lock_mailbox(&mut tx, mailbox).await?;
+        let g: GreetingRecord = self
+            .qa::<GreetingRow>(concat!(
+                "SELECT ",
+                greeting_columns!(),
+                " FROM greetings WHERE mailbox_id = ? AND kind = ?"
+            ))
+            .bind(mailbox.id.to_string())
+            .bind(kind.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .try_into()?;
+        self.q("DELETE FROM greetings WHERE mailbox_id = ? AND kind = ?")
+            .bind(mailbox.id.to_string())
+            .bind(kind.as_str())
+            .execute(&mut *tx)
+            .await?;
+        self.emit_locked(&mut tx, mailbox, "greeting.deleted", None, version)
+            .await?;
+        tx.commit().await?;
+        Ok(g)
+    }
+}
+
+impl SqlStore {
+    async fn idempotent_in(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+        key: &str,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let row: Option<MessageRow> = self
+            .qa(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE mailbox_id = ? AND id = (SELECT message_id FROM \
+                 idempotency_keys WHERE mailbox_id = ? AND idem_key = ?)"
+            ))
+            .bind(mailbox.id.to_string())
+            .bind(mailbox.id.to_string())
+            .bind(key.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?;
+        row.map(MessageRecord::try_from).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AudioFormat, Flag, MailboxAddress, MailboxId};
+
+    fn msg(folder: Folder, read: bool, flag: Flag) -> MessageRecord {
+        MessageRecord {
+            id: MessageId::new(),
+            mailbox_id: MailboxId::new(),
+            mailbox: MailboxAddress::new("1", "d").unwrap(),
+            dir: String::new(),
+            msgnum: 0,
+            folder,
+            read,
+            flag,
+            category: String::new(),
+            context: String::new(),
+            macrocontext: String::new(),
+            callerid: String::new(),
+            caller_id_num: String::new(),
+            caller_id_name: String::new(),
+            origtime: 0,
+            duration_ms: 0,
+            origmailbox: String::new(),
+            exten: String::new(),
+            rdnis: String::new(),
+            priority: 0,
+            callerchan: String::new(),
+            msg_id: String::new(),
+            audio_key: String::new(),
+            audio_format: AudioFormat::RawUlaw,
+            sample_rate: 8000,
+            channels: 1,
+            byte_size: 0,
+            sha256: String::new(),
+            forwarded_from: None,
+            created_by: String::new(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn reading_a_new_message_moves_it_to_old() {
+        let m = msg(Folder::Inbox, false, Flag::None);
+        assert_eq!(placement(&m, None, Some(true)), (Folder::Old, true));
+        let u = msg(Folder::Urgent, false, Flag::Urgent);
+        assert_eq!(placement(&u, None, Some(true)), (Folder::Old, true));
+    }
+
+    #[test]
+    fn unreading_an_old_message_returns_it_to_its_new_folder() {
+        let m = msg(Folder::Old, true, Flag::Urgent);
+        assert_eq!(placement(&m, None, Some(false)), (Folder::Urgent, false));
+        let m = msg(Folder::Old, true, Flag::None);
+        assert_eq!(placement(&m, None, Some(false)), (Folder::Inbox, false));
+    }
+
+    #[test]
+    fn explicit_folder_wins() {
+        let m = msg(Folder::Inbox, false, Flag::None);
+        assert_eq!(
+            placement(&m, Some(Folder::Work), None),
+            (Folder::Work, false)
+        );
+        assert_eq!(placement(&m, Some(Folder::Old), None), (Folder::Old, true));
+    }
+}

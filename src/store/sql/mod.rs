@@ -1,0 +1,248 @@
+//! One SQL implementation for SQLite (and, with their migrations, PostgreSQL and MySQL/MariaDB).
+//! Queries are written once with `?` placeholders in portable SQL; [`Dialect`] is the one place
+//! where the databases differ.
+
+mod directory;
+mod messages;
+mod rows;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyArguments, AnyPoolOptions};
+use sqlx::query::{Query, QueryAs};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Transaction};
+
+use super::StoreError;
+
+/// The SQL dialect behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Dialect {
+    fn from_url(url: &str) -> Option<Self> {
+        let scheme = url.split(':').next()?;
+        match scheme {
+            "sqlite" => Some(Self::Sqlite),
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "mysql" | "mariadb" => Some(Self::MySql),
+            _ => None,
+        }
+    }
+
+    /// Rewrites `?` placeholders to `$1, $2…` for PostgreSQL (no query here has `?` in a literal).
+    fn rewrite(self, sql: &'static str) -> std::borrow::Cow<'static, str> {
+        match self.rewrite_owned(sql) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => std::borrow::Cow::Borrowed(sql),
+        }
+    }
+
+    /// Suffix that locks selected rows until the transaction ends (SQLite locks the whole database
+    /// for a write transaction instead).
+    fn for_update(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres | Self::MySql => " FOR UPDATE",
+        }
+    }
+}
+
+/// The SQL store: directory (contexts, mailboxes, API keys), messages, greetings and the outbox.
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    spool_dir: String,
+    node_id: String,
+}
+
+pub(crate) type Tx = Transaction<'static, Any>;
+
+impl SqlStore {
+    /// Connects, and applies migrations.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        spool_dir: &str,
+        node_id: &str,
+    ) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url).ok_or_else(|| {
+            StoreError::Database(sqlx::Error::Configuration(
+                format!(
+                    "unsupported database URL scheme in {}",
+                    crate::config::redact_url(url)
+                )
+                .into(),
+            ))
+        })?;
+        if dialect != Dialect::Sqlite {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                "only SQLite is available in this build (sqlite://PATH)".into(),
+            )));
+        }
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .map(|p| p.split('?').next().unwrap_or(p))
+            && let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Database(sqlx::Error::Configuration(
+                    format!("cannot create {}: {e}", parent.display()).into(),
+                ))
+            })?;
+        }
+        let opts = sqlx::any::AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // Wait for a writer instead of failing with SQLITE_BUSY; enforce references.
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        if dialect == Dialect::Sqlite {
+            // WAL is a property of the database file: readers never block the writer.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        let store = Self {
+            pool,
+            dialect,
+            spool_dir: spool_dir.trim_end_matches('/').to_owned(),
+            node_id: node_id.to_owned(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Dialect::Postgres | Dialect::MySql => {
+                return Err(StoreError::Database(sqlx::Error::Configuration(
+                    "no migrations for this database in this build".into(),
+                )));
+            }
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Database(sqlx::Error::Migrate(Box::new(e))))?;
+        Ok(())
+    }
+
+    /// The dialect behind this store.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Checks the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn q(&self, sql: &'static str) -> Query<'static, Any, AnyArguments> {
+        sqlx::query(AssertSqlSafe(self.dialect.rewrite(sql)))
+    }
+
+    fn qa<T>(&self, sql: &'static str) -> QueryAs<'static, Any, T, AnyArguments>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        sqlx::query_as(AssertSqlSafe(self.dialect.rewrite(sql)))
+    }
+
+    /// Queries whose text is assembled from fixed pieces (e.g. a `FOR UPDATE` suffix).
+    fn qa_owned<T>(&self, sql: String) -> QueryAs<'static, Any, T, AnyArguments>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        let sql = match self.dialect.rewrite_owned(&sql) {
+            Some(s) => s,
+            None => sql,
+        };
+        sqlx::query_as(AssertSqlSafe(sql))
+    }
+
+    /// Begins a write transaction. SQLite takes its write lock up front (`BEGIN IMMEDIATE`) so two
+    /// writers queue on busy_timeout instead of failing when a read lock is upgraded.
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _ => self.pool.begin().await?,
+        })
+    }
+
+    /// Asterisk's spool path for a folder of a mailbox (the ODBC `dir` column).
+    fn dir(&self, context: &str, mailbox: &str, folder: &str) -> String {
+        format!("{}/voicemail/{context}/{mailbox}/{folder}", self.spool_dir)
+    }
+}
+
+impl Dialect {
+    fn rewrite_owned(self, sql: &str) -> Option<String> {
+        if self != Self::Postgres {
+            return None;
+        }
+        let mut out = String::with_capacity(sql.len() + 8);
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Is this a unique-constraint violation (the one error callers turn into a conflict)?
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation()
+                || matches!(
+                    db.code().as_deref(),
+                    Some("2067") | Some("1555") | Some("23505") | Some("1062")
+                )
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        assert_eq!(
+            Dialect::Postgres.rewrite("SELECT a FROM t WHERE b = ? AND c = ?"),
+            "SELECT a FROM t WHERE b = $1 AND c = $2"
+        );
+        assert_eq!(Dialect::Sqlite.rewrite("x = ?"), "x = ?");
+    }
+}
