@@ -1,0 +1,6 @@
+//! End-to-end tests of the HTTP API against the real server on an ephemeral port.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod deposit;
