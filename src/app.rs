@@ -69,6 +69,8 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     let tracker = TaskTracker::new();
     let grace = Duration::from_secs(vm.config().http.shutdown_grace_secs);
 
+    let hub = vm.start_hub(shutdown.clone(), &tracker);
+    let vm = vm.with_hub(hub);
     let router = crate::http::router(vm.clone());
     let stop = shutdown.clone();
     tracker.spawn(async move {

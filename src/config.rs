@@ -126,6 +126,10 @@ pub struct PinConfig {
 pub struct EventsConfig {
     /// How long events are kept for replay, in seconds (default 7 days).
     pub retention_secs: u64,
+    /// How often the outbox is polled for changes made by other processes or nodes, in ms.
+    pub poll_interval_ms: u64,
+    /// Seconds between SSE heartbeat comments, so proxies keep idle streams open.
+    pub heartbeat_secs: u64,
 }
 
 /// Logging settings.
@@ -206,6 +210,8 @@ impl Default for EventsConfig {
     fn default() -> Self {
         Self {
             retention_secs: 7 * 24 * 3600,
+            poll_interval_ms: 1000,
+            heartbeat_secs: 15,
         }
     }
 }

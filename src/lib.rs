@@ -7,6 +7,7 @@ pub mod blob;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod service;
 pub mod store;

@@ -1,11 +1,13 @@
 //! The voicemail vocabulary (Asterisk's), with no I/O.
 
 mod address;
+mod event;
 mod folder;
 mod ids;
 mod mwi;
 
 pub use address::{AddressError, MailboxAddress, validate_context_name};
+pub use event::{Event, EventFilter, EventView};
 pub use folder::{Flag, Folder, FolderError};
 pub use ids::{ApiKeyId, MailboxId, MessageId};
 pub use mwi::MwiCounts;

@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::service::Voicemail;
-use api::{contexts, greetings, health, mailboxes, messages, views};
+use api::{contexts, events, greetings, health, mailboxes, messages, views};
 use error::ApiError;
 
 /// Shared state of the handlers.
@@ -50,9 +50,10 @@ impl utoipa::Modify for BearerAuth {
         messages::update_message, messages::delete_message, messages::get_message_audio,
         messages::forward_message,
         greetings::put_greeting, greetings::get_greeting, greetings::delete_greeting,
+        events::stream_events,
     ),
     components(schemas(error::Problem, views::MessageView, views::MailboxView, views::ContextView,
-        views::GreetingView, crate::service::DepositMeta)),
+        views::GreetingView, crate::service::DepositMeta, crate::domain::EventView)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
@@ -131,6 +132,7 @@ pub fn router(vm: Voicemail) -> Router {
                 .put(greetings::put_greeting)
                 .delete(greetings::delete_greeting),
         )
+        .route("/v1/events", get(events::stream_events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Audio bodies are streamed and limited by the deposit path itself (problem+json 413);

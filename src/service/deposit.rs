@@ -238,6 +238,7 @@ impl Voicemail {
             .await?;
         Ok(match inserted {
             Inserted::Created(c) => {
+                self.notify_changed();
                 tracing::info!(
                     message.id = %c.value.id,
                     mailbox.id = %mailbox.id,

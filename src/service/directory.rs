@@ -70,7 +70,8 @@ impl Voicemail {
                 "a key scoped to one context cannot create contexts".into(),
             ));
         }
-        validate_context_name(name)?;
+        // A bad name is an invalid request, not a malformed mailbox address.
+        validate_context_name(name).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         check_len("description", &Some(description.to_owned()), 255)?;
         Ok(self.sql.create_context(name, description).await?)
     }
@@ -152,7 +153,8 @@ impl Voicemail {
             )));
         }
         let changes = self.settings_to_changes(settings).await?;
-        self.sql
+        let created = self
+            .sql
             .create_mailbox(address, changes)
             .await
             .map_err(|e| match e {
@@ -160,7 +162,9 @@ impl Voicemail {
                     ServiceError::NotFound(format!("context {}", address.context))
                 }
                 other => other.into(),
-            })
+            })?;
+        self.notify_changed();
+        Ok(created)
     }
 
     /// One mailbox.
@@ -228,6 +232,7 @@ impl Voicemail {
         self.visible_mailbox(p, address).await?;
         Self::require_admin(p, "deleting a mailbox")?;
         let keys = self.sql.delete_mailbox(address).await?;
+        self.notify_changed();
         self.remove_blobs(keys).await;
         Ok(())
     }

@@ -49,6 +49,7 @@ impl Voicemail {
         };
         match self.messages.put_greeting(&mailbox, record.clone()).await {
             Ok(replaced) => {
+                self.notify_changed();
                 let created = replaced.is_none();
                 self.remove_blobs(replaced).await;
                 Ok((record, created))
@@ -109,6 +110,7 @@ impl Voicemail {
             .delete_greeting(&mailbox, kind)
             .await
             .map_err(|e| greeting_not_found(e, kind))?;
+        self.notify_changed();
         self.remove_blobs([g.audio_key]).await;
         Ok(())
     }

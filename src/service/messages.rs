@@ -102,6 +102,7 @@ impl Voicemail {
             .update_message(&mailbox, id, folder, read, self.maxmsg(&mailbox))
             .await
             .map_err(|e| message_not_found(e, id))?;
+        self.notify_changed();
         Ok(changed.value)
     }
 
@@ -118,6 +119,7 @@ impl Voicemail {
             .delete_message(&mailbox, id)
             .await
             .map_err(|e| message_not_found(e, id))?;
+        self.notify_changed();
         self.remove_blobs([deleted.value.audio_key]).await;
         Ok(())
     }
@@ -201,6 +203,7 @@ impl Voicemail {
             .await
         {
             Ok(created) => {
+                self.notify_changed();
                 if !req.keep {
                     self.remove_blobs([original.audio_key]).await;
                 }

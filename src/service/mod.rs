@@ -4,6 +4,7 @@ mod audio_in;
 mod auth;
 mod deposit;
 mod directory;
+mod events;
 mod greetings;
 mod messages;
 mod pin;
@@ -12,6 +13,7 @@ pub use audio_in::ReceivedAudio;
 pub use auth::NewApiKey;
 pub use deposit::DepositMeta;
 pub use directory::{MailboxCursor, MailboxSettings};
+pub use events::{EventStream, StreamItem};
 pub use messages::{AudioStream, ForwardRequest};
 
 use std::sync::Arc;
@@ -121,6 +123,10 @@ pub struct Voicemail {
     pub(crate) config: Arc<Config>,
     /// Bounds concurrent argon2 work so PIN checks cannot starve the blocking pool.
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
+    /// Notified after every committed change, so the event hub reads the outbox at once.
+    pub(crate) changed: Arc<tokio::sync::Notify>,
+    /// The live event hub (absent in CLI commands).
+    pub(crate) hub: Option<crate::events::Hub>,
 }
 
 impl Voicemail {
@@ -131,7 +137,35 @@ impl Voicemail {
             blobs,
             config,
             hashing: Arc::new(tokio::sync::Semaphore::new(4)),
+            changed: Arc::new(tokio::sync::Notify::new()),
+            hub: None,
         }
+    }
+
+    /// Attaches the live event hub.
+    pub fn with_hub(mut self, hub: crate::events::Hub) -> Self {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// Starts the event hub on this service's store; it stops with `shutdown`.
+    pub fn start_hub(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> crate::events::Hub {
+        crate::events::Hub::start(
+            self.sql.clone(),
+            self.changed.clone(),
+            std::time::Duration::from_millis(self.config.events.poll_interval_ms),
+            shutdown,
+            tracker,
+        )
+    }
+
+    /// Wakes the event hub after a committed change.
+    pub(crate) fn notify_changed(&self) {
+        self.changed.notify_one();
     }
 
     pub fn config(&self) -> &Config {

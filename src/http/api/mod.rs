@@ -2,6 +2,7 @@
 
 pub mod audio;
 pub mod contexts;
+pub mod events;
 pub mod greetings;
 pub mod health;
 pub mod mailboxes;

@@ -156,12 +156,36 @@ impl From<MailboxFields> for MailboxSettings {
 }
 
 /// A new mailbox: its address plus settings.
+// serde ignores `deny_unknown_fields` on a flattened struct, so the body is read as a map: the
+// address is taken out and the rest must be exactly `MailboxFields` (unknown names are refused).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct NewMailbox {
     pub mailbox: String,
     pub context: String,
     #[serde(flatten)]
     pub fields: MailboxFields,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for NewMailbox {
+    type Error = String;
+
+    fn try_from(mut m: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let mut take = |k: &str| match m.remove(k) {
+            Some(serde_json::Value::String(s)) => Ok(s),
+            Some(_) => Err(format!("{k} must be a string")),
+            None => Err(format!("missing field `{k}`")),
+        };
+        let mailbox = take("mailbox")?;
+        let context = take("context")?;
+        let fields =
+            MailboxFields::deserialize(serde_json::Value::Object(m)).map_err(|e| e.to_string())?;
+        Ok(Self {
+            mailbox,
+            context,
+            fields,
+        })
+    }
 }
 
 /// Audio facts of a stored recording.

@@ -3,6 +3,7 @@
 //! where the databases differ.
 
 mod directory;
+mod events;
 mod messages;
 mod rows;
 

@@ -1,0 +1,5 @@
+//! Delivering the outbox: the in-process hub that fans events out to live subscribers.
+
+mod hub;
+
+pub use hub::{Hub, Subscription};
