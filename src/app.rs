@@ -70,6 +70,7 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     let grace = Duration::from_secs(vm.config().http.shutdown_grace_secs);
 
     let hub = vm.start_hub(shutdown.clone(), &tracker);
+    vm.start_webhooks(shutdown.clone(), &tracker);
     let vm = vm.with_hub(hub);
     let router = crate::http::router(vm.clone());
     let stop = shutdown.clone();

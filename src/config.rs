@@ -32,6 +32,8 @@ pub struct Config {
     pub pin: PinConfig,
     /// Event outbox.
     pub events: EventsConfig,
+    /// Webhook delivery.
+    pub webhooks: WebhooksConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -132,6 +134,34 @@ pub struct EventsConfig {
     pub heartbeat_secs: u64,
 }
 
+/// Webhook delivery settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// How long a delivery is retried before it is marked dead, in seconds (default 24 h).
+    pub max_age_secs: u64,
+    /// Delay before the first retry, in ms; it doubles with each attempt (with ±50 % jitter).
+    pub retry_base_ms: u64,
+    /// Longest delay between retries, in ms.
+    pub retry_max_ms: u64,
+    /// Seconds a receiver has to answer one delivery.
+    pub timeout_secs: u64,
+    /// Deliveries sent at the same time.
+    pub concurrency: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            max_age_secs: 24 * 3600,
+            retry_base_ms: 1000,
+            retry_max_ms: 3_600_000,
+            timeout_secs: 10,
+            concurrency: 16,
+        }
+    }
+}
+
 /// Logging settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -151,6 +181,7 @@ impl Default for Config {
             voicemail: VoicemailConfig::default(),
             pin: PinConfig::default(),
             events: EventsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             log: LogConfig::default(),
         }
     }

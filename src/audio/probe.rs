@@ -120,12 +120,15 @@ fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Names a container recognised by its magic bytes that is not accepted on this path.
-fn foreign_container(head: &[u8]) -> Option<&'static str> {
+/// Names a container recognised by its magic bytes that is not accepted on this path. A bare MP3
+/// frame sync (11 set bits) is only trusted when the body is not declared raw G.711: µ-law silence
+/// is 0xFF and quiet samples are 0xE0..=0xFF, so raw recordings routinely start with it.
+fn foreign_container(head: &[u8], raw_g711: bool) -> Option<&'static str> {
     let starts = |m: &[u8]| head.starts_with(m);
+    let mp3_sync = !raw_g711 && head.len() >= 2 && head[0] == 0xFF && head[1] & 0xE0 == 0xE0;
     if starts(b"OggS") {
         Some("Ogg")
-    } else if starts(b"ID3") || (head.len() >= 2 && head[0] == 0xFF && head[1] & 0xE0 == 0xE0) {
+    } else if starts(b"ID3") || mp3_sync {
         Some("MP3")
     } else if starts(b"fLaC") {
         Some("FLAC")
@@ -162,7 +165,7 @@ pub fn probe(head: &[u8], hint: RawHint, eof: bool) -> Result<Option<Probe>, Aud
     if head.starts_with(b"RIFF") && head.len() >= 12 && &head[8..12] == b"WAVE" {
         return probe_wav(head, eof);
     }
-    if let Some(name) = foreign_container(head) {
+    if let Some(name) = foreign_container(head, matches!(hint, RawHint::Ulaw | RawHint::Alaw)) {
         return Err(AudioError::Unsupported(format!(
             "{name} recordings are not accepted here: send WAV (PCM, µ-law or A-law) or raw G.711"
         )));
@@ -422,6 +425,11 @@ mod tests {
             probe(b"OggS\0\x02\0\0\0\0\0\0\0\0", RawHint::Ulaw, true),
             Err(AudioError::Unsupported(_))
         ));
+        assert!(matches!(
+            probe(&[0xFF, 0xFB, 0x90, 0x64], RawHint::Sniff, true),
+            Err(AudioError::Unsupported(_))
+        ));
+        assert!(probe(&[0xFF; 16], RawHint::Ulaw, true).unwrap().is_some());
         assert!(matches!(
             probe(b"", RawHint::Ulaw, true),
             Err(AudioError::Corrupt(_))

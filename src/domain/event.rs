@@ -3,6 +3,18 @@ use utoipa::ToSchema;
 
 use super::{MailboxAddress, MailboxId, MessageId, MwiCounts};
 
+/// Every event type the outbox records.
+pub const EVENT_TYPES: [&str; 8] = [
+    "message.deposited",
+    "message.updated",
+    "message.moved",
+    "message.deleted",
+    "greeting.changed",
+    "greeting.deleted",
+    "mailbox.created",
+    "mailbox.deleted",
+];
+
 /// A change of a mailbox, as recorded in the outbox in the changing transaction.
 #[derive(Debug, Clone)]
 pub struct Event {

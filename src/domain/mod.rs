@@ -7,7 +7,7 @@ mod ids;
 mod mwi;
 
 pub use address::{AddressError, MailboxAddress, validate_context_name};
-pub use event::{Event, EventFilter, EventView};
+pub use event::{EVENT_TYPES, Event, EventFilter, EventView};
 pub use folder::{Flag, Folder, FolderError};
 pub use ids::{ApiKeyId, MailboxId, MessageId};
 pub use mwi::MwiCounts;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Event, EventFilter};
@@ -44,7 +44,7 @@ impl Hub {
     /// `wake` is notified by the services after every committed change.
     pub fn start(
         store: Arc<SqlStore>,
-        wake: Arc<Notify>,
+        wake: watch::Receiver<u64>,
         poll: Duration,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
@@ -82,7 +82,7 @@ struct Subscriber {
 async fn run(
     store: Arc<SqlStore>,
     mut commands: mpsc::Receiver<Command>,
-    wake: Arc<Notify>,
+    mut wake: watch::Receiver<u64>,
     poll: Duration,
     shutdown: CancellationToken,
 ) {
@@ -113,7 +113,12 @@ async fn run(
                 }
                 None => break,
             },
-            () = wake.notified() => last = fan_out(&store, last, &mut subscribers).await,
+            changed = wake.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                last = fan_out(&store, last, &mut subscribers).await;
+            }
             _ = tick.tick() => last = fan_out(&store, last, &mut subscribers).await,
         }
     }

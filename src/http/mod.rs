@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::service::Voicemail;
-use api::{contexts, events, greetings, health, mailboxes, messages, views};
+use api::{contexts, events, greetings, health, mailboxes, messages, views, webhooks};
 use error::ApiError;
 
 /// Shared state of the handlers.
@@ -36,12 +36,44 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Error answers are `application/problem+json` (see `error.rs`), not the `application/json`
+/// utoipa assumes for `body = Problem`: say so in the document.
+struct ProblemJson;
+
+impl utoipa::Modify for ProblemJson {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in ops.into_iter().flatten() {
+                for (status, resp) in op.responses.responses.iter_mut() {
+                    let is_error = status.starts_with('4') || status.starts_with('5');
+                    if let (true, utoipa::openapi::RefOr::T(resp)) = (is_error, resp)
+                        && let Some(content) = resp.content.shift_remove("application/json")
+                    {
+                        resp.content
+                            .insert("application/problem+json".to_owned(), content);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The OpenAPI 3.1 description of the API, generated from the handlers.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "voxmail", description = "Centralized voicemail for PBX clusters"),
     paths(
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, openapi_json,
         contexts::create_context, contexts::list_contexts,
         mailboxes::create_mailbox, mailboxes::list_mailboxes, mailboxes::get_mailbox,
         mailboxes::update_mailbox, mailboxes::delete_mailbox, mailboxes::get_mwi,
@@ -51,13 +83,19 @@ impl utoipa::Modify for BearerAuth {
         messages::forward_message,
         greetings::put_greeting, greetings::get_greeting, greetings::delete_greeting,
         events::stream_events,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
+        webhooks::update_webhook, webhooks::delete_webhook, webhooks::list_deliveries,
     ),
     components(schemas(error::Problem, views::MessageView, views::MailboxView, views::ContextView,
         views::GreetingView, crate::service::DepositMeta, crate::domain::EventView)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemJson),
 )]
 pub struct ApiDoc;
 
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "health",
+    responses((status = 200, description = "the OpenAPI 3.1 document of this API",
+        content_type = "application/json", body = Object)))]
 async fn openapi_json() -> Response {
     axum::Json(ApiDoc::openapi()).into_response()
 }
@@ -133,6 +171,20 @@ pub fn router(vm: Voicemail) -> Router {
                 .delete(greetings::delete_greeting),
         )
         .route("/v1/events", get(events::stream_events))
+        .route(
+            "/v1/webhooks",
+            get(webhooks::list_webhooks).post(webhooks::create_webhook),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get_webhook)
+                .patch(webhooks::update_webhook)
+                .delete(webhooks::delete_webhook),
+        )
+        .route(
+            "/v1/webhooks/{id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Audio bodies are streamed and limited by the deposit path itself (problem+json 413);

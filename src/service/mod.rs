@@ -8,6 +8,7 @@ mod events;
 mod greetings;
 mod messages;
 mod pin;
+mod webhooks;
 
 pub use audio_in::ReceivedAudio;
 pub use auth::NewApiKey;
@@ -15,6 +16,7 @@ pub use deposit::DepositMeta;
 pub use directory::{MailboxCursor, MailboxSettings};
 pub use events::{EventStream, StreamItem};
 pub use messages::{AudioStream, ForwardRequest};
+pub use webhooks::WebhookSettings;
 
 use std::sync::Arc;
 
@@ -123,8 +125,9 @@ pub struct Voicemail {
     pub(crate) config: Arc<Config>,
     /// Bounds concurrent argon2 work so PIN checks cannot starve the blocking pool.
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
-    /// Notified after every committed change, so the event hub reads the outbox at once.
-    pub(crate) changed: Arc<tokio::sync::Notify>,
+    /// Bumped after every committed change, so the outbox consumers (hub, dispatchers) read it
+    /// at once. A watch channel never loses a wake-up: a busy consumer sees it on its next wait.
+    pub(crate) changed: Arc<tokio::sync::watch::Sender<u64>>,
     /// The live event hub (absent in CLI commands).
     pub(crate) hub: Option<crate::events::Hub>,
 }
@@ -137,7 +140,7 @@ impl Voicemail {
             blobs,
             config,
             hashing: Arc::new(tokio::sync::Semaphore::new(4)),
-            changed: Arc::new(tokio::sync::Notify::new()),
+            changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             hub: None,
         }
     }
@@ -156,16 +159,31 @@ impl Voicemail {
     ) -> crate::events::Hub {
         crate::events::Hub::start(
             self.sql.clone(),
-            self.changed.clone(),
+            self.changed.subscribe(),
             std::time::Duration::from_millis(self.config.events.poll_interval_ms),
             shutdown,
             tracker,
         )
     }
 
+    /// Starts webhook delivery; it stops with `shutdown`.
+    pub fn start_webhooks(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) {
+        crate::events::webhook::start(
+            self.sql.clone(),
+            self.config.webhooks.clone(),
+            self.changed.subscribe(),
+            shutdown,
+            tracker,
+        );
+    }
+
     /// Wakes the event hub after a committed change.
     pub(crate) fn notify_changed(&self) {
-        self.changed.notify_one();
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn config(&self) -> &Config {

@@ -319,3 +319,96 @@ pub trait MessageStore: Send + Sync + 'static {
         kind: GreetingKind,
     ) -> Result<GreetingRecord, StoreError>;
 }
+
+/// A webhook: where a context's events are POSTed.
+#[derive(Clone)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub context: String,
+    pub url: String,
+    /// Event types delivered; empty = all.
+    pub event_types: Vec<String>,
+    /// HMAC key of the signatures.
+    pub secret: String,
+    pub active: bool,
+    /// Outbox position at creation: only events after it are delivered.
+    pub after_seq: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for WebhookRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRecord")
+            .field("id", &self.id)
+            .field("context", &self.context)
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("secret", &"***")
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+impl WebhookRecord {
+    /// Whether this webhook takes the event.
+    pub fn wants(&self, e: &crate::domain::Event) -> bool {
+        self.active
+            && e.seq > self.after_seq
+            && e.address.context == self.context
+            && (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == e.event_type))
+    }
+}
+
+/// A webhook to store.
+pub struct NewWebhook {
+    pub id: String,
+    pub context: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub secret: String,
+    pub active: bool,
+}
+
+/// A delivery leased for sending.
+#[derive(Clone)]
+pub struct DeliveryJob {
+    pub id: i64,
+    pub webhook_id: String,
+    pub url: String,
+    pub secret: String,
+    pub event_type: String,
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub created_at: i64,
+}
+
+/// A delivery and its attempts.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub webhook_id: String,
+    pub event_seq: i64,
+    pub event_type: String,
+    /// pending, delivered or dead.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempt_count: i64,
+    pub attempts: Vec<AttemptRecord>,
+    pub next_attempt_ms: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One try of a delivery.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub attempt: i64,
+    pub at_ms: i64,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}

@@ -5,3 +5,4 @@ mod common;
 
 mod deposit;
 mod events;
+mod webhooks;

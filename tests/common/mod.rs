@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod receiver;
 pub mod sse;
 
 use std::path::{Path, PathBuf};

@@ -61,7 +61,8 @@ pub async fn put_greeting(
         ("kind" = String, Path, description = "unavailable, busy, temp or name")),
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>),
         (status = 206, description = "a byte range"), (status = 304, description = "not modified"),
-        (status = 401, body = Problem), (status = 404, body = Problem), (status = 416, body = Problem)),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 416, body = Problem)),
     security(("bearer" = [])))]
 pub async fn get_greeting(
     State(s): State<AppState>,
@@ -95,7 +96,8 @@ pub async fn get_greeting(
 #[utoipa::path(delete, path = "/v1/mailboxes/{address}/greetings/{kind}", tag = "greetings",
     params(("address" = String, Path, description = "mailbox@context"),
         ("kind" = String, Path, description = "unavailable, busy, temp or name")),
-    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)),
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn delete_greeting(
     State(s): State<AppState>,

@@ -188,12 +188,21 @@ async fn deposit_multipart(
                     if meta.is_some() {
                         return Err(ApiError::invalid("more than one metadata part"));
                     }
-                    let bytes = field
-                        .bytes()
+                    // Read in chunks so an oversized part is refused without buffering it
+                    // (the deposit route has no body limit of its own).
+                    let mut field = field;
+                    let mut bytes = Vec::new();
+                    while let Some(chunk) = field
+                        .chunk()
                         .await
-                        .map_err(|e| ApiError::new("request-body", e.body_text()))?;
-                    if bytes.len() > 64 * 1024 {
-                        return Err(ApiError::invalid("the metadata part is larger than 64 KiB"));
+                        .map_err(|e| ApiError::new("request-body", e.body_text()))?
+                    {
+                        if bytes.len() + chunk.len() > 64 * 1024 {
+                            return Err(ApiError::invalid(
+                                "the metadata part is larger than 64 KiB",
+                            ));
+                        }
+                        bytes.extend_from_slice(&chunk);
                     }
                     meta = Some(serde_json::from_slice(&bytes).map_err(|e| {
                         ApiError::invalid(format!("the metadata part is not valid: {e}"))
@@ -340,8 +349,14 @@ pub async fn update_message(
 ) -> Result<axum::Json<MessageView>, ApiError> {
     let address = super::address(&addr)?;
     let id = message_id(&id)?;
+    let folder = body
+        .folder
+        .as_deref()
+        .map(Folder::parse)
+        .transpose()
+        .map_err(|e| ApiError::new("unknown-folder", e.to_string()))?;
     let m =
-        s.vm.update_message(&p, &address, id, body.folder, body.read)
+        s.vm.update_message(&p, &address, id, folder, body.read)
             .await?;
     Ok(axum::Json(m.into()))
 }
@@ -368,7 +383,8 @@ pub async fn delete_message(
     params(("address" = String, Path, description = "mailbox@context"), ("id" = String, Path)),
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>),
         (status = 206, description = "a byte range"), (status = 304, description = "not modified"),
-        (status = 401, body = Problem), (status = 404, body = Problem), (status = 416, body = Problem)),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 416, body = Problem)),
     security(("bearer" = [])))]
 pub async fn get_message_audio(
     State(s): State<AppState>,

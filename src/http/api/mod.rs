@@ -8,6 +8,7 @@ pub mod health;
 pub mod mailboxes;
 pub mod messages;
 pub mod views;
+pub mod webhooks;
 
 use crate::domain::MailboxAddress;
 use crate::http::error::ApiError;

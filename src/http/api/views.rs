@@ -93,7 +93,7 @@ impl From<MailboxRecord> for MailboxView {
     }
 }
 
-fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     T: Deserialize<'de>,
     D: Deserializer<'de>,
@@ -283,8 +283,10 @@ impl From<MessageRecord> for MessageView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessagePatch {
+    /// Parsed by the handler, so an invalid name is an `unknown-folder` problem, not a JSON error.
     #[serde(default)]
-    pub folder: Option<Folder>,
+    #[schema(value_type = Option<Folder>)]
+    pub folder: Option<String>,
     #[serde(default)]
     pub read: Option<bool>,
 }

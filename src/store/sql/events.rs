@@ -59,6 +59,20 @@ impl SqlStore {
         limit: u32,
         filter: &EventFilter,
     ) -> Result<Vec<Event>, StoreError> {
+        self.events_after_on(&self.pool, after, limit, filter).await
+    }
+
+    /// [`Self::events_after`] on a given connection or transaction.
+    pub(super) async fn events_after_on<'e, E>(
+        &self,
+        exec: E,
+        after: i64,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<Event>, StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
         let rows: Vec<EventRow> = self
             .qa(
                 "SELECT seq, event_type, context, mailbox, mailbox_id, message_id, new_count, \
@@ -73,7 +87,7 @@ impl SqlStore {
             .bind(filter.mailbox.as_ref().map(|m| m.mailbox.clone()).unwrap_or_default())
             .bind(filter.mailbox.as_ref().map(|m| m.context.clone()).unwrap_or_default())
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(exec)
             .await?;
         rows.into_iter().map(Event::try_from).collect()
     }

@@ -6,6 +6,7 @@ mod directory;
 mod events;
 mod messages;
 mod rows;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -189,7 +190,7 @@ impl SqlStore {
     /// writers queue on busy_timeout instead of failing when a read lock is upgraded.
     async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Sqlite => self.pool.begin().await?,
             _ => self.pool.begin().await?,
         })
     }

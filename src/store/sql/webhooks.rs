@@ -1,0 +1,404 @@
+//! Webhooks and their durable delivery queue.
+
+use super::{SqlStore, is_unique_violation};
+use crate::domain::{EventFilter, EventView, now_secs};
+use crate::store::{
+    AttemptRecord, DeliveryJob, DeliveryRecord, NewWebhook, StoreError, WebhookRecord,
+};
+
+#[derive(sqlx::FromRow)]
+struct WebhookRow {
+    id: String,
+    context: String,
+    url: String,
+    event_types: String,
+    secret: String,
+    active: i64,
+    after_seq: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<WebhookRow> for WebhookRecord {
+    fn from(r: WebhookRow) -> Self {
+        Self {
+            id: r.id,
+            context: r.context,
+            url: r.url,
+            event_types: r
+                .event_types
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            secret: r.secret,
+            active: r.active != 0,
+            after_seq: r.after_seq,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: i64,
+    webhook_id: String,
+    event_seq: i64,
+    event_type: String,
+    status: String,
+    attempts: i64,
+    next_attempt_ms: i64,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: i64,
+    webhook_id: String,
+    url: String,
+    secret: String,
+    event_type: String,
+    payload: String,
+    attempts: i64,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempt: i64,
+    at_ms: i64,
+    http_status: Option<i64>,
+    error: Option<String>,
+    duration_ms: i64,
+}
+
+impl SqlStore {
+    /// Stores a webhook.
+    pub async fn create_webhook(&self, w: NewWebhook) -> Result<WebhookRecord, StoreError> {
+        let now = now_secs();
+        self.q(
+            "INSERT INTO webhooks (id, context, url, event_types, secret, active, after_seq, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(w.id.clone())
+        .bind(w.context.clone())
+        .bind(w.url.clone())
+        .bind(w.event_types.join(","))
+        .bind(w.secret.clone())
+        .bind(i64::from(w.active))
+        .bind(self.last_event_seq().await?)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.get_webhook(&w.id).await
+    }
+
+    /// One webhook.
+    pub async fn get_webhook(&self, id: &str) -> Result<WebhookRecord, StoreError> {
+        self.qa::<WebhookRow>(concat!(
+            "SELECT id, context, url, event_types, secret, active, after_seq, created_at, updated_at ",
+            "FROM webhooks WHERE id = ?"
+        ))
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(Into::into)
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// Webhooks, optionally of one context.
+    pub async fn list_webhooks(
+        &self,
+        context: Option<&str>,
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
+        Ok(self
+            .qa::<WebhookRow>(concat!(
+                "SELECT id, context, url, event_types, secret, active, after_seq, created_at, updated_at ",
+                "FROM webhooks WHERE (? = '' OR context = ?) ORDER BY created_at, id"
+            ))
+            .bind(context.unwrap_or("").to_owned())
+            .bind(context.unwrap_or("").to_owned())
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Replaces a webhook's settings.
+    pub async fn update_webhook(&self, w: &WebhookRecord) -> Result<WebhookRecord, StoreError> {
+        let res = self
+            .q(
+                "UPDATE webhooks SET url = ?, event_types = ?, secret = ?, active = ?, \
+                updated_at = ? WHERE id = ?",
+            )
+            .bind(w.url.clone())
+            .bind(w.event_types.join(","))
+            .bind(w.secret.clone())
+            .bind(i64::from(w.active))
+            .bind(now_secs())
+            .bind(w.id.clone())
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.get_webhook(&w.id).await
+    }
+
+    /// Deletes a webhook and its delivery history.
+    pub async fn delete_webhook(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        self.q("DELETE FROM webhook_attempts WHERE delivery_id IN \
+                (SELECT id FROM webhook_deliveries WHERE webhook_id = ?)")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        self.q("DELETE FROM webhook_deliveries WHERE webhook_id = ?")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        let res = self
+            .q("DELETE FROM webhooks WHERE id = ?")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes sure a consumer cursor exists, starting at the end of the outbox.
+    async fn ensure_cursor(&self, name: &str) -> Result<(), StoreError> {
+        let last = self.last_event_seq().await?;
+        let res = self
+            .q("INSERT INTO consumer_cursors (name, last_seq) VALUES (?, ?)")
+            .bind(name.to_owned())
+            .bind(last)
+            .execute(&self.pool)
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Turns new outbox events into webhook deliveries, exactly once (the cursor moves in the same
+    /// transaction). Returns the number of events consumed.
+    pub async fn dispatch_webhook_events(&self, batch: u32) -> Result<usize, StoreError> {
+        const CURSOR: &str = "webhooks";
+        self.ensure_cursor(CURSOR).await?;
+        let mut tx = self.begin().await?;
+        let (last,): (i64,) = self
+            .qa_owned(format!(
+                "SELECT last_seq FROM consumer_cursors WHERE name = ?{}",
+                self.dialect.for_update()
+            ))
+            .bind(CURSOR)
+            .fetch_one(&mut *tx)
+            .await?;
+        let events = self
+            .events_after_on(&mut *tx, last, batch, &EventFilter::default())
+            .await?;
+        let Some(newest) = events.last().map(|e| e.seq) else {
+            return Ok(0);
+        };
+        let hooks: Vec<WebhookRecord> = self
+            .qa::<WebhookRow>(concat!(
+                "SELECT id, context, url, event_types, secret, active, after_seq, created_at, updated_at ",
+                "FROM webhooks WHERE active <> 0"
+            ))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let now = now_secs();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for e in &events {
+            for h in hooks.iter().filter(|h| h.wants(e)) {
+                let body = serde_json::to_string(&EventView::from(e))
+                    .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                self.q(
+                    "INSERT INTO webhook_deliveries (webhook_id, event_seq, event_type, mailbox_id, \
+                     payload, status, attempts, next_attempt_ms, lease_until_ms, created_at, \
+                     updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, 0, ?, ?)",
+                )
+                .bind(h.id.clone())
+                .bind(e.seq)
+                .bind(e.event_type.clone())
+                .bind(e.mailbox_id.to_string())
+                .bind(body)
+                .bind(now_ms)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        self.q("UPDATE consumer_cursors SET last_seq = ? WHERE name = ?")
+            .bind(newest)
+            .bind(CURSOR)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(events.len())
+    }
+
+    /// Leases due deliveries: for each (webhook, mailbox) only the oldest pending one, so deliveries
+    /// of a mailbox go out in order.
+    pub async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows: Vec<JobRow> = self
+            .qa(
+                "SELECT d.id, d.webhook_id, w.url, w.secret, d.event_type, d.payload, d.attempts, \
+                 d.created_at FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+                 WHERE d.status = 'pending' AND d.next_attempt_ms <= ? AND d.lease_until_ms < ? \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id \
+                   AND e.mailbox_id = d.mailbox_id AND e.status = 'pending' AND e.id < d.id) \
+                 ORDER BY d.id LIMIT ?",
+            )
+            .bind(now_ms)
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in &rows {
+            self.q("UPDATE webhook_deliveries SET lease_until_ms = ? WHERE id = ?")
+                .bind(now_ms + lease_ms)
+                .bind(r.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeliveryJob {
+                id: r.id,
+                webhook_id: r.webhook_id,
+                url: r.url,
+                secret: r.secret,
+                event_type: r.event_type,
+                payload: r.payload,
+                attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+                created_at: r.created_at,
+            })
+            .collect())
+    }
+
+    /// Records an attempt and the delivery's next state: `Some(next_ms)` retries then, `None`
+    /// with `delivered` = false marks it dead.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_attempt(
+        &self,
+        job: &DeliveryJob,
+        at_ms: i64,
+        duration_ms: i64,
+        http_status: Option<u16>,
+        error: Option<&str>,
+        delivered: bool,
+        retry_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let attempt = i64::from(job.attempts) + 1;
+        let status = match (delivered, retry_at_ms) {
+            (true, _) => "delivered",
+            (false, Some(_)) => "pending",
+            (false, None) => "dead",
+        };
+        let error = error.map(|e| e.chars().take(1000).collect::<String>());
+        let mut tx = self.begin().await?;
+        self.q(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, at_ms, http_status, error, \
+             duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(job.id)
+        .bind(attempt)
+        .bind(at_ms)
+        .bind(http_status.map(i64::from))
+        .bind(error.clone())
+        .bind(duration_ms)
+        .execute(&mut *tx)
+        .await?;
+        self.q(
+            "UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_ms = ?, \
+             lease_until_ms = 0, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(status)
+        .bind(attempt)
+        .bind(retry_at_ms.unwrap_or(at_ms))
+        .bind(http_status.map(i64::from))
+        .bind(error)
+        .bind(now_secs())
+        .bind(job.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deliveries of a webhook, newest first, with their attempts.
+    pub async fn list_deliveries(
+        &self,
+        webhook_id: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows: Vec<DeliveryRow> = self
+            .qa(
+                "SELECT id, webhook_id, event_seq, event_type, status, attempts, next_attempt_ms, \
+                 last_status, last_error, created_at, updated_at FROM webhook_deliveries \
+                 WHERE webhook_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            )
+            .bind(webhook_id.to_owned())
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let attempts: Vec<AttemptRow> = self
+                .qa("SELECT attempt, at_ms, http_status, error, duration_ms \
+                     FROM webhook_attempts WHERE delivery_id = ? ORDER BY attempt")
+                .bind(r.id)
+                .fetch_all(&self.pool)
+                .await?;
+            out.push(DeliveryRecord {
+                id: r.id,
+                webhook_id: r.webhook_id,
+                event_seq: r.event_seq,
+                event_type: r.event_type,
+                status: r.status,
+                attempt_count: r.attempts,
+                attempts: attempts
+                    .into_iter()
+                    .map(|a| AttemptRecord {
+                        attempt: a.attempt,
+                        at_ms: a.at_ms,
+                        http_status: a.http_status,
+                        error: a.error,
+                        duration_ms: a.duration_ms,
+                    })
+                    .collect(),
+                next_attempt_ms: r.next_attempt_ms,
+                last_status: r.last_status,
+                last_error: r.last_error,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            });
+        }
+        Ok(out)
+    }
+}
