@@ -71,6 +71,7 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
 
     let hub = vm.start_hub(shutdown.clone(), &tracker);
     vm.start_webhooks(shutdown.clone(), &tracker);
+    vm.start_mwi_pushes(shutdown.clone(), &tracker).await;
     let vm = vm.with_hub(hub);
     let router = crate::http::router(vm.clone());
     let stop = shutdown.clone();

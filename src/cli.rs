@@ -38,6 +38,9 @@ pub enum Cmd {
     MailboxList {
         context: Option<String>,
     },
+    MwiResync {
+        context: Option<String>,
+    },
 }
 
 /// Runs a command; errors are printed, and the exit code says whether it worked.
@@ -188,6 +191,10 @@ async fn execute(cmd: Cmd, config: Config) -> anyhow::Result<()> {
             };
             let m = vm.create_mailbox(&admin, &address, settings).await?;
             println!("created mailbox {}", m.address);
+        }
+        Cmd::MwiResync { context } => {
+            let n = vm.resync_mwi(&admin, context.as_deref()).await?;
+            println!("queued {n} MWI pushes; a running server sends them within a second");
         }
         Cmd::MailboxList { context } => {
             let mut cursor: Option<String> = None;

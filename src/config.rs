@@ -34,6 +34,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// Webhook delivery.
     pub webhooks: WebhooksConfig,
+    /// MWI pushes to Asterisk (ARI, AMI, SIP NOTIFY).
+    pub mwi: MwiConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -162,6 +164,37 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// MWI push settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MwiConfig {
+    /// Push the current counts of every mailbox to every target when the server starts.
+    pub resync_on_start: bool,
+    /// Delay before the first retry of a failed push, in ms; doubles per attempt (±50 % jitter).
+    pub retry_base_ms: u64,
+    /// Longest delay between retries, in ms.
+    pub retry_max_ms: u64,
+    /// Seconds an ARI request may take.
+    pub timeout_secs: u64,
+    /// Pushes sent at the same time.
+    pub concurrency: u32,
+    /// User part of the From and Contact of SIP NOTIFYs.
+    pub sip_from_user: String,
+}
+
+impl Default for MwiConfig {
+    fn default() -> Self {
+        Self {
+            resync_on_start: true,
+            retry_base_ms: 1000,
+            retry_max_ms: 60_000,
+            timeout_secs: 10,
+            concurrency: 16,
+            sip_from_user: "voxmail".into(),
+        }
+    }
+}
+
 /// Logging settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -182,6 +215,7 @@ impl Default for Config {
             pin: PinConfig::default(),
             events: EventsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            mwi: MwiConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -47,6 +47,18 @@ enum Command {
     /// Manage mailboxes.
     #[command(subcommand)]
     Mailbox(MailboxCmd),
+    /// Message-waiting pushes.
+    #[command(subcommand)]
+    Mwi(MwiCmd),
+}
+
+#[derive(Subcommand)]
+enum MwiCmd {
+    /// Queue the current counts of every mailbox for every MWI target (a running server sends them).
+    Resync {
+        #[arg(long)]
+        context: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +166,7 @@ fn main() -> std::process::ExitCode {
             maxmsg: m.maxmsg,
         },
         Command::Mailbox(MailboxCmd::List { context }) => cli::Cmd::MailboxList { context },
+        Command::Mwi(MwiCmd::Resync { context }) => cli::Cmd::MwiResync { context },
     };
     cli::run(cmd, overrides)
 }

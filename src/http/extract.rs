@@ -44,8 +44,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            // serde would also read a struct from a JSON array by position; bodies are objects.
+            Ok(axum::Json(v)) if !v.is_object() => {
+                Err(ApiError::invalid("the request body must be a JSON object"))
+            }
+            Ok(axum::Json(v)) => serde_json::from_value(v)
+                .map(ApiJson)
+                .map_err(|e| ApiError::invalid(format!("invalid request body: {e}"))),
             Err(e) => {
                 let slug = if e.status() == axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
                     "unsupported-media-type"

@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::service::Voicemail;
-use api::{contexts, events, greetings, health, mailboxes, messages, views, webhooks};
+use api::{contexts, events, greetings, health, mailboxes, messages, mwi_targets, views, webhooks};
 use error::ApiError;
 
 /// Shared state of the handlers.
@@ -85,6 +85,9 @@ impl utoipa::Modify for ProblemJson {
         events::stream_events,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
         webhooks::update_webhook, webhooks::delete_webhook, webhooks::list_deliveries,
+        mwi_targets::create_mwi_target, mwi_targets::list_mwi_targets, mwi_targets::get_mwi_target,
+        mwi_targets::update_mwi_target, mwi_targets::delete_mwi_target, mwi_targets::list_mwi_pushes,
+        mwi_targets::resync_mwi,
     ),
     components(schemas(error::Problem, views::MessageView, views::MailboxView, views::ContextView,
         views::GreetingView, crate::service::DepositMeta, crate::domain::EventView)),
@@ -171,6 +174,24 @@ pub fn router(vm: Voicemail) -> Router {
                 .delete(greetings::delete_greeting),
         )
         .route("/v1/events", get(events::stream_events))
+        .route(
+            "/v1/mwi-targets",
+            get(mwi_targets::list_mwi_targets).post(mwi_targets::create_mwi_target),
+        )
+        .route(
+            "/v1/mwi-targets/{id}",
+            get(mwi_targets::get_mwi_target)
+                .patch(mwi_targets::update_mwi_target)
+                .delete(mwi_targets::delete_mwi_target),
+        )
+        .route(
+            "/v1/mwi-targets/{id}/pushes",
+            get(mwi_targets::list_mwi_pushes),
+        )
+        .route(
+            "/v1/mwi/resync",
+            axum::routing::post(mwi_targets::resync_mwi),
+        )
         .route(
             "/v1/webhooks",
             get(webhooks::list_webhooks).post(webhooks::create_webhook),

@@ -7,6 +7,7 @@ mod directory;
 mod events;
 mod greetings;
 mod messages;
+mod mwi_targets;
 mod pin;
 mod webhooks;
 
@@ -16,6 +17,7 @@ pub use deposit::DepositMeta;
 pub use directory::{MailboxCursor, MailboxSettings};
 pub use events::{EventStream, StreamItem};
 pub use messages::{AudioStream, ForwardRequest};
+pub use mwi_targets::MwiTargetSettings;
 pub use webhooks::WebhookSettings;
 
 use std::sync::Arc;
@@ -179,6 +181,22 @@ impl Voicemail {
             shutdown,
             tracker,
         );
+    }
+
+    /// Starts MWI pushes to Asterisk targets; they stop with `shutdown`.
+    pub async fn start_mwi_pushes(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) {
+        crate::events::mwi::start(
+            self.sql.clone(),
+            self.config.mwi.clone(),
+            self.changed.subscribe(),
+            shutdown,
+            tracker,
+        )
+        .await;
     }
 
     /// Wakes the event hub after a committed change.

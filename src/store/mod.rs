@@ -356,7 +356,7 @@ impl WebhookRecord {
         self.active
             && e.seq > self.after_seq
             && e.address.context == self.context
-            && (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == e.event_type))
+            && (self.event_types.is_empty() || self.event_types.contains(&e.event_type))
     }
 }
 
@@ -411,4 +411,102 @@ pub struct AttemptRecord {
     pub http_status: Option<i64>,
     pub error: Option<String>,
     pub duration_ms: i64,
+}
+
+/// How a target takes MWI state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MwiTargetKind {
+    /// Asterisk ARI: `PUT {url}/ari/mailboxes/{mailbox}@{context}?oldMessages=O&newMessages=N`.
+    Ari,
+    /// Asterisk AMI: `Action: MWIUpdate` on a kept-open manager connection to `host:port`.
+    Ami,
+    /// SIP: an unsolicited `NOTIFY` (RFC 3842 message-summary) to a `sip:` URI.
+    Sip,
+}
+
+impl MwiTargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ari => "ari",
+            Self::Ami => "ami",
+            Self::Sip => "sip",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ari" => Some(Self::Ari),
+            "ami" => Some(Self::Ami),
+            "sip" => Some(Self::Sip),
+            _ => None,
+        }
+    }
+}
+
+/// A place MWI counts are pushed to.
+#[derive(Clone)]
+pub struct MwiTargetRecord {
+    pub id: String,
+    pub context: String,
+    pub kind: MwiTargetKind,
+    pub url: String,
+    pub username: String,
+    pub secret: String,
+    /// Only this mailbox (empty = every mailbox of the context).
+    pub mailbox: String,
+    pub active: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for MwiTargetRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MwiTargetRecord")
+            .field("id", &self.id)
+            .field("context", &self.context)
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("secret", &"***")
+            .field("mailbox", &self.mailbox)
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+impl MwiTargetRecord {
+    /// Whether this target takes the counts of `address`.
+    pub fn wants(&self, address: &MailboxAddress) -> bool {
+        self.active
+            && self.context == address.context
+            && (self.mailbox.is_empty() || self.mailbox == address.mailbox)
+    }
+}
+
+/// A push leased for sending.
+#[derive(Debug, Clone)]
+pub struct MwiPushJob {
+    pub target: MwiTargetRecord,
+    pub mailbox_id: MailboxId,
+    pub address: MailboxAddress,
+    pub wanted_version: i64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The lease this job holds: its result is only recorded while the row still carries it, so a
+    /// resync or another node's claim in between is never overwritten.
+    pub lease: i64,
+}
+
+/// Push state of one mailbox at one target.
+#[derive(Debug, Clone)]
+pub struct MwiPushRecord {
+    pub target_id: String,
+    pub address: MailboxAddress,
+    pub mailbox_id: String,
+    pub wanted_version: i64,
+    pub pushed_version: i64,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub last_pushed_ms: Option<i64>,
 }

@@ -3,6 +3,19 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auth;
+mod bad_input;
+mod cli;
+mod concurrency;
 mod deposit;
 mod events;
+mod fixtures;
+mod greetings;
+mod helpers;
+mod mailboxes;
+mod messages;
+mod mwi_push;
+mod openapi;
+mod pin;
+mod restart;
 mod webhooks;

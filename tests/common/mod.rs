@@ -34,10 +34,12 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.data_dir = data_dir.to_path_buf();
+    let mut c = Config {
+        data_dir: data_dir.to_path_buf(),
+        node_id: "test-node".into(),
+        ..Config::default()
+    };
     c.http.listen = "127.0.0.1:0".parse().unwrap();
-    c.node_id = "test-node".into();
     c.http.shutdown_grace_secs = 5;
     c
 }
@@ -147,7 +149,7 @@ impl TestApp {
     pub async fn create_mailbox(&self, address: &str, extra: Value) {
         let (mbx, ctx) = address.split_once('@').unwrap();
         let exists = self
-            .get(&format!("/v1/contexts?limit=500"))
+            .get("/v1/contexts?limit=500")
             .send()
             .await
             .unwrap()

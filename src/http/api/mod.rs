@@ -7,6 +7,7 @@ pub mod greetings;
 pub mod health;
 pub mod mailboxes;
 pub mod messages;
+pub mod mwi_targets;
 pub mod views;
 pub mod webhooks;
 

@@ -372,6 +372,20 @@ impl SqlStore {
 
     /// Revokes a key by id or by token prefix.
     pub async fn revoke_api_key(&self, id_or_prefix: &str) -> Result<ApiKeyRecord, StoreError> {
+        let (matches,): (i64,) = self
+            .qa(
+                "SELECT COUNT(*) FROM api_keys WHERE (id = ? OR token_prefix = ?) \
+                 AND revoked_at IS NULL",
+            )
+            .bind(id_or_prefix.to_owned())
+            .bind(id_or_prefix.to_owned())
+            .fetch_one(&self.pool)
+            .await?;
+        if matches > 1 {
+            return Err(StoreError::Conflict(format!(
+                "{id_or_prefix} matches {matches} keys: revoke by id"
+            )));
+        }
         let res = self
             .q(
                 "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR token_prefix = ?) \

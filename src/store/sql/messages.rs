@@ -36,9 +36,19 @@ impl SqlStore {
         mailbox: &MailboxRecord,
         version: i64,
     ) -> Result<MwiCounts, StoreError> {
+        self.counts_for_id(tx, mailbox.id, version).await
+    }
+
+    /// Counts of a mailbox by id, read in `tx`.
+    pub(super) async fn counts_for_id(
+        &self,
+        tx: &mut Tx,
+        id: crate::domain::MailboxId,
+        version: i64,
+    ) -> Result<MwiCounts, StoreError> {
         let r: CountsRow = self
             .qa(COUNTS_SQL)
-            .bind(mailbox.id.to_string())
+            .bind(id.to_string())
             .fetch_one(&mut **tx)
             .await?;
         Ok(to_counts(r, version))

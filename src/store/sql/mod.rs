@@ -5,6 +5,7 @@
 mod directory;
 mod events;
 mod messages;
+mod mwi;
 mod rows;
 mod webhooks;
 
@@ -190,7 +191,7 @@ impl SqlStore {
     /// writers queue on busy_timeout instead of failing when a read lock is upgraded.
     async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin().await?,
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             _ => self.pool.begin().await?,
         })
     }

@@ -176,7 +176,7 @@ impl SqlStore {
     }
 
     /// Makes sure a consumer cursor exists, starting at the end of the outbox.
-    async fn ensure_cursor(&self, name: &str) -> Result<(), StoreError> {
+    pub(super) async fn ensure_cursor(&self, name: &str) -> Result<(), StoreError> {
         let last = self.last_event_seq().await?;
         let res = self
             .q("INSERT INTO consumer_cursors (name, last_seq) VALUES (?, ?)")

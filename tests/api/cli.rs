@@ -1,0 +1,698 @@
+//! The real `voxmail` binary: admin commands on a data directory, then `serve` on the same data,
+//! configuration precedence, and graceful shutdown on SIGTERM/SIGINT.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{assert_problem, audio};
+
+/// A scratch area: `cwd` is where the commands run (so a stray `./data` or `./voxmail.toml` would
+/// show), `data` the data directory given with `--data-dir` (not created beforehand).
+struct Scratch {
+    _dir: tempfile::TempDir,
+    cwd: PathBuf,
+    data: PathBuf,
+}
+
+fn scratch() -> Scratch {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let data = dir.path().join("data-dir");
+    Scratch {
+        cwd,
+        data,
+        _dir: dir,
+    }
+}
+
+/// The binary, with no `VOXMAIL_*` variable inherited from the test's environment.
+fn voxmail(cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_voxmail"));
+    c.current_dir(cwd);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("VOXMAIL_") {
+            c.env_remove(k);
+        }
+    }
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run voxmail")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs and asserts success; returns stdout.
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): stdout {} stderr {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs and asserts failure; returns stderr.
+fn fails(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        !out.status.success(),
+        "{cmd:?} should fail: stdout {}",
+        text(&out.stdout)
+    );
+    text(&out.stderr)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `voxmail serve` child; killed if the test ends before it exits.
+struct Server {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(mut cmd: Command, log: PathBuf) -> Self {
+        let err = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn voxmail serve");
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `/healthz` on `port` until it answers 200 (bounded).
+    async fn wait_healthy(&mut self, port: u16) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("voxmail serve exited early ({status}): {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "voxmail serve did not become healthy on port {port}: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "voxmail serve did not exit within {within:?}: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn serve(cwd: &Path, data: &Path, port: u16, log: PathBuf) -> Server {
+    let mut cmd = voxmail(cwd);
+    cmd.args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    Server::start(cmd, log)
+}
+
+#[test]
+fn config_print_default_prints_the_commented_example() {
+    let s = scratch();
+    let out = ok(voxmail(&s.cwd).args(["config", "print-default"]));
+    for section in ["[database]", "[http]", "[pin]"] {
+        assert!(out.contains(section), "{section} in {out}");
+    }
+    assert!(out.contains("listen = \"127.0.0.1:8080\""), "{out}");
+    assert!(out.lines().any(|l| l.starts_with('#')), "commented");
+    assert!(!s.cwd.join("data").exists(), "printing touches no data");
+}
+
+#[test]
+fn admin_commands_work_on_the_data_dir_with_options_before_or_after_the_subcommand() {
+    let s = scratch();
+    let d = s.data.to_str().unwrap();
+    let out = ok(voxmail(&s.cwd).args(["--data-dir", d, "context", "create", "default"]));
+    assert!(out.contains("default"), "{out}");
+    assert!(
+        s.data.join("voxmail.db").exists(),
+        "the database is in the data dir"
+    );
+    assert!(!s.cwd.join("data").exists(), "nothing under ./data");
+
+    let err = fails(voxmail(&s.cwd).args(["context", "create", "default", "--data-dir", d]));
+    assert!(err.contains("default"), "duplicate context: {err}");
+
+    let out = ok(voxmail(&s.cwd).args([
+        "mailbox",
+        "create",
+        "1001@default",
+        "--name",
+        "Alice",
+        "--email",
+        "a@example.com",
+        "--pin",
+        "1234",
+        "--data-dir",
+        d,
+    ]));
+    assert!(out.contains("1001@default"), "{out}");
+    ok(voxmail(&s.cwd).args(["--data-dir", d, "context", "create", "other"]));
+    ok(voxmail(&s.cwd).args(["--data-dir", d, "mailbox", "create", "2001@other"]));
+
+    for args in [
+        vec!["mailbox", "list", "--context", "default", "--data-dir", d],
+        vec!["--data-dir", d, "mailbox", "list", "--context", "default"],
+    ] {
+        let out = ok(voxmail(&s.cwd).args(&args));
+        assert!(
+            out.lines()
+                .any(|l| l == "1001@default\tAlice\ta@example.com"),
+            "{args:?}: {out}"
+        );
+        assert!(!out.contains("2001@other"), "filtered by context: {out}");
+    }
+    let out = ok(voxmail(&s.cwd).args(["mailbox", "list", "--data-dir", d]));
+    assert!(
+        out.contains("1001@default") && out.contains("2001@other"),
+        "{out}"
+    );
+
+    for bad in [
+        vec!["mailbox", "create", "1001", "--data-dir", d],
+        vec!["mailbox", "create", "1001@nowhere", "--data-dir", d],
+        vec!["mailbox", "create", "1001@default", "--data-dir", d],
+        vec![
+            "mailbox",
+            "create",
+            "1002@default",
+            "--pin",
+            "12ab",
+            "--data-dir",
+            d,
+        ],
+        vec!["context", "create", "bad name", "--data-dir", d],
+    ] {
+        fails(voxmail(&s.cwd).args(&bad));
+    }
+    let out = ok(voxmail(&s.cwd).args(["mailbox", "list", "--data-dir", d]));
+    assert_eq!(
+        out.lines().count(),
+        2,
+        "no mailbox was added by a failure: {out}"
+    );
+}
+
+#[test]
+fn apikey_create_prints_the_token_once_and_list_and_revoke_manage_it() {
+    let s = scratch();
+    let d = s.data.to_str().unwrap();
+    ok(voxmail(&s.cwd).args(["--data-dir", d, "context", "create", "default"]));
+    let out = run(voxmail(&s.cwd).args([
+        "apikey",
+        "create",
+        "--name",
+        "pbx-1",
+        "--role",
+        "pbx",
+        "--context",
+        "default",
+        "--data-dir",
+        d,
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let token = stdout.trim();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "stdout is only the token: {stdout:?}"
+    );
+    assert!(token.starts_with("vxm_"), "{token}");
+    assert!(token.len() >= 40, "a long random token: {token}");
+
+    let out2 = ok(voxmail(&s.cwd).args([
+        "apikey",
+        "create",
+        "--name",
+        "admin-1",
+        "--role",
+        "admin",
+        "--data-dir",
+        d,
+    ]));
+    let token2 = out2.trim().to_owned();
+    assert_ne!(token, token2);
+
+    let list = ok(voxmail(&s.cwd).args(["apikey", "list", "--data-dir", d]));
+    assert!(!list.contains(token), "the token is never listed: {list}");
+    assert!(!list.contains(&token2), "the token is never listed: {list}");
+    let line = list
+        .lines()
+        .find(|l| l.contains("pbx-1"))
+        .unwrap_or_else(|| panic!("pbx-1 listed: {list}"));
+    let prefix = &token[..12];
+    assert!(line.contains(prefix), "{line}");
+    assert!(line.contains("pbx") && line.contains("default"), "{line}");
+    assert!(line.contains("active"), "{line}");
+    // Only a hash is stored: the token is nowhere in the database file.
+    let db = std::fs::read(s.data.join("voxmail.db")).unwrap();
+    let wal = std::fs::read(s.data.join("voxmail.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the token is stored in clear"
+        );
+    }
+
+    let out = ok(voxmail(&s.cwd).args(["apikey", "revoke", prefix, "--data-dir", d]));
+    assert!(out.contains("pbx-1"), "{out}");
+    let list = ok(voxmail(&s.cwd).args(["apikey", "list", "--data-dir", d]));
+    let pbx = list.lines().find(|l| l.contains("pbx-1")).unwrap();
+    assert!(pbx.contains("revoked"), "{list}");
+    let admin = list.lines().find(|l| l.contains("admin-1")).unwrap();
+    assert!(admin.contains("active"), "{list}");
+
+    fails(voxmail(&s.cwd).args(["apikey", "revoke", prefix, "--data-dir", d]));
+    fails(voxmail(&s.cwd).args(["apikey", "revoke", "vxm_nothing", "--data-dir", d]));
+}
+
+#[test]
+fn apikey_create_with_an_invalid_role_or_context_fails_and_creates_nothing() {
+    let s = scratch();
+    let d = s.data.to_str().unwrap();
+    ok(voxmail(&s.cwd).args(["--data-dir", d, "context", "create", "default"]));
+    for args in [
+        vec![
+            "apikey",
+            "create",
+            "--name",
+            "n",
+            "--role",
+            "root",
+            "--data-dir",
+            d,
+        ],
+        vec![
+            "apikey",
+            "create",
+            "--name",
+            "n",
+            "--role",
+            "",
+            "--data-dir",
+            d,
+        ],
+        vec!["apikey", "create", "--name", "n", "--data-dir", d],
+        vec![
+            "apikey",
+            "create",
+            "--name",
+            "n",
+            "--role",
+            "pbx",
+            "--context",
+            "nowhere",
+            "--data-dir",
+            d,
+        ],
+    ] {
+        let out = run(voxmail(&s.cwd).args(&args));
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            !text(&out.stdout).contains("vxm_"),
+            "no token printed for {args:?}"
+        );
+    }
+    let list = ok(voxmail(&s.cwd).args(["apikey", "list", "--data-dir", d]));
+    assert_eq!(list.lines().count(), 1, "only the header: {list}");
+}
+
+#[test]
+fn a_missing_config_file_is_an_error() {
+    let s = scratch();
+    let err = fails(voxmail(&s.cwd).args(["--config", "no-such.toml", "mailbox", "list"]));
+    assert!(err.contains("no-such.toml"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_with_the_cli_token_and_stops_cleanly_on_sigterm() {
+    let s = scratch();
+    let d = s.data.to_str().unwrap();
+    ok(voxmail(&s.cwd).args(["context", "create", "default", "--data-dir", d]));
+    ok(voxmail(&s.cwd).args([
+        "mailbox",
+        "create",
+        "1001@default",
+        "--name",
+        "Alice",
+        "--email",
+        "a@example.com",
+        "--pin",
+        "1234",
+        "--data-dir",
+        d,
+    ]));
+    let token = ok(voxmail(&s.cwd).args([
+        "apikey",
+        "create",
+        "--name",
+        "pbx",
+        "--role",
+        "pbx",
+        "--context",
+        "default",
+        "--data-dir",
+        d,
+    ]))
+    .trim()
+    .to_owned();
+
+    let port = free_port();
+    let mut server = serve(&s.cwd, &s.data, port, s.data.join("serve.log"));
+    server.wait_healthy(port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+
+    let r = client
+        .get(format!("{base}/v1/mailboxes/1001@default"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["fullname"], "Alice");
+    assert_eq!(m["email"], "a@example.com");
+    assert_eq!(m["has_pin"], true);
+
+    // The PIN the CLI set is the one the API checks.
+    let r = client
+        .post(format!("{base}/v1/mailboxes/1001@default/pin/verify"))
+        .bearer_auth(&token)
+        .json(&json!({"pin": "1234"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    // A key revoked by the CLI while the server runs stops working.
+    let other = ok(voxmail(&s.cwd).args([
+        "apikey",
+        "create",
+        "--name",
+        "temp",
+        "--role",
+        "pbx",
+        "--data-dir",
+        d,
+    ]))
+    .trim()
+    .to_owned();
+    let url = format!("{base}/v1/mailboxes/1001@default");
+    let r = client.get(&url).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    ok(voxmail(&s.cwd).args(["apikey", "revoke", &other[..12], "--data-dir", d]));
+    let r = client.get(&url).bearer_auth(&other).send().await.unwrap();
+    assert_problem(r, 401, "unauthorized").await;
+
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit {status}: {}", server.log());
+    assert!(
+        client
+            .get(format!("{base}/healthz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_err(),
+        "nothing listens after shutdown"
+    );
+    assert!(!s.cwd.join("data").exists(), "nothing under ./data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_deposit_finish() {
+    let s = scratch();
+    let d = s.data.to_str().unwrap();
+    ok(voxmail(&s.cwd).args(["context", "create", "default", "--data-dir", d]));
+    ok(voxmail(&s.cwd).args(["mailbox", "create", "1001@default", "--data-dir", d]));
+    let token = ok(voxmail(&s.cwd).args([
+        "apikey",
+        "create",
+        "--name",
+        "pbx",
+        "--role",
+        "pbx",
+        "--data-dir",
+        d,
+    ]))
+    .trim()
+    .to_owned();
+    let port = free_port();
+    let mut server = serve(&s.cwd, &s.data, port, s.data.join("serve.log"));
+    server.wait_healthy(port).await;
+
+    let wav = audio::wav_ulaw(2.0);
+    let (first, rest) = wav.split_at(wav.len() / 2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let url = format!("http://127.0.0.1:{port}/v1/mailboxes/1001@default/messages");
+    let req = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(&token)
+        .header("content-type", "audio/wav")
+        .header("content-length", wav.len().to_string())
+        .body(body)
+        .send();
+    let pending = tokio::spawn(req);
+    tx.send(Ok(first.to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the server waits for the in-flight deposit"
+    );
+    tx.send(Ok(rest.to_vec())).await.unwrap();
+    drop(tx);
+    let r = pending.await.unwrap().expect("the deposit gets an answer");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["audio"]["sha256"], audio::sha256_hex(&wav));
+
+    let status = server.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit {status}: {}", server.log());
+
+    // It was really stored: a new server on the same data serves the same bytes.
+    let port = free_port();
+    let mut server = serve(&s.cwd, &s.data, port, s.data.join("serve2.log"));
+    server.wait_healthy(port).await;
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/v1/mailboxes/1001@default/messages/{}/audio",
+            m["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), wav);
+    server.signal("INT");
+    let status = server.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "exit on SIGINT {status}: {}",
+        server.log()
+    );
+}
+
+/// A `Stream` over an mpsc receiver (without pulling in tokio-stream).
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_comes_from_the_file_then_env_then_the_flag() {
+    let s = scratch();
+    let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
+    let config = s.cwd.join("custom.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{file_port}\"\n",
+            s.data.display()
+        ),
+    )
+    .unwrap();
+
+    async fn answers(port: u16) -> bool {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok()
+    }
+
+    // The file alone.
+    let mut cmd = voxmail(&s.cwd);
+    cmd.args(["serve", "--config"]).arg(&config);
+    let mut server = Server::start(cmd, s.cwd.join("1.log"));
+    server.wait_healthy(file_port).await;
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).await.success());
+
+    // The environment wins over the file.
+    let mut cmd = voxmail(&s.cwd);
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .env("VOXMAIL_HTTP__LISTEN", format!("127.0.0.1:{env_port}"));
+    let mut server = Server::start(cmd, s.cwd.join("2.log"));
+    server.wait_healthy(env_port).await;
+    assert!(!answers(file_port).await, "the file's port is not bound");
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).await.success());
+
+    // The flag wins over the environment (and the file).
+    let mut cmd = voxmail(&s.cwd);
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{flag_port}")])
+        .env("VOXMAIL_HTTP__LISTEN", format!("127.0.0.1:{env_port}"));
+    let mut server = Server::start(cmd, s.cwd.join("3.log"));
+    server.wait_healthy(flag_port).await;
+    assert!(!answers(env_port).await, "the env's port is not bound");
+    assert!(!answers(file_port).await, "the file's port is not bound");
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).await.success());
+}
+
+#[test]
+fn data_dir_comes_from_the_env_unless_the_flag_is_given() {
+    let s = scratch();
+    let env_dir = s.cwd.join("from-env");
+    let flag_dir = s.cwd.join("from-flag");
+    ok(voxmail(&s.cwd)
+        .env("VOXMAIL_DATA_DIR", &env_dir)
+        .args(["context", "create", "envctx"]));
+    assert!(env_dir.join("voxmail.db").exists());
+    ok(voxmail(&s.cwd)
+        .env("VOXMAIL_DATA_DIR", &env_dir)
+        .args(["context", "create", "flagctx", "--data-dir"])
+        .arg(&flag_dir));
+    assert!(flag_dir.join("voxmail.db").exists());
+    let in_flag = ok(voxmail(&s.cwd)
+        .args(["context", "list", "--data-dir"])
+        .arg(&flag_dir));
+    assert!(
+        in_flag.contains("flagctx") && !in_flag.contains("envctx"),
+        "{in_flag}"
+    );
+    let in_env = ok(voxmail(&s.cwd)
+        .env("VOXMAIL_DATA_DIR", &env_dir)
+        .args(["context", "list"]));
+    assert!(
+        in_env.contains("envctx") && !in_env.contains("flagctx"),
+        "{in_env}"
+    );
+    assert!(
+        !s.cwd.join("data").exists(),
+        "the default ./data is not used"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_nothing_configured_keeps_its_data_under_dot_data_in_wal_mode() {
+    let s = scratch();
+    let port = free_port();
+    let mut cmd = voxmail(&s.cwd);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+    let mut server = Server::start(cmd, s.cwd.join("serve.log"));
+    server.wait_healthy(port).await;
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let data = s.cwd.join("data");
+    assert!(data.join("voxmail.db").is_file(), "./data/voxmail.db");
+    assert!(
+        data.join("voxmail.db-wal").is_file(),
+        "SQLite runs in WAL mode"
+    );
+    assert!(data.join("audio").is_dir(), "./data/audio");
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).await.success());
+
+    // The admin commands find the same database with nothing configured either.
+    ok(voxmail(&s.cwd).args(["context", "create", "default"]));
+    let out = ok(voxmail(&s.cwd).args(["context", "list"]));
+    assert!(out.contains("default"), "{out}");
+}
