@@ -4,6 +4,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use voxmail::domain::Role;
 
+use crate::common::receiver::Receiver;
 use crate::common::sse::SseClient;
 use crate::common::{TestApp, assert_problem, audio};
 
@@ -241,12 +242,32 @@ async fn a_key_for_one_context_never_sees_another_contexts_events() {
 }
 
 #[tokio::test]
-async fn concurrent_changes_end_with_every_streams_last_counts_equal_to_the_store() {
-    let app = TestApp::spawn().await;
+async fn concurrent_changes_end_with_every_consumers_last_counts_equal_to_the_store() {
+    let app = TestApp::spawn_with(|c| {
+        c.webhooks.retry_base_ms = 100;
+        c.mwi.retry_base_ms = 100;
+    })
+    .await;
     let boxes: Vec<String> = (0..50).map(|i| format!("{}@load", 2000 + i)).collect();
     for b in &boxes {
         app.create_mailbox(b, json!({"maxmsg": 100})).await;
     }
+    let hook_rx = Receiver::start().await;
+    let ari = Receiver::start().await;
+    let r = app
+        .post("/v1/webhooks")
+        .json(&json!({"context": "load", "url": hook_rx.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = app
+        .post("/v1/mwi-targets")
+        .json(&json!({"context": "load", "kind": "ari", "url": ari.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     let mut sse = SseClient::connect(&events_url(&app, "?context=load"), &app.admin, None).await;
     let base = app.base.clone();
     let token = app.admin.clone();
@@ -299,5 +320,53 @@ async fn concurrent_changes_end_with_every_streams_last_counts_equal_to_the_stor
         assert_eq!(seen["counts"]["new"], mwi["new"], "{b}");
         assert_eq!(seen["counts"]["old"], mwi["old"], "{b}");
         assert_eq!(seen["version"], mwi["version"], "{b}");
+    }
+
+    // Webhooks: every event once, in order per mailbox, so the last one per mailbox is the store's.
+    let hooks = hook_rx
+        .wait_for(expected_events, Duration::from_secs(60))
+        .await;
+    assert_eq!(hooks.len(), expected_events);
+    let mut last_hook: HashMap<String, Value> = HashMap::new();
+    for h in &hooks {
+        let j: Value = serde_json::from_slice(&h.body).unwrap();
+        last_hook.insert(j["mailbox"].as_str().unwrap().to_owned(), j);
+    }
+    // ARI: pushes coalesce; the newest push per mailbox converges on the store's counts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut last_ari: HashMap<String, (String, String)> = HashMap::new();
+        for r in ari.received().await {
+            let q: HashMap<String, String> = r
+                .uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let mbox = r
+                .uri
+                .path()
+                .trim_start_matches("/ari/mailboxes/")
+                .to_owned();
+            last_ari.insert(mbox, (q["newMessages"].clone(), q["oldMessages"].clone()));
+        }
+        let mut all_match = true;
+        for b in &boxes {
+            let mwi = app.mwi(b).await;
+            assert_eq!(last_hook[b]["counts"]["new"], mwi["new"], "webhook {b}");
+            assert_eq!(last_hook[b]["counts"]["old"], mwi["old"], "webhook {b}");
+            let want = (mwi["new"].to_string(), mwi["old"].to_string());
+            all_match &= last_ari.get(b) == Some(&want);
+        }
+        if all_match {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ARI lamps never converged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
