@@ -185,15 +185,11 @@ impl Voicemail {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<MailboxRecord>> {
-        let context = match (&p.context, context) {
-            (Some(scope), Some(asked)) if scope != asked => {
-                return Ok(Page {
-                    items: vec![],
-                    has_more: false,
-                });
-            }
-            (Some(scope), _) => Some(scope.as_str()),
-            (None, asked) => asked,
+        let Ok(context) = Self::listing_scope(p, context) else {
+            return Ok(Page {
+                items: vec![],
+                has_more: false,
+            });
         };
         if let Some(q) = q
             && q.chars().count() > 100

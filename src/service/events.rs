@@ -46,13 +46,11 @@ impl Voicemail {
         mailbox: Option<MailboxAddress>,
         last_event_id: Option<i64>,
     ) -> Result<EventStream> {
-        let context = match (&p.context, context) {
-            (Some(scope), Some(asked)) if *scope != asked => {
-                return Err(ServiceError::NotFound(format!("context {asked}")));
-            }
-            (Some(scope), _) => Some(scope.clone()),
-            (None, asked) => asked,
-        };
+        let context = Self::listing_scope(p, context.as_deref())
+            .map_err(|()| {
+                ServiceError::NotFound(format!("context {}", context.as_deref().unwrap_or("")))
+            })?
+            .map(str::to_owned);
         if let Some(m) = &mailbox {
             self.visible_mailbox(p, m).await?;
         }

@@ -81,20 +81,8 @@ impl Voicemail {
         g: &GreetingRecord,
         range: Option<(u64, u64)>,
     ) -> Result<AudioStream> {
-        let key = BlobKey::from_stored(&g.audio_key)
-            .ok_or_else(|| ServiceError::Unavailable("the stored audio key is malformed".into()))?;
-        let size = g.byte_size as u64;
-        if let Some((start, end)) = range
-            && (start > end || end >= size)
-        {
-            return Err(ServiceError::RangeNotSatisfiable { size });
-        }
-        let read = self.blobs.open(&key, range).await?;
-        Ok(AudioStream {
-            total: read.total,
-            range,
-            stream: read.stream,
-        })
+        self.open_blob(&g.audio_key, g.byte_size as u64, range)
+            .await
     }
 
     /// Removes a greeting and its audio.

@@ -66,9 +66,19 @@ impl Voicemail {
         message: &MessageRecord,
         range: Option<(u64, u64)>,
     ) -> Result<AudioStream> {
-        let key = BlobKey::from_stored(&message.audio_key)
+        self.open_blob(&message.audio_key, message.byte_size as u64, range)
+            .await
+    }
+
+    /// Opens a stored blob of `size` bytes, or an inclusive byte range of it.
+    pub(crate) async fn open_blob(
+        &self,
+        stored_key: &str,
+        size: u64,
+        range: Option<(u64, u64)>,
+    ) -> Result<AudioStream> {
+        let key = BlobKey::from_stored(stored_key)
             .ok_or_else(|| ServiceError::Unavailable("the stored audio key is malformed".into()))?;
-        let size = message.byte_size as u64;
         if let Some((start, end)) = range
             && (start > end || end >= size)
         {

@@ -224,6 +224,41 @@ impl Voicemail {
         })
     }
 
+    /// For configuration owned by a context (webhooks, MWI targets): the caller must be an admin
+    /// that sees the context, and the context must exist.
+    pub(crate) async fn admin_context(
+        &self,
+        p: &Principal,
+        context: &str,
+        what: &str,
+    ) -> Result<()> {
+        Self::require_admin(p, what)?;
+        crate::domain::validate_context_name(context)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let not_found = || ServiceError::NotFound(format!("context {context}"));
+        if !p.sees_context(context) {
+            return Err(not_found());
+        }
+        self.sql.get_context(context).await.map_err(|e| match e {
+            StoreError::NotFound => not_found(),
+            other => other.into(),
+        })?;
+        Ok(())
+    }
+
+    /// The context a listing is limited to: the key's scope, or the one asked for. `Err(())` when
+    /// a scoped key asks for another context (the listing is then empty, or not found).
+    pub(crate) fn listing_scope<'a>(
+        p: &'a Principal,
+        asked: Option<&'a str>,
+    ) -> std::result::Result<Option<&'a str>, ()> {
+        match (&p.context, asked) {
+            (Some(scope), Some(asked)) if scope != asked => Err(()),
+            (Some(scope), _) => Ok(Some(scope.as_str())),
+            (None, asked) => Ok(asked),
+        }
+    }
+
     pub(crate) fn require_admin(p: &Principal, what: &str) -> Result<()> {
         if p.is_admin() {
             Ok(())

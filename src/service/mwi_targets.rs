@@ -1,7 +1,7 @@
 //! MWI push targets: where a context's message-waiting counts are pushed (Asterisk ARI, AMI, SIP).
 
 use super::{Result, ServiceError, Voicemail};
-use crate::domain::{Principal, validate_context_name};
+use crate::domain::Principal;
 use crate::events::sip::SipUri;
 use crate::store::{MwiPushRecord, MwiTargetKind, MwiTargetRecord, StoreError};
 
@@ -74,15 +74,8 @@ impl Voicemail {
         context: &str,
         s: MwiTargetSettings,
     ) -> Result<MwiTargetRecord> {
-        Self::require_admin(p, "managing MWI targets")?;
-        validate_context_name(context).map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        if !p.sees_context(context) {
-            return Err(ServiceError::NotFound(format!("context {context}")));
-        }
-        self.sql.get_context(context).await.map_err(|e| match e {
-            StoreError::NotFound => ServiceError::NotFound(format!("context {context}")),
-            other => other.into(),
-        })?;
+        self.admin_context(p, context, "managing MWI targets")
+            .await?;
         let kind = parse_kind(&s.kind.unwrap_or_default())?;
         let url = s
             .url
@@ -116,12 +109,10 @@ impl Voicemail {
         context: Option<&str>,
     ) -> Result<Vec<MwiTargetRecord>> {
         Self::require_admin(p, "managing MWI targets")?;
-        let context = match (&p.context, context) {
-            (Some(scope), Some(asked)) if scope != asked => return Ok(vec![]),
-            (Some(scope), _) => Some(scope.as_str()),
-            (None, asked) => asked,
-        };
-        Ok(self.sql.list_mwi_targets(context).await?)
+        match Self::listing_scope(p, context) {
+            Ok(context) => Ok(self.sql.list_mwi_targets(context).await?),
+            Err(()) => Ok(vec![]),
+        }
     }
 
     /// One target (admin).
@@ -179,14 +170,9 @@ impl Voicemail {
     /// Queues the current counts of every mailbox (of a context) for every target (admin).
     pub async fn resync_mwi(&self, p: &Principal, context: Option<&str>) -> Result<u64> {
         Self::require_admin(p, "resyncing MWI")?;
-        let context = match (&p.context, context) {
-            (Some(scope), Some(asked)) if scope != asked => {
-                return Err(ServiceError::NotFound(format!("context {asked}")));
-            }
-            (Some(scope), _) => Some(scope.clone()),
-            (None, asked) => asked.map(str::to_owned),
-        };
-        let n = self.sql.resync_mwi(context.as_deref(), None).await?;
+        let context = Self::listing_scope(p, context)
+            .map_err(|()| ServiceError::NotFound(format!("context {}", context.unwrap_or(""))))?;
+        let n = self.sql.resync_mwi(context, None).await?;
         self.notify_changed();
         Ok(n)
     }

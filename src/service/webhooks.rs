@@ -4,7 +4,7 @@ use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::Engine;
 
 use super::{Result, ServiceError, Voicemail};
-use crate::domain::{EVENT_TYPES, Principal, validate_context_name};
+use crate::domain::{EVENT_TYPES, Principal};
 use crate::store::{DeliveryRecord, NewWebhook, StoreError, WebhookRecord};
 
 /// Settings of a webhook (`None` = unchanged on update).
@@ -83,15 +83,7 @@ impl Voicemail {
         context: &str,
         s: WebhookSettings,
     ) -> Result<WebhookRecord> {
-        Self::require_admin(p, "managing webhooks")?;
-        validate_context_name(context).map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        if !p.sees_context(context) {
-            return Err(ServiceError::NotFound(format!("context {context}")));
-        }
-        self.sql.get_context(context).await.map_err(|e| match e {
-            StoreError::NotFound => ServiceError::NotFound(format!("context {context}")),
-            other => other.into(),
-        })?;
+        self.admin_context(p, context, "managing webhooks").await?;
         let url = s
             .url
             .ok_or_else(|| ServiceError::Invalid("url is required".into()))?;
@@ -118,12 +110,10 @@ impl Voicemail {
         context: Option<&str>,
     ) -> Result<Vec<WebhookRecord>> {
         Self::require_admin(p, "managing webhooks")?;
-        let context = match (&p.context, context) {
-            (Some(scope), Some(asked)) if scope != asked => return Ok(vec![]),
-            (Some(scope), _) => Some(scope.as_str()),
-            (None, asked) => asked,
-        };
-        Ok(self.sql.list_webhooks(context).await?)
+        match Self::listing_scope(p, context) {
+            Ok(context) => Ok(self.sql.list_webhooks(context).await?),
+            Err(()) => Ok(vec![]),
+        }
     }
 
     /// One webhook (admin).

@@ -105,6 +105,19 @@ impl SqlStore {
         mailbox: &MailboxRecord,
         id: MessageId,
     ) -> Result<MessageRecord, StoreError> {
+        self.message_on(&mut **tx, mailbox, id).await
+    }
+
+    /// One message of a mailbox, on a pool or in a transaction.
+    async fn message_on<'e, E>(
+        &self,
+        exec: E,
+        mailbox: &MailboxRecord,
+        id: MessageId,
+    ) -> Result<MessageRecord, StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
         self.qa::<MessageRow>(concat!(
             "SELECT ",
             message_columns!(),
@@ -112,7 +125,55 @@ impl SqlStore {
         ))
         .bind(mailbox.id.to_string())
         .bind(id.to_string())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(exec)
+        .await?
+        .ok_or(StoreError::NotFound)?
+        .try_into()
+    }
+
+    /// The message an Idempotency-Key stored, on a pool or in a transaction.
+    async fn idempotent_on<'e, E>(
+        &self,
+        exec: E,
+        mailbox: &MailboxRecord,
+        key: &str,
+    ) -> Result<Option<MessageRecord>, StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        let row: Option<MessageRow> = self
+            .qa(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE mailbox_id = ? AND id = (SELECT message_id FROM \
+                 idempotency_keys WHERE mailbox_id = ? AND idem_key = ?)"
+            ))
+            .bind(mailbox.id.to_string())
+            .bind(mailbox.id.to_string())
+            .bind(key.to_owned())
+            .fetch_optional(exec)
+            .await?;
+        row.map(MessageRecord::try_from).transpose()
+    }
+
+    /// One greeting, on a pool or in a transaction.
+    async fn greeting_on<'e, E>(
+        &self,
+        exec: E,
+        mailbox: &MailboxRecord,
+        kind: GreetingKind,
+    ) -> Result<GreetingRecord, StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        self.qa::<GreetingRow>(concat!(
+            "SELECT ",
+            greeting_columns!(),
+            " FROM greetings WHERE mailbox_id = ? AND kind = ?"
+        ))
+        .bind(mailbox.id.to_string())
+        .bind(kind.as_str())
+        .fetch_optional(exec)
         .await?
         .ok_or(StoreError::NotFound)?
         .try_into()
@@ -286,7 +347,7 @@ impl MessageStore for SqlStore {
         let version = self.lock_mailbox(&mut tx, mailbox).await?;
         if let Some(key) = idempotency_key {
             // Under the mailbox lock a concurrent retry has either committed (found here) or waits.
-            if let Some(existing) = self.idempotent_in(&mut tx, mailbox, key).await? {
+            if let Some(existing) = self.idempotent_on(&mut *tx, mailbox, key).await? {
                 return Ok(Inserted::Existing(existing));
             }
             let res = self
@@ -334,19 +395,7 @@ impl MessageStore for SqlStore {
         mailbox: &MailboxRecord,
         key: &str,
     ) -> Result<Option<MessageRecord>, StoreError> {
-        let row: Option<MessageRow> = self
-            .qa(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE mailbox_id = ? AND id = (SELECT message_id FROM \
-                 idempotency_keys WHERE mailbox_id = ? AND idem_key = ?)"
-            ))
-            .bind(mailbox.id.to_string())
-            .bind(mailbox.id.to_string())
-            .bind(key.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(MessageRecord::try_from).transpose()
+        self.idempotent_on(&self.pool, mailbox, key).await
     }
 
     async fn list_messages(
@@ -398,17 +447,7 @@ impl MessageStore for SqlStore {
         mailbox: &MailboxRecord,
         id: MessageId,
     ) -> Result<MessageRecord, StoreError> {
-        self.qa::<MessageRow>(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE mailbox_id = ? AND id = ?"
-        ))
-        .bind(mailbox.id.to_string())
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?
-        .try_into()
+        self.message_on(&self.pool, mailbox, id).await
     }
 
     async fn update_message(
@@ -598,17 +637,7 @@ impl MessageStore for SqlStore {
         mailbox: &MailboxRecord,
         kind: GreetingKind,
     ) -> Result<GreetingRecord, StoreError> {
-        self.qa::<GreetingRow>(concat!(
-            "SELECT ",
-            greeting_columns!(),
-            " FROM greetings WHERE mailbox_id = ? AND kind = ?"
-        ))
-        .bind(mailbox.id.to_string())
-        .bind(kind.as_str())
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?
-        .try_into()
+        self.greeting_on(&self.pool, mailbox, kind).await
     }
 
     async fn delete_greeting(
@@ -618,18 +647,7 @@ impl MessageStore for SqlStore {
     ) -> Result<GreetingRecord, StoreError> {
         let mut tx = self.begin().await?;
         let version = self.lock_mailbox(&mut tx, mailbox).await?;
-        let g: GreetingRecord = self
-            .qa::<GreetingRow>(concat!(
-                "SELECT ",
-                greeting_columns!(),
-                " FROM greetings WHERE mailbox_id = ? AND kind = ?"
-            ))
-            .bind(mailbox.id.to_string())
-            .bind(kind.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?
-            .try_into()?;
+        let g = self.greeting_on(&mut *tx, mailbox, kind).await?;
         self.q("DELETE FROM greetings WHERE mailbox_id = ? AND kind = ?")
             .bind(mailbox.id.to_string())
             .bind(kind.as_str())
@@ -639,29 +657,6 @@ impl MessageStore for SqlStore {
             .await?;
         tx.commit().await?;
         Ok(g)
-    }
-}
-
-impl SqlStore {
-    async fn idempotent_in(
-        &self,
-        tx: &mut Tx,
-        mailbox: &MailboxRecord,
-        key: &str,
-    ) -> Result<Option<MessageRecord>, StoreError> {
-        let row: Option<MessageRow> = self
-            .qa(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE mailbox_id = ? AND id = (SELECT message_id FROM \
-                 idempotency_keys WHERE mailbox_id = ? AND idem_key = ?)"
-            ))
-            .bind(mailbox.id.to_string())
-            .bind(mailbox.id.to_string())
-            .bind(key.to_owned())
-            .fetch_optional(&mut **tx)
-            .await?;
-        row.map(MessageRecord::try_from).transpose()
     }
 }
 
