@@ -202,14 +202,7 @@ impl SqlStore {
         const CURSOR: &str = "mwi";
         self.ensure_cursor(CURSOR).await?;
         let mut tx = self.begin().await?;
-        let (last,): (i64,) = self
-            .qa_owned(format!(
-                "SELECT last_seq FROM consumer_cursors WHERE name = ?{}",
-                self.dialect.for_update()
-            ))
-            .bind(CURSOR)
-            .fetch_one(&mut *tx)
-            .await?;
+        let last = self.lock_cursor(&mut tx, CURSOR).await?;
         let events = self
             .events_after_on(&mut *tx, last, batch, &EventFilter::default())
             .await?;
@@ -260,11 +253,7 @@ impl SqlStore {
                 }
             }
         }
-        self.q("UPDATE consumer_cursors SET last_seq = ? WHERE name = ?")
-            .bind(newest)
-            .bind(CURSOR)
-            .execute(&mut *tx)
-            .await?;
+        self.advance_cursor(&mut tx, CURSOR, newest).await?;
         tx.commit().await?;
         Ok(events.len())
     }

@@ -191,20 +191,46 @@ impl SqlStore {
         }
     }
 
+    /// Locks an outbox consumer's cursor row for this transaction and returns its position. The row
+    /// lock makes each consumer's batch exactly-once, also across nodes.
+    pub(super) async fn lock_cursor(
+        &self,
+        tx: &mut super::Tx,
+        name: &str,
+    ) -> Result<i64, StoreError> {
+        let (last,): (i64,) = self
+            .qa_owned(format!(
+                "SELECT last_seq FROM consumer_cursors WHERE name = ?{}",
+                self.dialect.for_update()
+            ))
+            .bind(name.to_owned())
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(last)
+    }
+
+    /// Moves a consumer's cursor (in the transaction that consumed the events).
+    pub(super) async fn advance_cursor(
+        &self,
+        tx: &mut super::Tx,
+        name: &str,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        self.q("UPDATE consumer_cursors SET last_seq = ? WHERE name = ?")
+            .bind(seq)
+            .bind(name.to_owned())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// Turns new outbox events into webhook deliveries, exactly once (the cursor moves in the same
     /// transaction). Returns the number of events consumed.
     pub async fn dispatch_webhook_events(&self, batch: u32) -> Result<usize, StoreError> {
         const CURSOR: &str = "webhooks";
         self.ensure_cursor(CURSOR).await?;
         let mut tx = self.begin().await?;
-        let (last,): (i64,) = self
-            .qa_owned(format!(
-                "SELECT last_seq FROM consumer_cursors WHERE name = ?{}",
-                self.dialect.for_update()
-            ))
-            .bind(CURSOR)
-            .fetch_one(&mut *tx)
-            .await?;
+        let last = self.lock_cursor(&mut tx, CURSOR).await?;
         let events = self
             .events_after_on(&mut *tx, last, batch, &EventFilter::default())
             .await?;
@@ -244,11 +270,7 @@ impl SqlStore {
                 .await?;
             }
         }
-        self.q("UPDATE consumer_cursors SET last_seq = ? WHERE name = ?")
-            .bind(newest)
-            .bind(CURSOR)
-            .execute(&mut *tx)
-            .await?;
+        self.advance_cursor(&mut tx, CURSOR, newest).await?;
         tx.commit().await?;
         Ok(events.len())
     }
