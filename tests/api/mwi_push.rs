@@ -570,3 +570,39 @@ async fn targets_are_validated_and_scoped() {
         .unwrap();
     assert_eq!(r.status(), 204);
 }
+
+#[tokio::test]
+async fn mwi_resync_command_queues_pushes_that_the_running_server_sends() {
+    let app = fast_app().await;
+    let ari = Receiver::start().await;
+    app.create_mailbox("1001@default", json!({})).await;
+    add_target(
+        &app,
+        json!({"context": "default", "kind": "ari", "url": ari.url}),
+    )
+    .await;
+    assert_eq!(ari.wait_for(1, WAIT).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = ari.received().await.len();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxmail"))
+        .arg("--data-dir")
+        .arg(app.data_dir())
+        .args(["mwi", "resync", "--context", "default"])
+        .env_remove("VOXMAIL_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("queued 1 MWI pushes"));
+    let got = ari.wait_for(before + 1, WAIT).await;
+    assert_eq!(
+        got.len(),
+        before + 1,
+        "the server sent the resync another process queued"
+    );
+    assert_eq!(got[before].uri.path(), "/ari/mailboxes/1001@default");
+}
