@@ -93,19 +93,21 @@ async fn ari_target_gets_put_mailboxes_with_counts_and_basic_auth() {
         ("0", "1")
     );
 
-    let pushes: Value = app
-        .get(&format!(
-            "/v1/mwi-targets/{}/pushes",
-            target["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(pushes["items"][0]["mailbox"], "1001@default");
-    assert_eq!(pushes["items"][0]["in_sync"], true);
+    // The push is recorded right after the target answered.
+    let path = format!("/v1/mwi-targets/{}/pushes", target["id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pushes: Value = app.get(&path).send().await.unwrap().json().await.unwrap();
+        assert_eq!(pushes["items"][0]["mailbox"], "1001@default");
+        if pushes["items"][0]["in_sync"] == true {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never in sync: {pushes}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
