@@ -25,6 +25,7 @@ pub async fn build(config: Config) -> anyhow::Result<Voicemail> {
     )
     .await
     .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
+    sql.set_email_outbox(config.email.enabled);
     let audio_dir = config.audio_dir();
     let blobs: Arc<dyn BlobStore> = Arc::new(
         FsBlobStore::open(&audio_dir)
@@ -72,6 +73,7 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     let hub = vm.start_hub(shutdown.clone(), &tracker);
     vm.start_webhooks(shutdown.clone(), &tracker);
     vm.start_mwi_pushes(shutdown.clone(), &tracker).await;
+    vm.start_email(shutdown.clone(), &tracker);
     let vm = vm.with_hub(hub);
     let router = crate::http::router(vm.clone());
     let stop = shutdown.clone();

@@ -36,6 +36,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// MWI pushes to Asterisk (ARI, AMI, SIP NOTIFY).
     pub mwi: MwiConfig,
+    /// Voicemail-to-email: SMTP, retries and the global Asterisk template defaults.
+    pub email: EmailConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -195,6 +197,108 @@ impl Default for MwiConfig {
     }
 }
 
+/// How the SMTP connection is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP (a local relay).
+    None,
+    /// STARTTLS is required after EHLO (submission, port 587).
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Implicit,
+}
+
+/// Voicemail-to-email settings. The template settings are Asterisk's `voicemail.conf` options and
+/// are the global defaults; a context may override them (`PUT /v1/contexts/{name}/email`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// Send notification emails at all. When off, deposits queue no email jobs.
+    pub enabled: bool,
+    /// SMTP server host name.
+    pub host: String,
+    /// SMTP server port.
+    pub port: u16,
+    /// `none` (plain, for a local relay), `starttls` or `implicit`.
+    pub tls: SmtpTls,
+    /// SMTP AUTH user name; empty = no AUTH.
+    pub username: String,
+    /// SMTP AUTH password (never logged).
+    pub password: String,
+    /// Seconds one SMTP conversation may take.
+    pub timeout_secs: u64,
+    /// How long an email is retried after transient failures before it is marked failed (24 h).
+    pub max_age_secs: u64,
+    /// Delay before the first retry, in ms; it doubles per attempt, with ±50 % jitter.
+    pub retry_base_ms: u64,
+    /// Longest delay between retries, in ms.
+    pub retry_max_ms: u64,
+    /// Emails sent at the same time.
+    pub concurrency: u32,
+    /// Largest attachment, in bytes; a larger rendition falls back to the original, then to none.
+    pub attachment_max_bytes: u64,
+    /// Envelope and From address (Asterisk `serveremail`); without '@' the host name is added.
+    pub serveremail: String,
+    /// Display name of the From address (Asterisk `fromstring`); empty = "Asterisk PBX".
+    pub fromstring: String,
+    /// Subject template (Asterisk `emailsubject`); empty = Asterisk's built-in subject.
+    pub emailsubject: String,
+    /// Body template (Asterisk `emailbody`); empty = Asterisk's built-in body.
+    pub emailbody: String,
+    /// Pager subject template (Asterisk `pagersubject`); empty = Asterisk's built-in one.
+    pub pagersubject: String,
+    /// Pager body template (Asterisk `pagerbody`); empty = Asterisk's built-in one.
+    pub pagerbody: String,
+    /// strftime format of `${VM_DATE}` (Asterisk `emaildateformat`).
+    pub emaildateformat: String,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            host: "localhost".into(),
+            port: 25,
+            tls: SmtpTls::None,
+            username: String::new(),
+            password: String::new(),
+            timeout_secs: 30,
+            max_age_secs: 24 * 3600,
+            retry_base_ms: 5000,
+            retry_max_ms: 600_000,
+            concurrency: 4,
+            attachment_max_bytes: 10 * 1024 * 1024,
+            serveremail: "asterisk".into(),
+            fromstring: String::new(),
+            emailsubject: String::new(),
+            emailbody: String::new(),
+            pagersubject: String::new(),
+            pagerbody: String::new(),
+            emaildateformat: "%A, %B %d, %Y at %r".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("enabled", &self.enabled)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() { "" } else { "***" },
+            )
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_age_secs", &self.max_age_secs)
+            .field("serveremail", &self.serveremail)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Logging settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -216,6 +320,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             webhooks: WebhooksConfig::default(),
             mwi: MwiConfig::default(),
+            email: EmailConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -353,6 +458,21 @@ impl Config {
         if self.voicemail.default_maxmsg == 0 || self.voicemail.default_maxmsg > 9999 {
             return Err(ConfigError::Value(
                 "voicemail.default_maxmsg must be 1..=9999".into(),
+            ));
+        }
+        for (name, t) in [
+            ("fromstring", &self.email.fromstring),
+            ("emailsubject", &self.email.emailsubject),
+            ("emailbody", &self.email.emailbody),
+            ("pagersubject", &self.email.pagersubject),
+            ("pagerbody", &self.email.pagerbody),
+        ] {
+            crate::mail::template::validate(t)
+                .map_err(|e| ConfigError::Value(format!("email.{name}: {e}")))?;
+        }
+        if !crate::mail::compose::date_format_is_valid(&self.email.emaildateformat) {
+            return Err(ConfigError::Value(
+                "email.emaildateformat is not a valid strftime format".into(),
             ));
         }
         if self.database.max_connections == 0 {

@@ -9,5 +9,6 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod mail;
 pub mod service;
 pub mod store;

@@ -75,6 +75,7 @@ impl utoipa::Modify for ProblemJson {
     paths(
         health::healthz, health::readyz, openapi_json,
         contexts::create_context, contexts::list_contexts,
+        contexts::get_context_email, contexts::put_context_email,
         mailboxes::create_mailbox, mailboxes::list_mailboxes, mailboxes::get_mailbox,
         mailboxes::update_mailbox, mailboxes::delete_mailbox, mailboxes::get_mwi,
         mailboxes::verify_pin,
@@ -131,6 +132,10 @@ pub fn router(vm: Voicemail) -> Router {
         .route(
             "/v1/contexts",
             get(contexts::list_contexts).post(contexts::create_context),
+        )
+        .route(
+            "/v1/contexts/{name}/email",
+            get(contexts::get_context_email).put(contexts::put_context_email),
         )
         .route(
             "/v1/mailboxes",

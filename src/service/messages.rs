@@ -124,9 +124,19 @@ impl Voicemail {
         id: MessageId,
     ) -> Result<()> {
         let mailbox = self.visible_mailbox(p, address).await?;
+        self.delete_message_of(&mailbox, id).await
+    }
+
+    /// Deletes a message of a mailbox the caller was already allowed to see (or an internal use
+    /// case such as `deletevoicemail`): the MWI event is written, then the audio removed.
+    pub(crate) async fn delete_message_of(
+        &self,
+        mailbox: &crate::store::MailboxRecord,
+        id: MessageId,
+    ) -> Result<()> {
         let deleted = self
             .messages
-            .delete_message(&mailbox, id)
+            .delete_message(mailbox, id)
             .await
             .map_err(|e| message_not_found(e, id))?;
         self.notify_changed();

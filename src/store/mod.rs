@@ -510,3 +510,70 @@ pub struct MwiPushRecord {
     pub last_error: Option<String>,
     pub last_pushed_ms: Option<i64>,
 }
+
+/// Which notification an email job sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailKind {
+    /// The full notice to `email`, with the recording attached when the mailbox says `attach`.
+    Email,
+    /// The short text-only notice to `pager`.
+    Pager,
+}
+
+impl EmailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Pager => "pager",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "email" => Some(Self::Email),
+            "pager" => Some(Self::Pager),
+            _ => None,
+        }
+    }
+}
+
+/// A queued notification email, leased for sending.
+#[derive(Debug, Clone)]
+pub struct EmailJob {
+    pub id: i64,
+    pub message_id: MessageId,
+    pub mailbox_id: MailboxId,
+    pub kind: EmailKind,
+    /// Addresses as the mailbox held them when the message arrived (`|` or `,` separated).
+    pub recipients: String,
+    /// The message's zero-based position at deposit (`msg%04d`; `${VM_MSGNUM}` is this + 1).
+    pub msgnum: i64,
+    /// For a forwarded copy: the forwarding mailbox's number and name.
+    pub forwarded_by: Option<(String, String)>,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// Lease token: the job's result is recorded only while it still holds this lease.
+    pub lease_until_ms: i64,
+    pub created_at: i64,
+}
+
+/// The email state of a message, as `GET …/messages/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailState {
+    /// pending, sent or failed.
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// A context's overrides of the `[email]` template settings; `None` = the global value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContextEmailSettings {
+    pub serveremail: Option<String>,
+    pub fromstring: Option<String>,
+    pub emailsubject: Option<String>,
+    pub emailbody: Option<String>,
+    pub pagersubject: Option<String>,
+    pub pagerbody: Option<String>,
+    pub emaildateformat: Option<String>,
+}

@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod deposit;
+mod email;
 mod events;
 mod fixtures;
 mod greetings;

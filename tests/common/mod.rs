@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod receiver;
+pub mod smtp;
 pub mod sse;
 
 use std::path::{Path, PathBuf};

@@ -4,10 +4,10 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::views::{ContextView, List, NewContext};
+use super::views::{ContextEmailBody, ContextEmailView, ContextView, List, NewContext};
 use crate::http::AppState;
 use crate::http::error::{ApiError, Problem};
-use crate::http::extract::{ApiJson, ApiQuery, Auth};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, Auth};
 
 /// Query of `GET /v1/contexts`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -59,4 +59,46 @@ pub async fn list_contexts(
         items: page.items.into_iter().map(Into::into).collect(),
         next_cursor,
     }))
+}
+
+fn email_view(context: String, e: crate::service::ContextEmail) -> ContextEmailView {
+    ContextEmailView {
+        context,
+        settings: e.settings.into(),
+        unknown_variables: e.unknown_variables,
+    }
+}
+
+/// A context's voicemail-to-email settings (overrides of the server's `[email]` values). Admin.
+#[utoipa::path(get, path = "/v1/contexts/{name}/email", tag = "contexts",
+    params(("name" = String, Path, description = "context name")),
+    responses((status = 200, body = ContextEmailView), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_context_email(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(name): ApiPath<String>,
+) -> Result<axum::Json<ContextEmailView>, ApiError> {
+    let e = s.vm.get_context_email(&p, &name).await?;
+    Ok(axum::Json(email_view(name, e)))
+}
+
+/// Replace a context's voicemail-to-email settings. Templates are checked: `${…}` must be closed
+/// and escapes must be `\n`, `\t`, `\r` or `\\`; variables that are not Asterisk's are
+/// allowed (they stay visible in mails) and listed in `unknown_variables`. Admin.
+#[utoipa::path(put, path = "/v1/contexts/{name}/email", tag = "contexts",
+    params(("name" = String, Path, description = "context name")),
+    request_body = ContextEmailBody,
+    responses((status = 200, body = ContextEmailView), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn put_context_email(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<ContextEmailBody>,
+) -> Result<axum::Json<ContextEmailView>, ApiError> {
+    let e = s.vm.put_context_email(&p, &name, body.into()).await?;
+    Ok(axum::Json(email_view(name, e)))
 }

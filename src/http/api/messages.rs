@@ -87,19 +87,31 @@ impl DepositQuery {
     }
 }
 
-fn deposited(message: MessageRecord, created: bool) -> Response {
+/// A message with its email state.
+async fn with_email(s: &AppState, m: MessageRecord) -> Result<MessageView, ApiError> {
+    let state = s.vm.email_state(&m).await?;
+    let mut v = MessageView::from(m);
+    v.email = state.into();
+    Ok(v)
+}
+
+async fn deposited(
+    s: &AppState,
+    message: MessageRecord,
+    created: bool,
+) -> Result<Response, ApiError> {
     let location = format!("/v1/mailboxes/{}/messages/{}", message.mailbox, message.id);
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    (
+    Ok((
         status,
         [(header::LOCATION, location)],
-        axum::Json(MessageView::from(message)),
+        axum::Json(with_email(s, message).await?),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Deposit a recording. The body is the audio (`audio/wav`, `audio/basic`/`audio/PCMU` for raw µ-law,
@@ -141,7 +153,7 @@ pub async fn deposit_message(
         .map(str::to_owned);
     let (mailbox, existing) = s.vm.begin_deposit(&p, &address, idem.as_deref()).await?;
     if let Some(m) = existing {
-        return Ok(deposited(m, false));
+        return deposited(&s, m, false).await;
     }
     let is_multipart = content_type.as_deref().is_some_and(|c| {
         c.trim_start()
@@ -163,7 +175,7 @@ pub async fn deposit_message(
     let (m, created) =
         s.vm.commit_deposit(&mailbox, id, audio, meta, idem.as_deref())
             .await?;
-    Ok(deposited(m, created))
+    deposited(&s, m, created).await
 }
 
 async fn deposit_multipart(
@@ -244,7 +256,7 @@ async fn deposit_multipart(
     let (m, created) =
         s.vm.commit_deposit(mailbox, id, audio, meta.unwrap_or_default(), idem)
             .await?;
-    Ok(deposited(m, created))
+    deposited(s, m, created).await
 }
 
 /// Query of `GET …/messages`.
@@ -300,8 +312,22 @@ pub async fn list_messages(
         .has_more
         .then(|| page.items.last().map(|m| m.id.to_string()))
         .flatten();
+    let mailbox_id = page.items.first().map(|m| m.mailbox_id);
+    let mut states = match mailbox_id {
+        Some(id) => s.vm.email_states(id, &page.items).await?,
+        None => Default::default(),
+    };
     Ok(axum::Json(List {
-        items: page.items.into_iter().map(Into::into).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|m| {
+                let state = states.remove(&m.id.to_string());
+                let mut v = MessageView::from(m);
+                v.email = state.into();
+                v
+            })
+            .collect(),
         next_cursor,
     }))
 }
@@ -330,7 +356,7 @@ pub async fn get_message(
     ApiPath((addr, id)): ApiPath<(String, String)>,
 ) -> Result<axum::Json<MessageView>, ApiError> {
     let (_, m) = load(&s, &p, &addr, &id).await?;
-    Ok(axum::Json(m.into()))
+    Ok(axum::Json(with_email(&s, m).await?))
 }
 
 /// Move a message and/or mark it read. Read messages leave INBOX/Urgent for Old, as in Asterisk;
@@ -358,7 +384,7 @@ pub async fn update_message(
     let m =
         s.vm.update_message(&p, &address, id, folder, body.read)
             .await?;
-    Ok(axum::Json(m.into()))
+    Ok(axum::Json(with_email(&s, m).await?))
 }
 
 /// Delete a message and its audio.

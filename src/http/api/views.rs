@@ -5,7 +5,9 @@ use utoipa::ToSchema;
 
 use crate::domain::{Flag, Folder, GreetingKind, MwiCounts};
 use crate::service::MailboxSettings;
-use crate::store::{ContextRecord, GreetingRecord, MailboxRecord, MessageRecord};
+use crate::store::{
+    ContextEmailSettings, ContextRecord, EmailState, GreetingRecord, MailboxRecord, MessageRecord,
+};
 
 /// A list page.
 #[derive(Debug, Serialize, ToSchema)]
@@ -237,6 +239,37 @@ pub struct MessageView {
     pub audio: AudioView,
     pub created_at: i64,
     pub created_by: String,
+    /// The notification email of this message.
+    pub email: EmailStateView,
+}
+
+/// Where a message's notification email stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmailStateView {
+    /// `pending` (queued or being retried), `sent` (accepted by the SMTP server), `failed`
+    /// (permanent refusal, or retries ran out), or `none` (no email or pager address).
+    pub status: String,
+    /// SMTP attempts made.
+    pub attempts: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+impl From<Option<EmailState>> for EmailStateView {
+    fn from(s: Option<EmailState>) -> Self {
+        match s {
+            Some(s) => Self {
+                status: s.status,
+                attempts: s.attempts,
+                last_error: s.last_error,
+            },
+            None => Self {
+                status: "none".into(),
+                attempts: 0,
+                last_error: None,
+            },
+        }
+    }
 }
 
 impl From<MessageRecord> for MessageView {
@@ -275,6 +308,7 @@ impl From<MessageRecord> for MessageView {
             },
             created_at: m.created_at,
             created_by: m.created_by,
+            email: None.into(),
         }
     }
 }
@@ -342,6 +376,65 @@ impl From<GreetingRecord> for GreetingView {
                 sha256: g.sha256,
             },
             updated_at: g.updated_at,
+        }
+    }
+}
+
+/// A context's voicemail-to-email settings (Asterisk voicemail.conf names). Each is an override of
+/// the server's `[email]` value; null = use the server's.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContextEmailBody {
+    #[serde(default)]
+    pub serveremail: Option<String>,
+    #[serde(default)]
+    pub fromstring: Option<String>,
+    #[serde(default)]
+    pub emailsubject: Option<String>,
+    #[serde(default)]
+    pub emailbody: Option<String>,
+    #[serde(default)]
+    pub pagersubject: Option<String>,
+    #[serde(default)]
+    pub pagerbody: Option<String>,
+    #[serde(default)]
+    pub emaildateformat: Option<String>,
+}
+
+/// A context's email settings as stored, with the unknown template variables found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContextEmailView {
+    pub context: String,
+    #[serde(flatten)]
+    pub settings: ContextEmailBody,
+    /// `${…}` names the templates use that are not Asterisk's; they stay visible in mails.
+    pub unknown_variables: Vec<String>,
+}
+
+impl From<ContextEmailBody> for ContextEmailSettings {
+    fn from(b: ContextEmailBody) -> Self {
+        Self {
+            serveremail: b.serveremail,
+            fromstring: b.fromstring,
+            emailsubject: b.emailsubject,
+            emailbody: b.emailbody,
+            pagersubject: b.pagersubject,
+            pagerbody: b.pagerbody,
+            emaildateformat: b.emaildateformat,
+        }
+    }
+}
+
+impl From<ContextEmailSettings> for ContextEmailBody {
+    fn from(s: ContextEmailSettings) -> Self {
+        Self {
+            serveremail: s.serveremail,
+            fromstring: s.fromstring,
+            emailsubject: s.emailsubject,
+            emailbody: s.emailbody,
+            pagersubject: s.pagersubject,
+            pagerbody: s.pagerbody,
+            emaildateformat: s.emaildateformat,
         }
     }
 }

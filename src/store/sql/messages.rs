@@ -373,6 +373,9 @@ impl MessageStore for SqlStore {
             }
         }
         self.insert_row(&mut tx, mailbox, &message, maxmsg).await?;
+        let stored = self.message_in(&mut tx, mailbox, message.id).await?;
+        self.queue_email(&mut tx, mailbox, message.id, stored.msgnum, None)
+            .await?;
         let counts = self
             .emit_locked(
                 &mut tx,
@@ -382,7 +385,6 @@ impl MessageStore for SqlStore {
                 version,
             )
             .await?;
-        let stored = self.message_in(&mut tx, mailbox, message.id).await?;
         tx.commit().await?;
         Ok(Inserted::Created(Changed {
             value: stored,
@@ -558,7 +560,18 @@ impl MessageStore for SqlStore {
                 v,
             )
             .await?;
-            created.push(self.message_in(&mut tx, &t.mailbox, t.message.id).await?);
+            let copy = self.message_in(&mut tx, &t.mailbox, t.message.id).await?;
+            // Asterisk's forward mail names the forwarding mailbox as the caller (VM_CIDNUM) and
+            // the original caller as ORIG_VM_*.
+            self.queue_email(
+                &mut tx,
+                &t.mailbox,
+                copy.id,
+                copy.msgnum,
+                Some((source.address.mailbox.as_str(), source.fullname.as_str())),
+            )
+            .await?;
+            created.push(copy);
         }
         if !keep {
             self.q("DELETE FROM messages WHERE id = ?")

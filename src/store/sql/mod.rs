@@ -3,6 +3,7 @@
 //! where the databases differ.
 
 mod directory;
+mod email;
 mod events;
 mod messages;
 mod mwi;
@@ -61,6 +62,8 @@ pub struct SqlStore {
     dialect: Dialect,
     spool_dir: String,
     node_id: String,
+    /// Whether deposits queue notification emails (`[email] enabled`).
+    email_outbox: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) type Tx = Transaction<'static, Any>;
@@ -127,6 +130,7 @@ impl SqlStore {
             dialect,
             spool_dir: spool_dir.trim_end_matches('/').to_owned(),
             node_id: node_id.to_owned(),
+            email_outbox: std::sync::atomic::AtomicBool::new(true),
         };
         store.migrate().await?;
         Ok(store)

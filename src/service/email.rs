@@ -1,0 +1,421 @@
+//! Voicemail-to-email: per-context template settings, the email state of messages, and the worker
+//! that drains the email outbox (lease → render → SMTP → record; retries with backoff; then
+//! `deletevoicemail`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Result, ServiceError, Voicemail};
+use crate::config::EmailConfig;
+use crate::domain::{MailboxId, Principal, now_secs};
+use crate::mail::compose::{self, Compose, date_format_is_valid};
+use crate::mail::{MailSettings, Mailer, SendError, attachment, template};
+use crate::store::{
+    ContextEmailSettings, EmailJob, EmailKind, EmailState, MessageRecord, StoreError,
+};
+
+/// A context's saved email settings and what validation noticed.
+#[derive(Debug, Clone)]
+pub struct ContextEmail {
+    pub settings: ContextEmailSettings,
+    /// Variables the templates use that are not Asterisk's (they stay visible in mails).
+    pub unknown_variables: Vec<String>,
+}
+
+/// Checks template settings; returns the unknown variables they use.
+pub fn validate_email_settings(s: &ContextEmailSettings) -> Result<Vec<String>> {
+    let mut unknown = Vec::new();
+    for (field, value) in [
+        ("fromstring", &s.fromstring),
+        ("emailsubject", &s.emailsubject),
+        ("emailbody", &s.emailbody),
+        ("pagersubject", &s.pagersubject),
+        ("pagerbody", &s.pagerbody),
+    ] {
+        let Some(v) = value else { continue };
+        if v.len() > 8192 {
+            return Err(ServiceError::Invalid(format!(
+                "{field} is longer than 8192 bytes"
+            )));
+        }
+        for u in
+            template::validate(v).map_err(|e| ServiceError::Invalid(format!("{field}: {e}")))?
+        {
+            if !unknown.contains(&u) {
+                unknown.push(u);
+            }
+        }
+    }
+    if let Some(f) = &s.emaildateformat
+        && !date_format_is_valid(f)
+    {
+        return Err(ServiceError::Invalid(format!(
+            "emaildateformat {f:?} is not a valid strftime format"
+        )));
+    }
+    if let Some(a) = &s.serveremail {
+        let valid = !a.is_empty()
+            && !a.contains(char::is_whitespace)
+            && (!a.contains('@') || a.parse::<lettre::Address>().is_ok());
+        if !valid {
+            return Err(ServiceError::Invalid(format!(
+                "serveremail {a:?} is not an address or a local part"
+            )));
+        }
+    }
+    Ok(unknown)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn backoff_ms(c: &EmailConfig, attempts: u32) -> i64 {
+    let exp = c
+        .retry_base_ms
+        .saturating_mul(1u64 << attempts.min(30))
+        .min(c.retry_max_ms);
+    let jitter: f64 = rand::thread_rng().gen_range(0.5..1.5);
+    (exp as f64 * jitter) as i64
+}
+
+impl Voicemail {
+    /// A context's email settings (admin).
+    pub async fn get_context_email(&self, p: &Principal, context: &str) -> Result<ContextEmail> {
+        self.admin_context(p, context, "email settings").await?;
+        let settings = self.sql.context_email_settings(context).await?;
+        let unknown_variables = validate_email_settings(&settings).unwrap_or_default();
+        Ok(ContextEmail {
+            settings,
+            unknown_variables,
+        })
+    }
+
+    /// Replaces a context's email settings after validating the templates (admin).
+    pub async fn put_context_email(
+        &self,
+        p: &Principal,
+        context: &str,
+        settings: ContextEmailSettings,
+    ) -> Result<ContextEmail> {
+        self.admin_context(p, context, "email settings").await?;
+        let unknown_variables = validate_email_settings(&settings)?;
+        self.sql
+            .put_context_email_settings(context, &settings)
+            .await?;
+        Ok(ContextEmail {
+            settings,
+            unknown_variables,
+        })
+    }
+
+    /// The email state of one message (`None` = no notification was queued).
+    pub async fn email_state(&self, m: &MessageRecord) -> Result<Option<EmailState>> {
+        Ok(self.sql.email_state(m.mailbox_id, m.id).await?)
+    }
+
+    /// Email states of a listing page, keyed by message id, in one query.
+    pub async fn email_states(
+        &self,
+        mailbox: MailboxId,
+        page: &[MessageRecord],
+    ) -> Result<HashMap<String, EmailState>> {
+        let (Some(first), Some(last)) = (
+            page.iter().map(|m| m.id).min(),
+            page.iter().map(|m| m.id).max(),
+        ) else {
+            return Ok(HashMap::new());
+        };
+        Ok(self.sql.email_states(mailbox, first, last).await?)
+    }
+
+    /// The template settings in effect for a context: its overrides over `[email]`.
+    async fn mail_settings(&self, context: &str) -> std::result::Result<MailSettings, StoreError> {
+        let c = &self.config.email;
+        let o = self.sql.context_email_settings(context).await?;
+        let pick = |o: Option<String>, g: &str| o.unwrap_or_else(|| g.to_owned());
+        Ok(MailSettings {
+            serveremail: pick(o.serveremail, &c.serveremail),
+            fromstring: pick(o.fromstring, &c.fromstring),
+            emailsubject: pick(o.emailsubject, &c.emailsubject),
+            emailbody: pick(o.emailbody, &c.emailbody),
+            pagersubject: pick(o.pagersubject, &c.pagersubject),
+            pagerbody: pick(o.pagerbody, &c.pagerbody),
+            emaildateformat: pick(o.emaildateformat, &c.emaildateformat),
+        })
+    }
+
+    /// Starts the email worker (when `[email] enabled`); it stops with `shutdown`.
+    pub fn start_email(&self, shutdown: CancellationToken, tracker: &TaskTracker) {
+        self.sql.set_email_outbox(self.config.email.enabled);
+        if !self.config.email.enabled {
+            return;
+        }
+        let mailer = match Mailer::new(&self.config.email) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the SMTP client; emails stay queued");
+                return;
+            }
+        };
+        tracker.spawn(email_loop(self.clone(), Arc::new(mailer), shutdown));
+    }
+
+    /// Renders and sends one job, then records the outcome.
+    async fn send_email_job(&self, mailer: &Mailer, job: EmailJob) {
+        let mailbox = match self.sql.get_mailbox_by_id(job.mailbox_id).await {
+            Ok(m) => m,
+            Err(StoreError::NotFound) => {
+                self.drop_job(&job, "the mailbox was deleted before the email was sent")
+                    .await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, email.job = job.id, "cannot load the mailbox; retrying");
+                return;
+            }
+        };
+        let message = match self.messages.get_message(&mailbox, job.message_id).await {
+            Ok(m) => m,
+            Err(StoreError::NotFound) => {
+                self.drop_job(&job, "the message was deleted before the email was sent")
+                    .await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, email.job = job.id, "cannot load the message; retrying");
+                return;
+            }
+        };
+        let settings = match self.mail_settings(&mailbox.address.context).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, email.job = job.id, "cannot load email settings");
+                return;
+            }
+        };
+        let (attachment, note) = if job.kind == EmailKind::Email && mailbox.attach {
+            match self
+                .render_attachment(&mailbox.attachfmt, &message, &job)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    self.record(&job, Err(SendError::Transient(e))).await;
+                    return;
+                }
+            }
+        } else {
+            (None, None)
+        };
+        let host = hostname();
+        let built = compose::build(Compose {
+            job: &job,
+            mailbox: &mailbox,
+            message: &message,
+            settings: &settings,
+            attachment,
+            note,
+            hostname: &host,
+            now: chrono::Utc::now(),
+        });
+        let result = match built {
+            Ok(mail) => mailer.send(mail).await,
+            Err(e) => Err(SendError::Permanent(e.to_string())),
+        };
+        let sent = result.is_ok();
+        if !self.record(&job, result).await || !sent {
+            return;
+        }
+        tracing::info!(
+            email.job = job.id,
+            email.kind = job.kind.as_str(),
+            message.id = %job.message_id,
+            mailbox.id = %job.mailbox_id,
+            "notification email accepted by the SMTP server"
+        );
+        if mailbox.deletevoicemail {
+            match self.sql.email_done_and_sent(job.message_id).await {
+                Ok(true) => match self.delete_message_of(&mailbox, job.message_id).await {
+                    Ok(()) | Err(ServiceError::NotFound(_)) => tracing::info!(
+                        message.id = %job.message_id,
+                        "deleted after emailing (deletevoicemail)"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        message.id = %job.message_id,
+                        "deletevoicemail: could not delete the emailed message"
+                    ),
+                },
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "deletevoicemail: cannot read job states"),
+            }
+        }
+    }
+
+    async fn render_attachment(
+        &self,
+        attachfmt: &str,
+        message: &MessageRecord,
+        job: &EmailJob,
+    ) -> std::result::Result<(Option<crate::mail::AudioAttachment>, Option<String>), String> {
+        let mut audio = self
+            .open_audio(message, None)
+            .await
+            .map_err(|e| format!("cannot read the recording: {e}"))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(audio.total).unwrap_or(0));
+        while let Some(chunk) = audio.stream.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| format!("cannot read the recording: {e}"))?);
+        }
+        let fmt = attachfmt.to_owned();
+        let format = message.audio_format;
+        let msgnum = job.msgnum;
+        let max = self.config.email.attachment_max_bytes;
+        // Decoding and WAV writing are CPU work: keep them off the async workers.
+        let r = tokio::task::spawn_blocking(move || {
+            attachment::render(&fmt, format, msgnum, bytes, max)
+        })
+        .await
+        .map_err(|e| format!("attachment task failed: {e}"))?;
+        if let Some(why) = &r.substituted {
+            tracing::info!(email.job = job.id, attachfmt, "{why}");
+        }
+        if r.note.is_some() {
+            tracing::warn!(
+                email.job = job.id,
+                "recording too large to attach; sent without it"
+            );
+        }
+        Ok((r.attachment, r.note))
+    }
+
+    async fn drop_job(&self, job: &EmailJob, reason: &str) {
+        tracing::info!(email.job = job.id, reason, "email job dropped");
+        if let Err(e) = self.sql.drop_email_job(job, reason).await {
+            tracing::warn!(error = %e, email.job = job.id, "cannot record a dropped email job");
+        }
+    }
+
+    /// Records the outcome; returns whether it was recorded (the job still held its lease).
+    async fn record(&self, job: &EmailJob, result: std::result::Result<(), SendError>) -> bool {
+        let cfg = &self.config.email;
+        let (status, error, retry_at) = match &result {
+            Ok(()) => ("sent", None, None),
+            Err(SendError::Permanent(e)) => ("failed", Some(e.clone()), None),
+            Err(SendError::Transient(e)) => {
+                let too_old = now_secs() - job.created_at >= cfg.max_age_secs as i64;
+                if too_old {
+                    (
+                        "failed",
+                        Some(format!(
+                            "gave up after {} attempts over {} s: {e}",
+                            job.attempts + 1,
+                            cfg.max_age_secs
+                        )),
+                        None,
+                    )
+                } else {
+                    let at = chrono::Utc::now().timestamp_millis() + backoff_ms(cfg, job.attempts);
+                    ("pending", Some(e.clone()), Some(at))
+                }
+            }
+        };
+        if let Some(e) = &error {
+            tracing::info!(
+                email.job = job.id,
+                attempt = job.attempts + 1,
+                error = %e,
+                status,
+                "email not accepted"
+            );
+        }
+        match self
+            .sql
+            .finish_email_job(job, status, error.as_deref(), retry_at)
+            .await
+        {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                // The lease runs out and the job is tried again: at-least-once.
+                tracing::warn!(error = %e, email.job = job.id, "cannot record an email attempt");
+                false
+            }
+        }
+    }
+}
+
+async fn email_loop(vm: Voicemail, mailer: Arc<Mailer>, shutdown: CancellationToken) {
+    let cfg = vm.config.email.clone();
+    let mut wake = vm.changed.subscribe();
+    let concurrency = cfg.concurrency.max(1) as usize;
+    // A lease outlives the slowest conversation, so a job is never sent twice by two workers.
+    let lease_ms = (cfg.timeout_secs.max(1) * 1000 * 4 + 10_000) as i64;
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        (cfg.retry_base_ms / 2).clamp(50, 1000),
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        match vm
+            .sql
+            .claim_email_jobs(now_ms, lease_ms, (concurrency * 4) as u32)
+            .await
+        {
+            Ok(jobs) if !jobs.is_empty() => {
+                futures_util::stream::iter(jobs)
+                    .for_each_concurrent(concurrency, |job| {
+                        let vm = &vm;
+                        let mailer = &mailer;
+                        async move { vm.send_email_job(mailer, job).await }
+                    })
+                    .await;
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot claim email jobs"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = wake.changed() => if r.is_err() { return },
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_validation_reports_unknown_variables_and_refuses_broken_templates() {
+        let ok = ContextEmailSettings {
+            emailsubject: Some("New ${VM_MSGNUM} ${VM_TYPO}".into()),
+            emailbody: Some(r"Dear ${VM_NAME}\n".into()),
+            ..Default::default()
+        };
+        assert_eq!(validate_email_settings(&ok).unwrap(), ["VM_TYPO"]);
+        let bad = ContextEmailSettings {
+            emailbody: Some("Dear ${VM_NAME".into()),
+            ..Default::default()
+        };
+        assert!(validate_email_settings(&bad).is_err());
+        let bad = ContextEmailSettings {
+            emaildateformat: Some("%Q".into()),
+            ..Default::default()
+        };
+        assert!(validate_email_settings(&bad).is_err());
+    }
+}
