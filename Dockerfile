@@ -2,6 +2,8 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo .cargo
+COPY crates crates
 COPY src src
 COPY migrations migrations
 COPY config config

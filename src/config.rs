@@ -95,6 +95,12 @@ pub struct AudioConfig {
     pub store: String,
     /// Directory of the `fs` store. Empty = `<data_dir>/audio`.
     pub dir: PathBuf,
+    /// Renditions (Opus, GSM, WAV…) transcoded at once; more requests wait, so a burst of fetches
+    /// cannot take the CPU from deposits. Each transcode runs on the blocking pool.
+    pub transcode_concurrency: usize,
+    /// Bitrate of Opus renditions and attachments in bit/s when a request names none (one of
+    /// 8000, 12000, 16000, 24000, 32000, 48000, 64000).
+    pub opus_bitrate: u32,
 }
 
 /// Voicemail behaviour.
@@ -350,6 +356,8 @@ impl Default for AudioConfig {
         Self {
             store: "fs".into(),
             dir: PathBuf::new(),
+            transcode_concurrency: 2,
+            opus_bitrate: 16000,
         }
     }
 }
@@ -453,6 +461,17 @@ impl Config {
             return Err(ConfigError::Value(format!(
                 "audio.store = {:?}: only \"fs\" is available in this build",
                 self.audio.store
+            )));
+        }
+        if self.audio.transcode_concurrency == 0 {
+            return Err(ConfigError::Value(
+                "audio.transcode_concurrency must be at least 1".into(),
+            ));
+        }
+        if !crate::audio::rendition::OPUS_BITRATES.contains(&self.audio.opus_bitrate) {
+            return Err(ConfigError::Value(format!(
+                "audio.opus_bitrate must be one of {:?}",
+                crate::audio::rendition::OPUS_BITRATES
             )));
         }
         if self.voicemail.default_maxmsg == 0 || self.voicemail.default_maxmsg > 9999 {

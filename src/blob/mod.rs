@@ -27,6 +27,12 @@ impl BlobKey {
         ))
     }
 
+    /// A cached rendition of the blob under `original` (`<original>.<suffix>`); `suffix` is built
+    /// by the audio module from a closed set of names and numbers.
+    pub fn rendition(original: &BlobKey, suffix: &str) -> Self {
+        Self(format!("{}.{suffix}", original.0))
+    }
+
     /// Re-creates a key read back from the database; refuses anything that is not a key we made.
     pub fn from_stored(s: &str) -> Option<Self> {
         let ok = !s.is_empty()

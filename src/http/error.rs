@@ -21,6 +21,11 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
         "Malformed mailbox address (use mailbox@context)",
     ),
     ("unknown-folder", 400, "Unknown folder"),
+    (
+        "unsupported-format",
+        400,
+        "The requested audio output format or its parameters are not offered",
+    ),
     ("request-body", 400, "The request body could not be read"),
     ("unauthorized", 401, "Missing or invalid API key"),
     ("forbidden", 403, "This key's role may not do this"),

@@ -80,7 +80,7 @@ impl utoipa::Modify for ProblemJson {
         mailboxes::update_mailbox, mailboxes::delete_mailbox, mailboxes::get_mwi,
         mailboxes::verify_pin,
         messages::deposit_message, messages::list_messages, messages::get_message,
-        messages::update_message, messages::delete_message, messages::get_message_audio,
+        messages::update_message, messages::delete_message, messages::get_message_audio, messages::get_message_audio_file,
         messages::forward_message,
         greetings::put_greeting, greetings::get_greeting, greetings::delete_greeting,
         events::stream_events,
@@ -167,6 +167,10 @@ pub fn router(vm: Voicemail) -> Router {
         .route(
             &format!("{mbox}/messages/{{id}}/audio"),
             get(messages::get_message_audio),
+        )
+        .route(
+            &format!("{mbox}/messages/{{id}}/{{file}}"),
+            get(messages::get_message_audio_file),
         )
         .route(
             &format!("{mbox}/messages/{{id}}/forward"),

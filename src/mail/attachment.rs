@@ -1,6 +1,6 @@
 //! The recording as an e-mail attachment, in the mailbox's `attachfmt`.
 
-use crate::audio::{self, RawHint, g711, wav};
+use crate::audio::{self, OutputFormat, Rendition as Spec};
 use crate::domain::AudioFormat;
 
 use super::AudioAttachment;
@@ -14,9 +14,6 @@ pub struct Rendition {
     /// Set when the asked format could not be made and another was used.
     pub substituted: Option<String>,
 }
-
-/// Formats whose encoders are not built yet: they are attached as `wav`.
-const NOT_YET: &[&str] = &["wav49", "gsm", "opus"];
 
 fn original(format: AudioFormat, msgnum: i64, bytes: Vec<u8>) -> AudioAttachment {
     let ext = match format {
@@ -33,96 +30,109 @@ fn original(format: AudioFormat, msgnum: i64, bytes: Vec<u8>) -> AudioAttachment
 
 /// 16-bit PCM WAV at the source rate. G.711 is decoded; a PCM WAV is already one.
 pub fn to_wav(format: AudioFormat, bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let hint = match format {
-        AudioFormat::RawUlaw => RawHint::Ulaw,
-        AudioFormat::RawAlaw => RawHint::Alaw,
-        _ => RawHint::Wav,
-    };
-    let p = audio::probe(bytes, hint, true)
-        .map_err(|e| e.to_string())?
-        .ok_or("the recording header is incomplete")?;
-    let start = usize::try_from(p.data_offset).map_err(|e| e.to_string())?;
-    let avail = bytes.len().saturating_sub(start);
-    let len = p
-        .data_len
-        .and_then(|l| usize::try_from(l).ok())
-        .map_or(avail, |l| l.min(avail));
-    let data = &bytes[start.min(bytes.len())..start.min(bytes.len()) + len];
-    let samples = match format {
-        AudioFormat::WavPcm => return Ok(bytes.to_vec()),
-        AudioFormat::WavUlaw | AudioFormat::RawUlaw => g711::decode_ulaw(data),
-        AudioFormat::WavAlaw | AudioFormat::RawAlaw => g711::decode_alaw(data),
-    };
-    Ok(wav::pcm16_wav(&samples, p.sample_rate, p.channels))
+    if format == AudioFormat::WavPcm {
+        return Ok(bytes.to_vec());
+    }
+    let r = Spec::new(OutputFormat::Wav, None, None, 0)?;
+    audio::transcode(format, bytes, &r).map_err(|e| e.to_string())
 }
 
-/// Makes the attachment for `attachfmt`, within `max_bytes`: a rendition larger than the limit
-/// falls back to the (smaller) original recording, and is left out with a note if that is too
-/// large as well. CPU work: call from `spawn_blocking`.
+/// The rendition for an `attachfmt` (Asterisk's names: `wav`, `wav49`/`WAV`, `gsm`; and `opus`).
+/// Anything else is attached as `wav`.
+fn output_for(attachfmt: &str) -> OutputFormat {
+    match attachfmt {
+        "wav49" | "WAV" => OutputFormat::Wav49,
+        "gsm" => OutputFormat::Gsm,
+        "opus" | "ogg" => OutputFormat::Opus,
+        _ => OutputFormat::Wav,
+    }
+}
+
+fn make(
+    out: OutputFormat,
+    format: AudioFormat,
+    msgnum: i64,
+    bytes: &[u8],
+    opus_bitrate: u32,
+) -> Result<AudioAttachment, String> {
+    let data = if out == OutputFormat::Wav {
+        to_wav(format, bytes)?
+    } else {
+        let r = Spec::new(out, None, None, opus_bitrate)?;
+        audio::transcode(format, bytes, &r).map_err(|e| e.to_string())?
+    };
+    let ext = out.extension();
+    let content_type = match out {
+        OutputFormat::Opus => "audio/ogg".to_owned(),
+        _ => format!("audio/x-{ext}"),
+    };
+    Ok(AudioAttachment {
+        filename: format!("msg{msgnum:04}.{ext}"),
+        content_type,
+        bytes: data,
+    })
+}
+
+/// Makes the attachment for `attachfmt`, within `max_bytes`: a rendition (or original) larger
+/// than the limit falls back to Opus (the smallest format), then to the original if that is
+/// smaller still, and is left out with a note if nothing fits. CPU work: call from
+/// `spawn_blocking`.
 pub fn render(
     attachfmt: &str,
     format: AudioFormat,
     msgnum: i64,
     bytes: Vec<u8>,
     max_bytes: u64,
+    opus_bitrate: u32,
 ) -> Rendition {
-    let mut substituted = None;
-    let wanted = match attachfmt {
-        "original" => None,
-        f if NOT_YET.contains(&f) => {
-            substituted = Some(format!(
-                "attachfmt {f} needs an encoder this build does not have; attached as wav"
-            ));
-            Some("wav")
-        }
-        _ => Some("wav"),
-    };
     let size_ok = |n: usize| n as u64 <= max_bytes;
+    let mut substituted = None;
+    let wanted = (attachfmt != "original").then(|| output_for(attachfmt));
     let made = match wanted {
-        Some(_) => match to_wav(format, &bytes) {
-            Ok(w) => Some(AudioAttachment {
-                filename: format!("msg{msgnum:04}.wav"),
-                content_type: "audio/x-wav".into(),
-                bytes: w,
-            }),
+        Some(out) => match make(out, format, msgnum, &bytes, opus_bitrate) {
+            Ok(a) => Some(a),
             Err(e) => {
                 substituted = Some(format!(
-                    "cannot make a wav rendition ({e}); attached the original"
+                    "cannot make a {} rendition ({e}); attached the original",
+                    out.as_str()
                 ));
                 None
             }
         },
         None => None,
     };
-    if let Some(a) = made {
-        if size_ok(a.bytes.len()) {
-            return Rendition {
-                attachment: Some(a),
-                note: None,
-                substituted,
-            };
-        }
-        if bytes.len() < a.bytes.len() && size_ok(bytes.len()) {
-            return Rendition {
-                attachment: Some(original(format, msgnum, bytes)),
-                note: None,
-                substituted: Some(format!(
-                    "the wav rendition ({} bytes) exceeds attachment_max_bytes; attached the \
-                     original recording",
-                    a.bytes.len()
-                )),
-            };
-        }
-        return too_large(a.bytes.len().min(bytes.len()), max_bytes);
-    }
-    if size_ok(bytes.len()) {
+    let first_size = made.as_ref().map_or(bytes.len(), |a| a.bytes.len());
+    if size_ok(first_size) {
         return Rendition {
-            attachment: Some(original(format, msgnum, bytes)),
+            attachment: Some(made.unwrap_or_else(|| original(format, msgnum, bytes))),
             note: None,
             substituted,
         };
     }
-    too_large(bytes.len(), max_bytes)
+    let what = wanted.map_or("original recording", |o| o.as_str());
+    if wanted != Some(OutputFormat::Opus)
+        && let Ok(a) = make(OutputFormat::Opus, format, msgnum, &bytes, opus_bitrate)
+        && size_ok(a.bytes.len())
+    {
+        return Rendition {
+            attachment: Some(a),
+            note: None,
+            substituted: Some(format!(
+                "the {what} ({first_size} bytes) exceeds attachment_max_bytes; attached as opus"
+            )),
+        };
+    }
+    if made.is_some() && size_ok(bytes.len()) {
+        return Rendition {
+            attachment: Some(original(format, msgnum, bytes)),
+            note: None,
+            substituted: Some(format!(
+                "the {what} rendition ({first_size} bytes) exceeds attachment_max_bytes; attached \
+                 the original recording"
+            )),
+        };
+    }
+    too_large(first_size.min(bytes.len()), max_bytes)
 }
 
 fn too_large(size: usize, max: u64) -> Rendition {
@@ -140,21 +150,56 @@ fn too_large(size: usize, max: u64) -> Rendition {
 mod tests {
     use super::*;
 
+    fn speech(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| crate::audio::g711::linear_to_ulaw(((i as f64 * 0.2).sin() * 8000.0) as i16))
+            .collect()
+    }
+
     #[test]
     fn raw_ulaw_becomes_a_pcm16_wav_of_the_same_length() {
-        let raw = vec![0xFFu8; 8000];
+        let raw = speech(8000);
         let w = to_wav(AudioFormat::RawUlaw, &raw).unwrap();
         assert_eq!(w.len(), 44 + 16000);
-        let r = render("wav", AudioFormat::RawUlaw, 0, raw.clone(), 1 << 20);
+        let r = render("wav", AudioFormat::RawUlaw, 0, raw.clone(), 1 << 20, 16000);
         let a = r.attachment.unwrap();
         assert_eq!(a.filename, "msg0000.wav");
         assert!(r.note.is_none());
-        // Too large as wav, small enough as the original.
-        let r = render("wav", AudioFormat::RawUlaw, 3, raw.clone(), 10_000);
-        assert_eq!(r.attachment.unwrap().filename, "msg0003.ulaw");
         // Too large either way.
-        let r = render("opus", AudioFormat::RawUlaw, 3, raw, 100);
+        let r = render("opus", AudioFormat::RawUlaw, 3, raw, 100, 16000);
         assert!(r.attachment.is_none());
         assert!(r.note.unwrap().contains("not attached"));
+    }
+
+    #[test]
+    fn asterisk_formats_are_encoded_and_too_large_ones_fall_back_to_opus() {
+        let raw = speech(16000);
+        let r = render(
+            "wav49",
+            AudioFormat::RawUlaw,
+            1,
+            raw.clone(),
+            1 << 20,
+            16000,
+        );
+        let a = r.attachment.unwrap();
+        assert_eq!(a.filename, "msg0001.WAV");
+        assert_eq!(a.bytes.len(), 60 + 50 * 65);
+        assert!(r.substituted.is_none());
+        let a = render("gsm", AudioFormat::RawUlaw, 1, raw.clone(), 1 << 20, 16000)
+            .attachment
+            .unwrap();
+        assert_eq!(
+            (a.filename.as_str(), a.bytes.len()),
+            ("msg0001.gsm", 100 * 33)
+        );
+        let a = render("opus", AudioFormat::RawUlaw, 1, raw.clone(), 1 << 20, 16000)
+            .attachment
+            .unwrap();
+        assert_eq!(&a.bytes[..4], b"OggS");
+        // 2 s as wav is 32 KB; as 16 kbit/s Opus about 4 KB.
+        let r = render("wav", AudioFormat::RawUlaw, 2, raw, 10_000, 16000);
+        assert_eq!(r.attachment.unwrap().filename, "msg0002.opus");
+        assert!(r.substituted.unwrap().contains("attached as opus"));
     }
 }

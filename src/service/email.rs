@@ -281,9 +281,10 @@ impl Voicemail {
         let format = message.audio_format;
         let msgnum = job.msgnum;
         let max = self.config.email.attachment_max_bytes;
-        // Decoding and WAV writing are CPU work: keep them off the async workers.
+        let bitrate = self.config.audio.opus_bitrate;
+        // Decoding and encoding are CPU work: keep them off the async workers.
         let r = tokio::task::spawn_blocking(move || {
-            attachment::render(&fmt, format, msgnum, bytes, max)
+            attachment::render(&fmt, format, msgnum, bytes, max, bitrate)
         })
         .await
         .map_err(|e| format!("attachment task failed: {e}"))?;

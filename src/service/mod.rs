@@ -10,6 +10,7 @@ mod greetings;
 mod messages;
 mod mwi_targets;
 mod pin;
+mod rendition;
 mod webhooks;
 
 pub use audio_in::ReceivedAudio;
@@ -20,6 +21,7 @@ pub use email::{ContextEmail, validate_email_settings};
 pub use events::{EventStream, StreamItem};
 pub use messages::{AudioStream, ForwardRequest};
 pub use mwi_targets::MwiTargetSettings;
+pub use rendition::{Original, RenditionCache};
 pub use webhooks::WebhookSettings;
 
 use std::sync::Arc;
@@ -129,6 +131,8 @@ pub struct Voicemail {
     pub(crate) config: Arc<Config>,
     /// Bounds concurrent argon2 work so PIN checks cannot starve the blocking pool.
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
+    /// Renditions being made and the transcode permits (`audio.transcode_concurrency`).
+    pub(crate) renditions: Arc<RenditionCache>,
     /// Bumped after every committed change, so the outbox consumers (hub, dispatchers) read it
     /// at once. A watch channel never loses a wake-up: a busy consumer sees it on its next wait.
     pub(crate) changed: Arc<tokio::sync::watch::Sender<u64>>,
@@ -138,7 +142,9 @@ pub struct Voicemail {
 
 impl Voicemail {
     pub fn new(sql: Arc<SqlStore>, blobs: Arc<dyn BlobStore>, config: Arc<Config>) -> Self {
+        let renditions = Arc::new(RenditionCache::new(config.audio.transcode_concurrency));
         Self {
+            renditions,
             messages: sql.clone(),
             sql,
             blobs,
@@ -281,6 +287,12 @@ impl Voicemail {
             };
             if let Err(e) = self.blobs.remove(&key).await {
                 tracing::warn!(audio.key = %k, error = %e, "could not remove audio; left as orphan");
+            }
+            // Cached renditions go with their original.
+            for r in rendition::rendition_keys(&key) {
+                if let Err(e) = self.blobs.remove(&r).await {
+                    tracing::warn!(audio.key = %r.as_str(), error = %e, "could not remove a rendition");
+                }
             }
         }
     }

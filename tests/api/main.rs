@@ -18,5 +18,6 @@ mod messages;
 mod mwi_push;
 mod openapi;
 mod pin;
+mod renditions;
 mod restart;
 mod webhooks;

@@ -1,11 +1,161 @@
-//! Serving audio with ETag, If-None-Match and single byte ranges.
+//! Serving audio with ETag, If-None-Match and single byte ranges: the original bytes, or a
+//! rendition chosen by `?format=`, an extension (`audio.opus`) or `Accept`.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
+use crate::audio::{OutputFormat, Rendition};
+use crate::domain::AudioFormat;
+use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::service::AudioStream;
+use crate::service::{AudioStream, Original};
+
+/// Output format of a recording; without one the original bytes are sent.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct AudioQuery {
+    /// `wav`, `wav-ulaw`, `wav-alaw`, `ulaw`, `alaw`, `sln`, `sln16`, `gsm`, `wav49` or `opus`.
+    pub format: Option<String>,
+    /// Output rate of `wav`: 8000, 16000 or 48000 (default: the recording's rate).
+    pub rate: Option<String>,
+    /// Opus bitrate in bit/s: 8000, 12000, 16000, 24000, 32000, 48000 or 64000.
+    pub bitrate: Option<String>,
+}
+
+fn unsupported(detail: impl Into<String>) -> ApiError {
+    ApiError::new("unsupported-format", detail)
+}
+
+fn number(name: &str, v: Option<&str>) -> Result<Option<u32>, ApiError> {
+    v.filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<u32>()
+                .map_err(|_| unsupported(format!("{name} must be a whole number, not {v:?}")))
+        })
+        .transpose()
+}
+
+/// The rendition a request asks for, or `None` for the original. `ext` is the extension of an
+/// `audio.<ext>` path; `?format=` wins over it, and both win over `Accept`.
+pub fn choose(
+    q: &AudioQuery,
+    ext: Option<&str>,
+    headers: &HeaderMap,
+    original: AudioFormat,
+    default_bitrate: u32,
+) -> Result<Option<Rendition>, ApiError> {
+    let named = match (q.format.as_deref().filter(|f| !f.is_empty()), ext) {
+        (Some(f), _) => Some(OutputFormat::parse(f).ok_or_else(|| {
+            unsupported(format!(
+                "format {f:?} is not offered: use wav, wav-ulaw, wav-alaw, ulaw, alaw, sln, sln16, \
+                 gsm, wav49 or opus"
+            ))
+        })?),
+        (None, Some(e)) => Some(OutputFormat::from_extension(e).ok_or_else(|| {
+            unsupported(format!(
+                "audio.{e} is not offered: use .wav, .ulaw, .alaw, .sln, .sln16, .gsm, .wav49 or .opus"
+            ))
+        })?),
+        (None, None) => None,
+    };
+    let rate = number("rate", q.rate.as_deref())?;
+    let bitrate = number("bitrate", q.bitrate.as_deref())?;
+    let format = match named {
+        Some(f) => f,
+        None => match negotiate(headers, original) {
+            Some(f) => f,
+            None if rate.is_some() || bitrate.is_some() => {
+                return Err(unsupported("rate and bitrate need a format"));
+            }
+            None => return Ok(None),
+        },
+    };
+    Rendition::new(format, rate, bitrate, default_bitrate)
+        .map(Some)
+        .map_err(unsupported)
+}
+
+/// Picks a rendition from `Accept` when the original's type is not acceptable but another offered
+/// type is; the original wins ties (`*/*`, `audio/*`, or its own type).
+fn negotiate(headers: &HeaderMap, original: AudioFormat) -> Option<OutputFormat> {
+    let accept = headers.get(header::ACCEPT)?.to_str().ok()?;
+    let mut ranges: Vec<(f32, String, Option<String>)> = accept
+        .split(',')
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let essence = parts.next()?.trim().to_ascii_lowercase();
+            let mut q = 1.0f32;
+            let mut rate = None;
+            for p in parts {
+                if let Some((k, v)) = p.split_once('=') {
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "q" => q = v.trim().parse().unwrap_or(0.0),
+                        "rate" => rate = Some(v.trim().to_owned()),
+                        _ => {}
+                    }
+                }
+            }
+            (q > 0.0 && !essence.is_empty()).then_some((q, essence, rate))
+        })
+        .collect();
+    ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let own = original.content_type().to_ascii_lowercase();
+    for (_, essence, rate) in ranges {
+        let is_original = essence == "*/*"
+            || essence == "audio/*"
+            || essence == own
+            || (own == "audio/wav"
+                && OutputFormat::from_media_type(&essence, None) == Some(OutputFormat::Wav));
+        if is_original {
+            return None;
+        }
+        if let Some(f) = OutputFormat::from_media_type(&essence, rate.as_deref()) {
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// Answers a GET of a recording (`stem` names the download) in the chosen rendition.
+pub async fn serve(
+    s: &AppState,
+    headers: &HeaderMap,
+    original: (&str, AudioFormat, u64, &str),
+    rendition: Option<Rendition>,
+    stem: &str,
+) -> Result<Response, ApiError> {
+    let (key, format, size, sha) = original;
+    let Some(r) = rendition else {
+        let etag = format!("\"{sha}\"");
+        let range = match want(headers, size, &etag) {
+            Want::NotModified => return Ok(not_modified(&etag)),
+            Want::Unsatisfiable => return Ok(unsatisfiable(size)),
+            Want::Full => None,
+            Want::Range(a, b) => Some((a, b)),
+        };
+        let audio = s.vm.open_blob(key, size, range).await?;
+        let filename = format!("{stem}.{}", format.extension());
+        return Ok(send(audio, format.content_type(), &etag, &filename));
+    };
+    // Renditions are deterministic functions of the original and the rendition's name (which
+    // carries an encoder version), so the tag is known before anything is transcoded.
+    let etag = format!("\"{sha}-{}\"", r.suffix());
+    if let Want::NotModified = want(headers, u64::MAX, &etag) {
+        return Ok(not_modified(&etag));
+    }
+    let (rkey, rsize) = s.vm.rendition(Original { key, format }, &r).await?;
+    let range = match want(headers, rsize, &etag) {
+        Want::NotModified => return Ok(not_modified(&etag)),
+        Want::Unsatisfiable => return Ok(unsatisfiable(rsize)),
+        Want::Full => None,
+        Want::Range(a, b) => Some((a, b)),
+    };
+    let audio = s.vm.open_blob(rkey.as_str(), rsize, range).await?;
+    let filename = format!("{stem}.{}", r.format.extension());
+    Ok(send(audio, r.format.content_type(), &etag, &filename))
+}
 
 /// What the request asks of a recording of `size` bytes with this entity tag.
 pub enum Want {
@@ -118,6 +268,7 @@ pub fn send(audio: AudioStream, content_type: &str, etag: &str, filename: &str) 
     set(header::CONTENT_LENGTH, len.to_string());
     set(header::ACCEPT_RANGES, "bytes".into());
     set(header::ETAG, etag.to_owned());
+    set(header::VARY, "Accept".into());
     set(header::CACHE_CONTROL, "private, max-age=3600".into());
     set(
         header::CONTENT_DISPOSITION,

@@ -2,13 +2,13 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::audio::{Want, not_modified, send, unsatisfiable, want};
+use super::audio::{AudioQuery, choose, serve};
 use super::views::GreetingView;
 use crate::audio::hint_from_content_type;
 use crate::domain::GreetingKind;
 use crate::http::AppState;
 use crate::http::error::{ApiError, Problem};
-use crate::http::extract::{ApiPath, Auth};
+use crate::http::extract::{ApiPath, ApiQuery, Auth};
 use crate::service::ServiceError;
 
 fn kind(s: &str) -> Result<GreetingKind, ApiError> {
@@ -54,11 +54,13 @@ pub async fn put_greeting(
     Ok((status, axum::Json(GreetingView::from(g))).into_response())
 }
 
-/// The greeting's recording (original bytes; Range and If-None-Match supported). Send
-/// `Accept: application/json` for its description instead.
+/// The greeting's recording: original bytes by default, or a rendition chosen by `format`, an
+/// extension (`unavailable.opus`) or `Accept`; Range and If-None-Match work on every format.
+/// Send `Accept: application/json` for its description instead.
 #[utoipa::path(get, path = "/v1/mailboxes/{address}/greetings/{kind}", tag = "greetings",
     params(("address" = String, Path, description = "mailbox@context"),
-        ("kind" = String, Path, description = "unavailable, busy, temp or name")),
+        ("kind" = String, Path, description = "unavailable, busy, temp or name, optionally with an extension (unavailable.opus)"),
+        AudioQuery),
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>),
         (status = 206, description = "a byte range"), (status = 304, description = "not modified"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
@@ -68,28 +70,39 @@ pub async fn get_greeting(
     State(s): State<AppState>,
     Auth(p): Auth,
     ApiPath((addr, k)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<AudioQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let address = super::address(&addr)?;
-    let kind = kind(&k)?;
+    let (k, ext) = match k.split_once('.') {
+        Some((k, e)) => (k, Some(e)),
+        None => (k.as_str(), None),
+    };
+    let kind = kind(k)?;
     let g = s.vm.get_greeting(&p, &address, kind).await?;
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"));
+    let wants_json = ext.is_none()
+        && q.format.is_none()
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/json"));
     if wants_json {
         return Ok(axum::Json(GreetingView::from(g)).into_response());
     }
-    let etag = format!("\"{}\"", g.sha256);
-    let range = match want(&headers, g.byte_size as u64, &etag) {
-        Want::NotModified => return Ok(not_modified(&etag)),
-        Want::Unsatisfiable => return Ok(unsatisfiable(g.byte_size as u64)),
-        Want::Full => None,
-        Want::Range(a, b) => Some((a, b)),
-    };
-    let audio = s.vm.open_greeting_audio(&g, range).await?;
-    let filename = format!("{}.{}", kind.asterisk_dir(), g.audio_format.extension());
-    Ok(send(audio, g.audio_format.content_type(), &etag, &filename))
+    let r = choose(
+        &q,
+        ext,
+        &headers,
+        g.audio_format,
+        s.vm.config.audio.opus_bitrate,
+    )?;
+    let original = (
+        g.audio_key.as_str(),
+        g.audio_format,
+        g.byte_size as u64,
+        g.sha256.as_str(),
+    );
+    serve(&s, &headers, original, r, kind.asterisk_dir()).await
 }
 
 /// Remove a greeting.

@@ -4,7 +4,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::audio::{Want, not_modified, send, unsatisfiable, want};
+use super::audio::{AudioQuery, choose, serve};
 use super::views::{ForwardBody, ForwardView, List, MessagePatch, MessageView};
 use crate::audio::{RawHint, hint_from_content_type};
 use crate::domain::{Folder, MailboxAddress, MessageId, Principal};
@@ -404,9 +404,10 @@ pub async fn delete_message(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The original recording, byte for byte (Range and If-None-Match supported).
+/// The recording: the original bytes by default, or a rendition chosen by `format`
+/// (`?format=opus`) or `Accept` (`audio/ogg`). Range and If-None-Match work on every format.
 #[utoipa::path(get, path = "/v1/mailboxes/{address}/messages/{id}/audio", tag = "messages",
-    params(("address" = String, Path, description = "mailbox@context"), ("id" = String, Path)),
+    params(("address" = String, Path, description = "mailbox@context"), ("id" = String, Path), AudioQuery),
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>),
         (status = 206, description = "a byte range"), (status = 304, description = "not modified"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
@@ -416,19 +417,59 @@ pub async fn get_message_audio(
     State(s): State<AppState>,
     Auth(p): Auth,
     ApiPath((addr, id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<AudioQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, m) = load(&s, &p, &addr, &id).await?;
-    let etag = format!("\"{}\"", m.sha256);
-    let range = match want(&headers, m.byte_size as u64, &etag) {
-        Want::NotModified => return Ok(not_modified(&etag)),
-        Want::Unsatisfiable => return Ok(unsatisfiable(m.byte_size as u64)),
-        Want::Full => None,
-        Want::Range(a, b) => Some((a, b)),
+    message_audio(&s, &p, &addr, &id, None, &q, &headers).await
+}
+
+/// The recording in the format its extension names (`audio.opus`, `.wav`, `.ulaw`, `.alaw`,
+/// `.sln`, `.sln16`, `.gsm`, `.wav49`).
+#[utoipa::path(get, path = "/v1/mailboxes/{address}/messages/{id}/{file}", tag = "messages",
+    params(("address" = String, Path, description = "mailbox@context"), ("id" = String, Path),
+        ("file" = String, Path, description = "audio.<extension>"), AudioQuery),
+    responses((status = 200, content_type = "audio/ogg", body = Vec<u8>),
+        (status = 206, description = "a byte range"), (status = 304, description = "not modified"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 416, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_message_audio_file(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((addr, id, file)): ApiPath<(String, String, String)>,
+    ApiQuery(q): ApiQuery<AudioQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(ext) = file.strip_prefix("audio.") else {
+        return Err(ApiError::new("not-found", format!("no resource {file:?}")));
     };
-    let audio = s.vm.open_audio(&m, range).await?;
-    let filename = format!("msg{:04}.{}", m.msgnum, m.audio_format.extension());
-    Ok(send(audio, m.audio_format.content_type(), &etag, &filename))
+    message_audio(&s, &p, &addr, &id, Some(ext), &q, &headers).await
+}
+
+async fn message_audio(
+    s: &AppState,
+    p: &Principal,
+    addr: &str,
+    id: &str,
+    ext: Option<&str>,
+    q: &AudioQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, m) = load(s, p, addr, id).await?;
+    let r = choose(
+        q,
+        ext,
+        headers,
+        m.audio_format,
+        s.vm.config.audio.opus_bitrate,
+    )?;
+    let original = (
+        m.audio_key.as_str(),
+        m.audio_format,
+        m.byte_size as u64,
+        m.sha256.as_str(),
+    );
+    serve(s, headers, original, r, &format!("msg{:04}", m.msgnum)).await
 }
 
 /// Forward a message to other mailboxes (all or nothing); `keep: false` removes the original.
