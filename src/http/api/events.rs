@@ -1,4 +1,5 @@
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -8,7 +9,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::domain::EventView;
+use crate::domain::{Event, EventView};
 use crate::http::AppState;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiQuery, Auth};
@@ -23,6 +24,37 @@ pub struct EventQuery {
     pub mailbox: Option<String>,
     /// Resume after this event id (the `Last-Event-ID` header wins when both are sent).
     pub last_event_id: Option<String>,
+}
+
+/// The JSON `data` of the last few live events serialised, with those events. The hub hands every
+/// subscriber a clone of the same `Arc<Event>`, so with N streams open an event is serialised once
+/// instead of N times (with 1,000 streams that was 1,000 `EventView`s and JSON strings per event).
+/// Entries are keyed by the `Arc`'s identity, not by `seq`: holding the `Arc` keeps its address
+/// from being reused, and two servers in one process (tests) never share an `Arc`. Replayed events
+/// are separate `Arc`s and simply miss. A few slots, so streams a few events apart still hit.
+const DATA_SLOTS: usize = 8;
+type DataSlot = Option<(Arc<Event>, Arc<str>)>;
+static RECENT_DATA: Mutex<([DataSlot; DATA_SLOTS], usize)> =
+    Mutex::new(([const { None }; DATA_SLOTS], 0));
+
+fn event_data(e: &Arc<Event>) -> Arc<str> {
+    let lock = || RECENT_DATA.lock().unwrap_or_else(|p| p.into_inner());
+    let hit = lock()
+        .0
+        .iter()
+        .flatten()
+        .find_map(|(ev, data)| Arc::ptr_eq(ev, e).then(|| data.clone()));
+    if let Some(data) = hit {
+        return data;
+    }
+    let data: Arc<str> = serde_json::to_string(&EventView::from(e.as_ref()))
+        .unwrap_or_else(|_| "{}".into())
+        .into();
+    let mut recent = lock();
+    let (slots, next) = &mut *recent;
+    slots[*next] = Some((e.clone(), data.clone()));
+    *next = (*next + 1) % DATA_SLOTS;
+    data
 }
 
 fn parse_last_id(v: &str) -> Result<i64, ApiError> {
@@ -69,14 +101,10 @@ pub async fn stream_events(
             StreamItem::Resync { oldest } => SseEvent::default()
                 .event("resync")
                 .data(format!("{{\"oldest_seq\":{oldest}}}")),
-            StreamItem::Event(e) => {
-                let view = EventView::from(e.as_ref());
-                let data = serde_json::to_string(&view).unwrap_or_else(|_| "{}".into());
-                SseEvent::default()
-                    .id(e.seq.to_string())
-                    .event(e.event_type.clone())
-                    .data(data)
-            }
+            StreamItem::Event(e) => SseEvent::default()
+                .id(e.seq.to_string())
+                .event(&e.event_type)
+                .data(&*event_data(&e)),
         })
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))

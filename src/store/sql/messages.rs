@@ -589,7 +589,7 @@ impl MessageStore for SqlStore {
 
     async fn counts(&self, mailbox: &MailboxRecord) -> Result<MwiCounts, StoreError> {
         // Version and counts from one snapshot.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         let (version,): (i64,) = self
             .qa("SELECT version FROM mailboxes WHERE uniqueid = ?")
             .bind(mailbox.id.to_string())

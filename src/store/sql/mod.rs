@@ -59,6 +59,9 @@ impl Dialect {
 /// The SQL store: directory (contexts, mailboxes, API keys), messages, greetings and the outbox.
 pub struct SqlStore {
     pool: AnyPool,
+    /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
+    /// sleeping and retrying on SQLITE_BUSY (which lets an unlucky writer wait seconds).
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     dialect: Dialect,
     spool_dir: String,
     node_id: String,
@@ -66,7 +69,30 @@ pub struct SqlStore {
     email_outbox: std::sync::atomic::AtomicBool,
 }
 
-pub(crate) type Tx = Transaction<'static, Any>;
+/// A transaction. On SQLite it also holds this process's write lock (see [`SqlStore::begin`]).
+pub(crate) struct Tx {
+    inner: Transaction<'static, Any>,
+    _write: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.inner
+    }
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+}
 
 impl SqlStore {
     /// Connects, and applies migrations.
@@ -127,6 +153,7 @@ impl SqlStore {
         }
         let store = Self {
             pool,
+            write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             dialect,
             spool_dir: spool_dir.trim_end_matches('/').to_owned(),
             node_id: node_id.to_owned(),
@@ -193,10 +220,29 @@ impl SqlStore {
 
     /// Begins a write transaction. SQLite takes its write lock up front (`BEGIN IMMEDIATE`) so two
     /// writers queue on busy_timeout instead of failing when a read lock is upgraded.
+    /// Writers of this process first queue on a fair lock, so SQLite's busy-wait only ever arbitrates
+    /// between processes (the CLI, another server on the same file).
     async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            _ => self.pool.begin().await?,
+            Dialect::Sqlite => {
+                let guard = self.write_lock.clone().lock_owned().await;
+                Tx {
+                    inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _write: Some(guard),
+                }
+            }
+            _ => Tx {
+                inner: self.pool.begin().await?,
+                _write: None,
+            },
+        })
+    }
+
+    /// A read-only transaction (a consistent snapshot; takes no write lock).
+    async fn begin_read(&self) -> Result<Tx, StoreError> {
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+            _write: None,
         })
     }
 

@@ -200,13 +200,15 @@ impl SqlStore {
     /// (exactly once: the cursor moves in the same transaction). Returns events consumed.
     pub async fn dispatch_mwi_events(&self, batch: u32) -> Result<usize, StoreError> {
         const CURSOR: &str = "mwi";
-        self.ensure_cursor(CURSOR).await?;
         let mut tx = self.begin().await?;
-        let last = self.lock_cursor(&mut tx, CURSOR).await?;
+        let (last, created) = self.lock_cursor(&mut tx, CURSOR).await?;
         let events = self
             .events_after_on(&mut *tx, last, batch, &EventFilter::default())
             .await?;
         let Some(newest) = events.last().map(|e| e.seq) else {
+            if created {
+                tx.commit().await?;
+            }
             return Ok(0);
         };
         let targets: Vec<MwiTargetRecord> = self
@@ -378,7 +380,7 @@ impl SqlStore {
 
     /// Current counts of a mailbox by id; `None` when it no longer exists.
     pub async fn counts_by_id(&self, id: MailboxId) -> Result<Option<MwiCounts>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         let Some((version,)): Option<(i64,)> = self
             .qa("SELECT version FROM mailboxes WHERE uniqueid = ?")
             .bind(id.to_string())

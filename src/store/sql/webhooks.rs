@@ -1,6 +1,6 @@
 //! Webhooks and their durable delivery queue.
 
-use super::{SqlStore, is_unique_violation};
+use super::SqlStore;
 use crate::domain::{EventFilter, EventView, now_secs};
 use crate::store::{
     AttemptRecord, DeliveryJob, DeliveryRecord, NewWebhook, StoreError, WebhookRecord,
@@ -175,38 +175,37 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Makes sure a consumer cursor exists, starting at the end of the outbox.
-    pub(super) async fn ensure_cursor(&self, name: &str) -> Result<(), StoreError> {
-        let last = self.last_event_seq().await?;
-        let res = self
-            .q("INSERT INTO consumer_cursors (name, last_seq) VALUES (?, ?)")
-            .bind(name.to_owned())
-            .bind(last)
-            .execute(&self.pool)
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Locks an outbox consumer's cursor row for this transaction and returns its position. The row
-    /// lock makes each consumer's batch exactly-once, also across nodes.
+    /// Locks an outbox consumer's cursor row for this transaction and returns its position, and
+    /// whether the row was just created (then the caller must commit even with nothing to do). The
+    /// row lock makes each consumer's batch exactly-once, also across nodes.
     pub(super) async fn lock_cursor(
         &self,
         tx: &mut super::Tx,
         name: &str,
-    ) -> Result<i64, StoreError> {
-        let (last,): (i64,) = self
+    ) -> Result<(i64, bool), StoreError> {
+        let row: Option<(i64,)> = self
             .qa_owned(format!(
                 "SELECT last_seq FROM consumer_cursors WHERE name = ?{}",
                 self.dialect.for_update()
             ))
             .bind(name.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some((last,)) = row {
+            return Ok((last, false));
+        }
+        // First run: start at the end of the outbox (a new consumer does not replay history).
+        let (last,): (Option<i64>,) = self
+            .qa("SELECT MAX(seq) FROM events")
             .fetch_one(&mut **tx)
             .await?;
-        Ok(last)
+        let last = last.unwrap_or(0);
+        self.q("INSERT INTO consumer_cursors (name, last_seq) VALUES (?, ?)")
+            .bind(name.to_owned())
+            .bind(last)
+            .execute(&mut **tx)
+            .await?;
+        Ok((last, true))
     }
 
     /// Moves a consumer's cursor (in the transaction that consumed the events).
@@ -228,13 +227,15 @@ impl SqlStore {
     /// transaction). Returns the number of events consumed.
     pub async fn dispatch_webhook_events(&self, batch: u32) -> Result<usize, StoreError> {
         const CURSOR: &str = "webhooks";
-        self.ensure_cursor(CURSOR).await?;
         let mut tx = self.begin().await?;
-        let last = self.lock_cursor(&mut tx, CURSOR).await?;
+        let (last, created) = self.lock_cursor(&mut tx, CURSOR).await?;
         let events = self
             .events_after_on(&mut *tx, last, batch, &EventFilter::default())
             .await?;
         let Some(newest) = events.last().map(|e| e.seq) else {
+            if created {
+                tx.commit().await?;
+            }
             return Ok(0);
         };
         let hooks: Vec<WebhookRecord> = self
