@@ -111,10 +111,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# A free port below the ephemeral range (the 1,000 client sockets take ephemeral ports, which a
+# listener cannot then bind).
 free_port() {
-    local p
+    local p lo=32768
+    read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    ((lo > 12000)) || lo=32768
     for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % (lo - 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return
@@ -124,12 +128,16 @@ free_port() {
     exit 1
 }
 
-wait_http() { # url
+wait_http() { # url pid log...
+    local url=$1 pid=$2
+    shift 2
     for _ in $(seq 1 100); do
-        if curl -s -o /dev/null "$1"; then return 0; fi
+        if curl -s -o /dev/null "$url"; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    log "$1 never answered"
+    log "$url never answered; log:"
+    tail -n 20 "$@" >&2 || true
     exit 1
 }
 
@@ -148,7 +156,7 @@ done
 "$VOXMAIL" serve --data-dir "$VM_DIR" --listen "127.0.0.1:$VM_PORT" >"$TMP/voxmail.log" 2>&1 &
 VM_PID=$!
 PIDS+=($VM_PID)
-wait_http "http://127.0.0.1:$VM_PORT/healthz"
+wait_http "http://127.0.0.1:$VM_PORT/healthz" "$VM_PID" "$TMP/voxmail.log"
 log "voxmail on 127.0.0.1:$VM_PORT"
 
 # --- nginx + nchan -------------------------------------------------------------------------------
@@ -190,7 +198,7 @@ EOF
     >"$TMP/nginx.out" 2>&1 &
 NG_PID=$!
 PIDS+=($NG_PID)
-wait_http "http://127.0.0.1:$NG_PORT/ping"
+wait_http "http://127.0.0.1:$NG_PORT/ping" "$NG_PID" "$TMP/nginx.out" "$NG_DIR/logs/error.log"
 log "nginx+nchan on 127.0.0.1:$NG_PORT (worker_processes $NCHAN_WORKERS)"
 
 busy=$(ps -eo pcpu=,comm= --sort=-pcpu | awk '$1 > 20 {print $2"("$1"%)"}' | head -5 | xargs)
