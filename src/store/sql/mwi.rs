@@ -200,6 +200,12 @@ impl SqlStore {
     /// (exactly once: the cursor moves in the same transaction). Returns events consumed.
     pub async fn dispatch_mwi_events(&self, batch: u32) -> Result<usize, StoreError> {
         const CURSOR: &str = "mwi";
+        if !self
+            .consumer_needed(CURSOR, "SELECT COUNT(*) FROM mwi_targets WHERE active <> 0")
+            .await?
+        {
+            return Ok(0);
+        }
         let mut tx = self.begin().await?;
         let (last, created) = self.lock_cursor(&mut tx, CURSOR).await?;
         let events = self

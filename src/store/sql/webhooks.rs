@@ -208,6 +208,29 @@ impl SqlStore {
         Ok((last, true))
     }
 
+    /// Whether a dispatcher has work worth a write transaction: its cursor must exist (it is
+    /// created at the first call, so it starts before any consumer is configured), and at least one
+    /// consumer must be active. Idle dispatchers then cost one read per change instead of a commit.
+    /// Events skipped while nothing is configured stay behind the cursor and are read later: new
+    /// webhooks ignore events older than themselves, and MWI rows only move to newer versions.
+    pub(super) async fn consumer_needed(
+        &self,
+        cursor: &str,
+        active_sql: &'static str,
+    ) -> Result<bool, StoreError> {
+        let exists = self
+            .q("SELECT last_seq FROM consumer_cursors WHERE name = ?")
+            .bind(cursor.to_owned())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(true);
+        }
+        let (active,): (i64,) = self.qa(active_sql).fetch_one(&self.pool).await?;
+        Ok(active > 0)
+    }
+
     /// Moves a consumer's cursor (in the transaction that consumed the events).
     pub(super) async fn advance_cursor(
         &self,
@@ -227,6 +250,12 @@ impl SqlStore {
     /// transaction). Returns the number of events consumed.
     pub async fn dispatch_webhook_events(&self, batch: u32) -> Result<usize, StoreError> {
         const CURSOR: &str = "webhooks";
+        if !self
+            .consumer_needed(CURSOR, "SELECT COUNT(*) FROM webhooks WHERE active <> 0")
+            .await?
+        {
+            return Ok(0);
+        }
         let mut tx = self.begin().await?;
         let (last, created) = self.lock_cursor(&mut tx, CURSOR).await?;
         let events = self
