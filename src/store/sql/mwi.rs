@@ -1,7 +1,7 @@
 //! Asterisk MWI push targets and their coalesced push state.
 
 use super::SqlStore;
-use crate::domain::{EventFilter, MailboxAddress, MailboxId, MwiCounts, now_secs};
+use crate::domain::{MailboxAddress, MailboxId, MwiCounts, now_secs};
 use crate::store::{MwiPushJob, MwiPushRecord, MwiTargetKind, MwiTargetRecord, StoreError};
 
 #[derive(sqlx::FromRow)]
@@ -200,21 +200,14 @@ impl SqlStore {
     /// (exactly once: the cursor moves in the same transaction). Returns events consumed.
     pub async fn dispatch_mwi_events(&self, batch: u32) -> Result<usize, StoreError> {
         const CURSOR: &str = "mwi";
-        if !self
-            .consumer_needed(CURSOR, "SELECT COUNT(*) FROM mwi_targets WHERE active <> 0")
+        let Some((mut tx, events, newest)) = self
+            .begin_dispatch(
+                CURSOR,
+                "SELECT COUNT(*) FROM mwi_targets WHERE active <> 0",
+                batch,
+            )
             .await?
-        {
-            return Ok(0);
-        }
-        let mut tx = self.begin().await?;
-        let (last, created) = self.lock_cursor(&mut tx, CURSOR).await?;
-        let events = self
-            .events_after_on(&mut *tx, last, batch, &EventFilter::default())
-            .await?;
-        let Some(newest) = events.last().map(|e| e.seq) else {
-            if created {
-                tx.commit().await?;
-            }
+        else {
             return Ok(0);
         };
         let targets: Vec<MwiTargetRecord> = self

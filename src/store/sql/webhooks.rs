@@ -231,6 +231,34 @@ impl SqlStore {
         Ok(active > 0)
     }
 
+    /// Starts a dispatcher's batch: when a consumer is configured, locks the cursor and reads the
+    /// events after it. Returns the transaction, the events and the newest seq, or `None` when there
+    /// is nothing to do (committing a cursor created just now).
+    pub(super) async fn begin_dispatch(
+        &self,
+        cursor: &str,
+        active_sql: &'static str,
+        batch: u32,
+    ) -> Result<Option<(super::Tx, Vec<crate::domain::Event>, i64)>, StoreError> {
+        if !self.consumer_needed(cursor, active_sql).await? {
+            return Ok(None);
+        }
+        let mut tx = self.begin().await?;
+        let (last, created) = self.lock_cursor(&mut tx, cursor).await?;
+        let events = self
+            .events_after_on(&mut *tx, last, batch, &EventFilter::default())
+            .await?;
+        match events.last().map(|e| e.seq) {
+            Some(newest) => Ok(Some((tx, events, newest))),
+            None => {
+                if created {
+                    tx.commit().await?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
     /// Moves a consumer's cursor (in the transaction that consumed the events).
     pub(super) async fn advance_cursor(
         &self,
@@ -250,21 +278,14 @@ impl SqlStore {
     /// transaction). Returns the number of events consumed.
     pub async fn dispatch_webhook_events(&self, batch: u32) -> Result<usize, StoreError> {
         const CURSOR: &str = "webhooks";
-        if !self
-            .consumer_needed(CURSOR, "SELECT COUNT(*) FROM webhooks WHERE active <> 0")
+        let Some((mut tx, events, newest)) = self
+            .begin_dispatch(
+                CURSOR,
+                "SELECT COUNT(*) FROM webhooks WHERE active <> 0",
+                batch,
+            )
             .await?
-        {
-            return Ok(0);
-        }
-        let mut tx = self.begin().await?;
-        let (last, created) = self.lock_cursor(&mut tx, CURSOR).await?;
-        let events = self
-            .events_after_on(&mut *tx, last, batch, &EventFilter::default())
-            .await?;
-        let Some(newest) = events.last().map(|e| e.seq) else {
-            if created {
-                tx.commit().await?;
-            }
+        else {
             return Ok(0);
         };
         let hooks: Vec<WebhookRecord> = self
