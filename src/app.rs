@@ -70,10 +70,12 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     let tracker = TaskTracker::new();
     let grace = Duration::from_secs(vm.config().http.shutdown_grace_secs);
 
+    // First, so SMTP settings that cannot work stop the start before anything runs.
+    vm.start_email(shutdown.clone(), &tracker)
+        .map_err(|e| anyhow::anyhow!("email: {e}"))?;
     let hub = vm.start_hub(shutdown.clone(), &tracker);
     vm.start_webhooks(shutdown.clone(), &tracker);
     vm.start_mwi_pushes(shutdown.clone(), &tracker).await;
-    vm.start_email(shutdown.clone(), &tracker);
     let vm = vm.with_hub(hub);
     let router = crate::http::router(vm.clone());
     let stop = shutdown.clone();

@@ -230,8 +230,15 @@ pub struct EmailConfig {
     pub tls: SmtpTls,
     /// SMTP AUTH user name; empty = no AUTH.
     pub username: String,
-    /// SMTP AUTH password (never logged).
+    /// SMTP AUTH password (never logged). AUTH over `tls = "none"` is refused at start unless
+    /// `host` is a loopback address, so a password never crosses a network in clear.
     pub password: String,
+    /// PEM file of CA certificates trusted for the SMTP server's certificate, besides the public
+    /// (webpki) roots: for a relay with a private CA. Empty = public roots only.
+    pub tls_ca_file: PathBuf,
+    /// Accept any server certificate (expired, self-signed, wrong name). For lab relays only: it
+    /// gives up TLS's protection against impostors, and voxmail logs a warning at start.
+    pub tls_accept_invalid_certs: bool,
     /// Seconds one SMTP conversation may take.
     pub timeout_secs: u64,
     /// How long an email is retried after transient failures before it is marked failed (24 h).
@@ -242,8 +249,12 @@ pub struct EmailConfig {
     pub retry_max_ms: u64,
     /// Emails sent at the same time.
     pub concurrency: u32,
-    /// Largest attachment, in bytes; a larger rendition falls back to the original, then to none.
+    /// Largest attachment, in bytes; a larger one is sent as Opus (the compact format), and if
+    /// that is still too large the mail goes without it and says so in the body.
     pub attachment_max_bytes: u64,
+    /// Seconds a sent or failed email job is kept (its state shows on the message) before the
+    /// worker removes it (7 days). 0 = keep them forever.
+    pub keep_finished_secs: u64,
     /// Envelope and From address (Asterisk `serveremail`); without '@' the host name is added.
     pub serveremail: String,
     /// Display name of the From address (Asterisk `fromstring`); empty = "Asterisk PBX".
@@ -258,6 +269,11 @@ pub struct EmailConfig {
     pub pagerbody: String,
     /// strftime format of `${VM_DATE}` (Asterisk `emaildateformat`).
     pub emaildateformat: String,
+    /// Display name of the pager notice's From address (Asterisk `pagerfromstring`); empty =
+    /// "Asterisk PBX".
+    pub pagerfromstring: String,
+    /// strftime format of `${VM_DATE}` in pager notices (Asterisk `pagerdateformat`).
+    pub pagerdateformat: String,
 }
 
 impl Default for EmailConfig {
@@ -269,12 +285,15 @@ impl Default for EmailConfig {
             tls: SmtpTls::None,
             username: String::new(),
             password: String::new(),
+            tls_ca_file: PathBuf::new(),
+            tls_accept_invalid_certs: false,
             timeout_secs: 30,
             max_age_secs: 24 * 3600,
             retry_base_ms: 5000,
             retry_max_ms: 600_000,
             concurrency: 4,
             attachment_max_bytes: 10 * 1024 * 1024,
+            keep_finished_secs: 7 * 24 * 3600,
             serveremail: "asterisk".into(),
             fromstring: String::new(),
             emailsubject: String::new(),
@@ -282,6 +301,8 @@ impl Default for EmailConfig {
             pagersubject: String::new(),
             pagerbody: String::new(),
             emaildateformat: "%A, %B %d, %Y at %r".into(),
+            pagerfromstring: String::new(),
+            pagerdateformat: "%A, %B %d, %Y at %r".into(),
         }
     }
 }
@@ -298,11 +319,38 @@ impl std::fmt::Debug for EmailConfig {
                 "password",
                 &if self.password.is_empty() { "" } else { "***" },
             )
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_accept_invalid_certs", &self.tls_accept_invalid_certs)
             .field("timeout_secs", &self.timeout_secs)
             .field("max_age_secs", &self.max_age_secs)
+            .field("keep_finished_secs", &self.keep_finished_secs)
             .field("serveremail", &self.serveremail)
             .finish_non_exhaustive()
     }
+}
+
+impl EmailConfig {
+    /// Refuses SMTP AUTH over plain SMTP to anything but this host: the password would cross the
+    /// network in clear. A loopback relay (`localhost`, 127.0.0.0/8, ::1) is allowed.
+    pub fn check_transport(&self) -> Result<(), String> {
+        if self.tls == SmtpTls::None && !self.username.is_empty() && !is_loopback(&self.host) {
+            return Err(format!(
+                "email.username is set with email.tls = \"none\" and host {:?} is not loopback: \
+                 the password would be sent in clear; use tls = \"starttls\" or \"implicit\"",
+                self.host
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `host` names this machine: `localhost` (or `*.localhost`) or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    let lower = h.to_ascii_lowercase();
+    lower == "localhost"
+        || lower.ends_with(".localhost")
+        || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// Logging settings.
@@ -485,14 +533,23 @@ impl Config {
             ("emailbody", &self.email.emailbody),
             ("pagersubject", &self.email.pagersubject),
             ("pagerbody", &self.email.pagerbody),
+            ("pagerfromstring", &self.email.pagerfromstring),
         ] {
             crate::mail::template::validate(t)
                 .map_err(|e| ConfigError::Value(format!("email.{name}: {e}")))?;
         }
-        if !crate::mail::compose::date_format_is_valid(&self.email.emaildateformat) {
-            return Err(ConfigError::Value(
-                "email.emaildateformat is not a valid strftime format".into(),
-            ));
+        for (name, f) in [
+            ("emaildateformat", &self.email.emaildateformat),
+            ("pagerdateformat", &self.email.pagerdateformat),
+        ] {
+            if !crate::mail::compose::date_format_is_valid(f) {
+                return Err(ConfigError::Value(format!(
+                    "email.{name} is not a valid strftime format"
+                )));
+            }
+        }
+        if self.email.enabled {
+            self.email.check_transport().map_err(ConfigError::Value)?;
         }
         if self.database.max_connections == 0 {
             return Err(ConfigError::Value(
@@ -548,6 +605,46 @@ mod tests {
         let a = serde_json::to_value(&from_example).unwrap();
         let b = serde_json::to_value(Config::default()).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn smtp_auth_in_clear_is_refused_unless_the_relay_is_loopback() {
+        let mut c = Config::default();
+        c.email.username = "vm".into();
+        c.email.password = "secret".into();
+        for host in [
+            "localhost",
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "[::1]",
+            "relay.localhost",
+        ] {
+            c.email.host = host.into();
+            assert!(c.validate().is_ok(), "{host} is loopback");
+        }
+        c.email.host = "smtp.example.org".into();
+        let err = c
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("in clear"), "{err}");
+        c.email.tls = SmtpTls::Starttls;
+        assert!(c.validate().is_ok());
+        c.email.tls = SmtpTls::None;
+        c.email.username.clear();
+        assert!(c.validate().is_ok(), "no AUTH, nothing to leak");
+    }
+
+    #[test]
+    fn pager_templates_and_dates_are_validated() {
+        let mut c = Config::default();
+        c.email.pagerdateformat = "%Q".into();
+        assert!(c.validate().is_err());
+        c.email.pagerdateformat = "%H:%M".into();
+        c.email.pagerfromstring = "VM ${VM_NAME".into();
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::AudioAttachment;
 /// What was attached, or why nothing was.
 #[derive(Debug)]
 pub struct Rendition {
+    /// The part to attach, if any fits.
     pub attachment: Option<AudioAttachment>,
     /// A line for the body when the recording is not attached as asked.
     pub note: Option<String>,
@@ -20,6 +21,7 @@ fn original(format: AudioFormat, msgnum: i64, bytes: Vec<u8>) -> AudioAttachment
         AudioFormat::WavPcm | AudioFormat::WavUlaw | AudioFormat::WavAlaw => "wav",
         AudioFormat::RawUlaw => "ulaw",
         AudioFormat::RawAlaw => "alaw",
+        other => other.extension(),
     };
     AudioAttachment {
         filename: format!("msg{msgnum:04}.{ext}"),
@@ -74,9 +76,8 @@ fn make(
 }
 
 /// Makes the attachment for `attachfmt`, within `max_bytes`: a rendition (or original) larger
-/// than the limit falls back to Opus (the smallest format), then to the original if that is
-/// smaller still, and is left out with a note if nothing fits. CPU work: call from
-/// `spawn_blocking`.
+/// than the limit falls back to Opus (the compact format), and is left out with a note in the
+/// body if that does not fit either. CPU work: call from `spawn_blocking`.
 pub fn render(
     attachfmt: &str,
     format: AudioFormat,
@@ -110,37 +111,30 @@ pub fn render(
         };
     }
     let what = wanted.map_or("original recording", |o| o.as_str());
-    if wanted != Some(OutputFormat::Opus)
-        && let Ok(a) = make(OutputFormat::Opus, format, msgnum, &bytes, opus_bitrate)
-        && size_ok(a.bytes.len())
-    {
-        return Rendition {
+    let opus = if wanted == Some(OutputFormat::Opus) {
+        None
+    } else {
+        make(OutputFormat::Opus, format, msgnum, &bytes, opus_bitrate).ok()
+    };
+    match opus {
+        Some(a) if size_ok(a.bytes.len()) => Rendition {
             attachment: Some(a),
             note: None,
             substituted: Some(format!(
                 "the {what} ({first_size} bytes) exceeds attachment_max_bytes; attached as opus"
             )),
-        };
+        },
+        Some(a) => too_large(a.bytes.len(), max_bytes),
+        None => too_large(first_size, max_bytes),
     }
-    if made.is_some() && size_ok(bytes.len()) {
-        return Rendition {
-            attachment: Some(original(format, msgnum, bytes)),
-            note: None,
-            substituted: Some(format!(
-                "the {what} rendition ({first_size} bytes) exceeds attachment_max_bytes; attached \
-                 the original recording"
-            )),
-        };
-    }
-    too_large(first_size.min(bytes.len()), max_bytes)
 }
 
 fn too_large(size: usize, max: u64) -> Rendition {
     Rendition {
         attachment: None,
         note: Some(format!(
-            "(The recording is {size} bytes, more than the {max}-byte attachment limit, so it is \
-             not attached. Listen to it in your voicemail.)"
+            "(The recording is not attached: at {size} bytes, even in the compact format, it is \
+             over the {max}-byte attachment limit. Listen to it in your voicemail.)"
         )),
         substituted: None,
     }
@@ -198,8 +192,12 @@ mod tests {
             .unwrap();
         assert_eq!(&a.bytes[..4], b"OggS");
         // 2 s as wav is 32 KB; as 16 kbit/s Opus about 4 KB.
-        let r = render("wav", AudioFormat::RawUlaw, 2, raw, 10_000, 16000);
+        let r = render("wav", AudioFormat::RawUlaw, 2, raw.clone(), 10_000, 16000);
         assert_eq!(r.attachment.unwrap().filename, "msg0002.opus");
         assert!(r.substituted.unwrap().contains("attached as opus"));
+        // Opus does not fit either: nothing is attached, and the body says why.
+        let r = render("wav", AudioFormat::RawUlaw, 2, raw, 1_000, 16000);
+        assert!(r.attachment.is_none());
+        assert!(r.note.unwrap().contains("not attached"));
     }
 }

@@ -19,13 +19,24 @@ pub const DEFAULT_DATE_FORMAT: &str = "%A, %B %d, %Y at %r";
 /// Empty templates mean Asterisk's built-in text.
 #[derive(Debug, Clone, Default)]
 pub struct MailSettings {
+    /// From address (`serveremail`); without '@' the host name is added.
     pub serveremail: String,
+    /// From display name of emails (`fromstring`), a template.
     pub fromstring: String,
+    /// Email subject template (`emailsubject`).
     pub emailsubject: String,
+    /// Email body template (`emailbody`).
     pub emailbody: String,
+    /// Pager subject template (`pagersubject`).
     pub pagersubject: String,
+    /// Pager body template (`pagerbody`).
     pub pagerbody: String,
+    /// strftime format of `${VM_DATE}` in emails, and of `${ORIG_VM_DATE}` (`emaildateformat`).
     pub emaildateformat: String,
+    /// From display name of pager notices (`pagerfromstring`), a template.
+    pub pagerfromstring: String,
+    /// strftime format of `${VM_DATE}` in pager notices (`pagerdateformat`).
+    pub pagerdateformat: String,
 }
 
 /// An audio attachment.
@@ -33,7 +44,9 @@ pub struct MailSettings {
 pub struct AudioAttachment {
     /// `msg0000.wav`: Asterisk names it by the zero-based msgnum.
     pub filename: String,
+    /// MIME type of the part (`audio/x-wav`, `audio/ogg`…).
     pub content_type: String,
+    /// The encoded audio.
     pub bytes: Vec<u8>,
 }
 
@@ -53,9 +66,13 @@ pub enum ComposeError {
 
 /// Everything a mail is made of.
 pub struct Compose<'a> {
+    /// The notification being sent.
     pub job: &'a EmailJob,
+    /// The mailbox that received the message.
     pub mailbox: &'a MailboxRecord,
+    /// The message (for a forward: the recipient's copy).
     pub message: &'a MessageRecord,
+    /// Templates and formats in effect for the mailbox's context.
     pub settings: &'a MailSettings,
     /// The recording to attach (email kind only).
     pub attachment: Option<AudioAttachment>,
@@ -63,6 +80,7 @@ pub struct Compose<'a> {
     pub note: Option<String>,
     /// This host's name, for a `serveremail` without a domain.
     pub hostname: &'a str,
+    /// The send time (the `Date` header).
     pub now: DateTime<Utc>,
 }
 
@@ -115,12 +133,24 @@ fn caller(c: &Compose<'_>) -> Caller {
     }
 }
 
-/// Asterisk's template variables for this mail.
+/// Asterisk's template variables for this mail. As in app_voicemail.c, `ORIG_VM_*` come from
+/// the message itself (its caller and the time it was left) and are set on every mail; on a
+/// forwarded copy `VM_CALLERID`/`VM_CIDNUM`/`VM_CIDNAME` name the forwarding mailbox and
+/// `VM_DATE` is the time of the forward, so the two sets differ there.
 pub fn variables(c: &Compose<'_>) -> Vars {
     const UNKNOWN: &str = "an unknown caller";
     let who = caller(c);
-    let fmt = &c.settings.emaildateformat;
-    let date = format_date(c.message.origtime, &c.mailbox.tz, fmt);
+    let fmt = match c.job.kind {
+        EmailKind::Email => &c.settings.emaildateformat,
+        EmailKind::Pager => &c.settings.pagerdateformat,
+    };
+    // A deposit's mail shows when the call came (the send may be hours later after retries); a
+    // forward's shows when it was forwarded, as Asterisk's does.
+    let when = if c.job.forwarded_by.is_some() {
+        c.job.created_at
+    } else {
+        c.message.origtime
+    };
     let mut v = Vars::new();
     v.insert("VM_NAME", c.mailbox.fullname.clone());
     v.insert("VM_DUR", template::duration(c.message.duration_secs()));
@@ -138,24 +168,27 @@ pub fn variables(c: &Compose<'_>) -> Vars {
     );
     v.insert("VM_CIDNUM", or(&who.num, UNKNOWN));
     v.insert("VM_CIDNAME", or(&who.name, UNKNOWN));
-    v.insert("VM_DATE", date.clone());
+    v.insert("VM_DATE", format_date(when, &c.mailbox.tz, fmt));
     v.insert("VM_CATEGORY", or(&c.message.category, "no category"));
     v.insert("VM_FLAG", c.message.flag.as_str().to_owned());
-    if c.job.forwarded_by.is_some() {
-        let (name, num) =
-            if c.message.caller_id_num.is_empty() && c.message.caller_id_name.is_empty() {
-                template::split_callerid(&c.message.callerid)
-            } else {
-                (
-                    c.message.caller_id_name.clone(),
-                    c.message.caller_id_num.clone(),
-                )
-            };
-        v.insert("ORIG_VM_CALLERID", c.message.callerid.clone());
-        v.insert("ORIG_VM_CIDNUM", num);
-        v.insert("ORIG_VM_CIDNAME", name);
-        v.insert("ORIG_VM_DATE", date);
-    }
+    let m = c.message;
+    let (name, num) = if m.caller_id_num.is_empty() && m.caller_id_name.is_empty() {
+        template::split_callerid(&m.callerid)
+    } else {
+        (m.caller_id_name.clone(), m.caller_id_num.clone())
+    };
+    let orig_callerid = if m.callerid.is_empty() {
+        template::merge_callerid(&name, &num)
+    } else {
+        m.callerid.clone()
+    };
+    v.insert("ORIG_VM_CALLERID", orig_callerid);
+    v.insert("ORIG_VM_CIDNUM", num);
+    v.insert("ORIG_VM_CIDNAME", name);
+    v.insert(
+        "ORIG_VM_DATE",
+        format_date(m.origtime, &c.mailbox.tz, &c.settings.emaildateformat),
+    );
     v
 }
 
@@ -282,10 +315,15 @@ pub fn build(c: Compose<'_>) -> Result<Message, ComposeError> {
     let from_addr = who.parse().map_err(|e: lettre::address::AddressError| {
         ComposeError::Address(who.clone(), e.to_string())
     })?;
-    let from_name = if c.settings.fromstring.is_empty() {
+    // A pager notice takes its own `pagerfromstring`, never `fromstring` (app_voicemail.c).
+    let fromstring = match c.job.kind {
+        EmailKind::Email => &c.settings.fromstring,
+        EmailKind::Pager => &c.settings.pagerfromstring,
+    };
+    let from_name = if fromstring.is_empty() {
         "Asterisk PBX".to_owned()
     } else {
-        template::render(&c.settings.fromstring, &vars)
+        template::render(fromstring, &vars)
     };
     let mut builder = Message::builder()
         .from(Mailbox::new(Some(from_name.clone()), from_addr))
@@ -310,7 +348,7 @@ pub fn build(c: Compose<'_>) -> Result<Message, ComposeError> {
         c.mailbox.address.mailbox
     )));
     let m = c.message;
-    let orig_date = vars.get("VM_DATE").cloned().unwrap_or_default();
+    let orig_date = vars.get("ORIG_VM_DATE").cloned().unwrap_or_default();
     let headers = [
         ("X-Asterisk-VM-Message-Num", (c.job.msgnum + 1).to_string()),
         ("X-Asterisk-VM-Server-Name", from_name),

@@ -23,6 +23,7 @@ use crate::store::{
 /// A context's saved email settings and what validation noticed.
 #[derive(Debug, Clone)]
 pub struct ContextEmail {
+    /// The overrides as stored.
     pub settings: ContextEmailSettings,
     /// Variables the templates use that are not Asterisk's (they stay visible in mails).
     pub unknown_variables: Vec<String>,
@@ -37,6 +38,7 @@ pub fn validate_email_settings(s: &ContextEmailSettings) -> Result<Vec<String>> 
         ("emailbody", &s.emailbody),
         ("pagersubject", &s.pagersubject),
         ("pagerbody", &s.pagerbody),
+        ("pagerfromstring", &s.pagerfromstring),
     ] {
         let Some(v) = value else { continue };
         if v.len() > 8192 {
@@ -52,12 +54,17 @@ pub fn validate_email_settings(s: &ContextEmailSettings) -> Result<Vec<String>> 
             }
         }
     }
-    if let Some(f) = &s.emaildateformat
-        && !date_format_is_valid(f)
-    {
-        return Err(ServiceError::Invalid(format!(
-            "emaildateformat {f:?} is not a valid strftime format"
-        )));
+    for (field, value) in [
+        ("emaildateformat", &s.emaildateformat),
+        ("pagerdateformat", &s.pagerdateformat),
+    ] {
+        if let Some(f) = value
+            && !date_format_is_valid(f)
+        {
+            return Err(ServiceError::Invalid(format!(
+                "{field} {f:?} is not a valid strftime format"
+            )));
+        }
     }
     if let Some(a) = &s.serveremail {
         let valid = !a.is_empty()
@@ -152,23 +159,43 @@ impl Voicemail {
             pagersubject: pick(o.pagersubject, &c.pagersubject),
             pagerbody: pick(o.pagerbody, &c.pagerbody),
             emaildateformat: pick(o.emaildateformat, &c.emaildateformat),
+            pagerfromstring: pick(o.pagerfromstring, &c.pagerfromstring),
+            pagerdateformat: pick(o.pagerdateformat, &c.pagerdateformat),
         })
     }
 
-    /// Starts the email worker (when `[email] enabled`); it stops with `shutdown`.
-    pub fn start_email(&self, shutdown: CancellationToken, tracker: &TaskTracker) {
-        self.sql.set_email_outbox(self.config.email.enabled);
-        if !self.config.email.enabled {
-            return;
+    /// Starts the email worker (when `[email] enabled`); it stops with `shutdown`. Fails, without
+    /// starting anything, when the SMTP settings cannot work (see [`Mailer::new`]).
+    pub fn start_email(
+        &self,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> std::result::Result<(), String> {
+        let c = &self.config.email;
+        self.sql.set_email_outbox(c.enabled);
+        if !c.enabled {
+            return Ok(());
         }
-        let mailer = match Mailer::new(&self.config.email) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the SMTP client; emails stay queued");
-                return;
-            }
-        };
+        let mailer = Mailer::new(c)?;
+        if c.tls_accept_invalid_certs && c.tls != crate::config::SmtpTls::None {
+            tracing::warn!(
+                smtp.host = %c.host,
+                "email.tls_accept_invalid_certs is on: ANY certificate is accepted, so an \
+                 impostor can read the mails and the SMTP password; use tls_ca_file instead"
+            );
+        }
         tracker.spawn(email_loop(self.clone(), Arc::new(mailer), shutdown));
+        Ok(())
+    }
+
+    /// Removes sent and failed jobs older than `email.keep_finished_secs` (0 = keep them).
+    pub async fn sweep_email_jobs(&self) -> Result<u64> {
+        let keep = self.config.email.keep_finished_secs;
+        if keep == 0 {
+            return Ok(0);
+        }
+        let before = now_secs().saturating_sub(i64::try_from(keep).unwrap_or(i64::MAX));
+        Ok(self.sql.sweep_email_jobs(before).await?)
     }
 
     /// Renders and sends one job, then records the outcome.
@@ -313,7 +340,7 @@ impl Voicemail {
         let (status, error, retry_at) = match &result {
             Ok(()) => ("sent", None, None),
             Err(SendError::Permanent(e)) => ("failed", Some(e.clone()), None),
-            Err(SendError::Transient(e)) => {
+            Err(SendError::Transient(e) | SendError::Setup(e)) => {
                 let too_old = now_secs() - job.created_at >= cfg.max_age_secs as i64;
                 if too_old {
                     (
@@ -331,14 +358,22 @@ impl Voicemail {
                 }
             }
         };
-        if let Some(e) = &error {
-            tracing::info!(
+        match (&result, &error) {
+            (Err(SendError::Setup(_)), Some(e)) => tracing::error!(
+                email.job = job.id,
+                attempt = job.attempts + 1,
+                error = %e,
+                status,
+                "email not sent: the SMTP settings need fixing (retried until email.max_age_secs)"
+            ),
+            (_, Some(e)) => tracing::info!(
                 email.job = job.id,
                 attempt = job.attempts + 1,
                 error = %e,
                 status,
                 "email not accepted"
-            );
+            ),
+            _ => {}
         }
         match self
             .sql
@@ -365,7 +400,18 @@ async fn email_loop(vm: Voicemail, mailer: Arc<Mailer>, shutdown: CancellationTo
         (cfg.retry_base_ms / 2).clamp(50, 1000),
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Finished jobs are swept at least hourly, and more often when they are kept for less.
+    let sweep_every = Duration::from_secs(cfg.keep_finished_secs.clamp(1, 3600));
+    let mut next_sweep = tokio::time::Instant::now();
     loop {
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep += sweep_every;
+            match vm.sweep_email_jobs().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "removed finished email jobs"),
+                Err(e) => tracing::warn!(error = %e, "cannot sweep finished email jobs"),
+            }
+        }
         let now_ms = chrono::Utc::now().timestamp_millis();
         match vm
             .sql
@@ -415,6 +461,16 @@ mod tests {
         assert!(validate_email_settings(&bad).is_err());
         let bad = ContextEmailSettings {
             emaildateformat: Some("%Q".into()),
+            ..Default::default()
+        };
+        assert!(validate_email_settings(&bad).is_err());
+        let bad = ContextEmailSettings {
+            pagerdateformat: Some("%Q".into()),
+            ..Default::default()
+        };
+        assert!(validate_email_settings(&bad).is_err());
+        let bad = ContextEmailSettings {
+            pagerfromstring: Some("VM of ${VM_NAME".into()),
             ..Default::default()
         };
         assert!(validate_email_settings(&bad).is_err());

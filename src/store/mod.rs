@@ -521,6 +521,7 @@ pub enum EmailKind {
 }
 
 impl EmailKind {
+    /// The name stored in `email_jobs.kind`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Email => "email",
@@ -528,6 +529,7 @@ impl EmailKind {
         }
     }
 
+    /// The kind a stored name stands for.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "email" => Some(Self::Email),
@@ -540,9 +542,13 @@ impl EmailKind {
 /// A queued notification email, leased for sending.
 #[derive(Debug, Clone)]
 pub struct EmailJob {
+    /// Row id; also part of the mail's Message-ID.
     pub id: i64,
+    /// The message the mail is about.
     pub message_id: MessageId,
+    /// The mailbox that received the message.
     pub mailbox_id: MailboxId,
+    /// Full email or pager notice.
     pub kind: EmailKind,
     /// Addresses as the mailbox held them when the message arrived (`|` or `,` separated).
     pub recipients: String,
@@ -554,6 +560,7 @@ pub struct EmailJob {
     pub attempts: u32,
     /// Lease token: the job's result is recorded only while it still holds this lease.
     pub lease_until_ms: i64,
+    /// When the job was queued (the deposit or the forward), Unix seconds.
     pub created_at: i64,
 }
 
@@ -562,18 +569,31 @@ pub struct EmailJob {
 pub struct EmailState {
     /// pending, sent or failed.
     pub status: String,
+    /// SMTP attempts made.
     pub attempts: i64,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
 }
 
 /// A context's overrides of the `[email]` template settings; `None` = the global value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContextEmailSettings {
+    /// Asterisk `serveremail`: the From address.
     pub serveremail: Option<String>,
+    /// Asterisk `fromstring`: the From display name (a template).
     pub fromstring: Option<String>,
+    /// Asterisk `emailsubject` template.
     pub emailsubject: Option<String>,
+    /// Asterisk `emailbody` template.
     pub emailbody: Option<String>,
+    /// Asterisk `pagersubject` template.
     pub pagersubject: Option<String>,
+    /// Asterisk `pagerbody` template.
     pub pagerbody: Option<String>,
+    /// Asterisk `emaildateformat`: strftime format of `${VM_DATE}` in emails.
     pub emaildateformat: Option<String>,
+    /// Asterisk `pagerfromstring`: the pager notice's From display name (a template).
+    pub pagerfromstring: Option<String>,
+    /// Asterisk `pagerdateformat`: strftime format of `${VM_DATE}` in pager notices.
+    pub pagerdateformat: Option<String>,
 }

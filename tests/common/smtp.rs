@@ -1,6 +1,7 @@
 //! A real SMTP server for the tests: Python's aiosmtpd (PyPI) running tests/smtp/server.py, which
-//! keeps every accepted mail as a file and can be told to answer 451 or 550. Mails are read back
-//! with Python's `email` package (tests/smtp/parse_mail.py).
+//! keeps every accepted mail as a file and can be told to answer 451 or 550, and can speak
+//! STARTTLS or implicit TLS with a throwaway CA made by the openssl CLI at test time, and require
+//! AUTH. Mails are read back with Python's `email` package (tests/smtp/parse_mail.py).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -46,27 +47,163 @@ pub struct Mail {
     pub path: PathBuf,
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
+    /// The TLS version of the session (`TLSv1.3`), `None` in clear.
+    pub tls: Option<String>,
+    /// The user the session authenticated as, if it did.
+    pub auth_user: Option<String>,
+    /// The AUTH mechanism used (`PLAIN`, `LOGIN`).
+    pub auth_mechanism: Option<String>,
+}
+
+/// A throwaway CA and a server certificate it signed for `localhost` and 127.0.0.1, made with
+/// the openssl CLI in a temporary directory (never committed).
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// Makes the CA and the server certificate (valid two days).
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("the openssl CLI is installed");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]);
+        ca.extend(["-subj", "/CN=voxmail test CA"]);
+        ca.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+        ca.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        run(&ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        csr.extend(["-subj", "/CN=localhost"]);
+        run(&csr);
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        Self { dir }
+    }
+
+    /// The CA certificate (PEM), for `email.tls_ca_file`.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+}
+
+/// How the test server secures sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTls {
+    /// STARTTLS offered, and mail refused (530) until it was used.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
+}
+
+/// Options of the test server; the default is plain SMTP without AUTH.
+#[derive(Default)]
+pub struct SmtpOptions<'a> {
+    /// TLS, with a certificate from this CA.
+    pub tls: Option<(ServerTls, &'a TestCa)>,
+    /// Require AUTH with these credentials before MAIL.
+    pub auth: Option<(&'a str, &'a str)>,
+    /// Offer only these mechanisms (`LOGIN`), instead of PLAIN and LOGIN.
+    pub auth_mechanisms: Option<&'a str>,
+    /// Offer AUTH on a session in clear.
+    pub auth_in_clear: bool,
 }
 
 /// A running aiosmtpd on 127.0.0.1.
 pub struct SmtpServer {
     pub port: u16,
     python: String,
+    args: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl SmtpServer {
-    /// Starts a server on a free port (`None` when aiosmtpd is not available).
+    /// Starts a plain server on a free port (`None` when aiosmtpd is not available).
     pub async fn start() -> Option<Self> {
+        Self::start_with(SmtpOptions::default()).await
+    }
+
+    /// Starts a server with TLS and AUTH options (`None` when aiosmtpd is not available).
+    pub async fn start_with(o: SmtpOptions<'_>) -> Option<Self> {
         let python = python()?;
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
+        let mut args = Vec::new();
+        if let Some((mode, ca)) = o.tls {
+            let mode = match mode {
+                ServerTls::Starttls => "starttls",
+                ServerTls::Implicit => "implicit",
+            };
+            args.extend(["--tls".into(), mode.into()]);
+            args.extend(["--cert".into(), ca.cert().display().to_string()]);
+            args.extend(["--key".into(), ca.key().display().to_string()]);
+        }
+        if let Some((user, password)) = o.auth {
+            args.extend(["--auth".into(), format!("{user}:{password}")]);
+        }
+        if let Some(m) = o.auth_mechanisms {
+            args.extend(["--auth-mechanisms".into(), m.into()]);
+        }
+        if o.auth_in_clear {
+            args.push("--auth-in-clear".into());
+        }
         let mut s = Self {
             port,
             python,
+            args,
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
@@ -90,6 +227,7 @@ impl SmtpServer {
             .arg(self.port.to_string())
             .arg(self.mail_dir())
             .arg(self.control())
+            .args(&self.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -137,7 +275,11 @@ impl SmtpServer {
                 let env: Value =
                     serde_json::from_slice(&std::fs::read(p.with_extension("json")).unwrap())
                         .unwrap();
+                let text = |k: &str| env[k].as_str().map(str::to_owned);
                 Mail {
+                    tls: text("tls"),
+                    auth_user: text("auth_user"),
+                    auth_mechanism: text("auth_mechanism"),
                     mail_from: env["mail_from"].as_str().unwrap().to_owned(),
                     rcpt_tos: env["rcpt_tos"]
                         .as_array()

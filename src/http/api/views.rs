@@ -247,7 +247,8 @@ pub struct MessageView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EmailStateView {
     /// `pending` (queued or being retried), `sent` (accepted by the SMTP server), `failed`
-    /// (permanent refusal, or retries ran out), or `none` (no email or pager address).
+    /// (permanent refusal, or retries ran out), or `none` (no email or pager address, or the
+    /// finished job was removed after `email.keep_finished_secs`).
     pub status: String,
     /// SMTP attempts made.
     pub attempts: i64,
@@ -385,20 +386,33 @@ impl From<GreetingRecord> for GreetingView {
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContextEmailBody {
+    /// From address (Asterisk `serveremail`); without `@` the host name is added.
     #[serde(default)]
     pub serveremail: Option<String>,
+    /// From display name of emails (Asterisk `fromstring`), a template.
     #[serde(default)]
     pub fromstring: Option<String>,
+    /// Subject template of emails (Asterisk `emailsubject`).
     #[serde(default)]
     pub emailsubject: Option<String>,
+    /// Body template of emails (Asterisk `emailbody`).
     #[serde(default)]
     pub emailbody: Option<String>,
+    /// Subject template of pager notices (Asterisk `pagersubject`).
     #[serde(default)]
     pub pagersubject: Option<String>,
+    /// Body template of pager notices (Asterisk `pagerbody`).
     #[serde(default)]
     pub pagerbody: Option<String>,
+    /// strftime format of `${VM_DATE}` in emails (Asterisk `emaildateformat`).
     #[serde(default)]
     pub emaildateformat: Option<String>,
+    /// From display name of pager notices (Asterisk `pagerfromstring`), a template.
+    #[serde(default)]
+    pub pagerfromstring: Option<String>,
+    /// strftime format of `${VM_DATE}` in pager notices (Asterisk `pagerdateformat`).
+    #[serde(default)]
+    pub pagerdateformat: Option<String>,
 }
 
 /// A context's email settings as stored, with the unknown template variables found.
@@ -421,6 +435,8 @@ impl From<ContextEmailBody> for ContextEmailSettings {
             pagersubject: b.pagersubject,
             pagerbody: b.pagerbody,
             emaildateformat: b.emaildateformat,
+            pagerfromstring: b.pagerfromstring,
+            pagerdateformat: b.pagerdateformat,
         }
     }
 }
@@ -435,6 +451,8 @@ impl From<ContextEmailSettings> for ContextEmailBody {
             pagersubject: s.pagersubject,
             pagerbody: s.pagerbody,
             emaildateformat: s.emaildateformat,
+            pagerfromstring: s.pagerfromstring,
+            pagerdateformat: s.pagerdateformat,
         }
     }
 }

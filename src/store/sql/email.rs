@@ -41,6 +41,8 @@ struct SettingsRow {
     pagersubject: Option<String>,
     pagerbody: Option<String>,
     emaildateformat: Option<String>,
+    pagerfromstring: Option<String>,
+    pagerdateformat: Option<String>,
 }
 
 /// The state a message shows: its email job's, else its pager job's.
@@ -83,9 +85,9 @@ impl SqlStore {
     /// `deletevoicemail` may remove it.
     pub async fn email_done_and_sent(&self, message: MessageId) -> Result<bool, StoreError> {
         let (pending, sent): (i64, i64) = self
-            .qa(
-                "SELECT COUNT(CASE WHEN status = 'pending' THEN 1 END),                  COUNT(CASE WHEN status = 'sent' AND kind = 'email' THEN 1 END)                  FROM email_jobs WHERE message_id = ?",
-            )
+            .qa("SELECT COUNT(CASE WHEN status = 'pending' THEN 1 END), \
+                 COUNT(CASE WHEN status = 'sent' AND kind = 'email' THEN 1 END) \
+                 FROM email_jobs WHERE message_id = ?")
             .bind(message.to_string())
             .fetch_one(&self.pool)
             .await?;
@@ -231,6 +233,22 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Removes sent and failed jobs last updated before `before` (Unix seconds); returns how many.
+    /// A message's finished jobs stay while another of its jobs is pending: `deletevoicemail`
+    /// reads them when that one finishes.
+    pub async fn sweep_email_jobs(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(self
+            .q(
+                "DELETE FROM email_jobs WHERE status IN ('sent', 'failed') AND updated_at < ? \
+                 AND message_id NOT IN \
+                 (SELECT message_id FROM email_jobs WHERE status = 'pending')",
+            )
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     /// The email state of one message (`None` when no notification was queued).
     pub async fn email_state(
         &self,
@@ -278,7 +296,8 @@ impl SqlStore {
         let row: Option<SettingsRow> = self
             .qa(
                 "SELECT serveremail, fromstring, emailsubject, emailbody, pagersubject, pagerbody, \
-                 emaildateformat FROM context_email_settings WHERE context = ?",
+                 emaildateformat, pagerfromstring, pagerdateformat FROM context_email_settings \
+                 WHERE context = ?",
             )
             .bind(context.to_owned())
             .fetch_optional(&self.pool)
@@ -292,6 +311,8 @@ impl SqlStore {
                 pagersubject: r.pagersubject,
                 pagerbody: r.pagerbody,
                 emaildateformat: r.emaildateformat,
+                pagerfromstring: r.pagerfromstring,
+                pagerdateformat: r.pagerdateformat,
             })
             .unwrap_or_default())
     }
@@ -309,8 +330,8 @@ impl SqlStore {
             .await?;
         self.q(
             "INSERT INTO context_email_settings (context, serveremail, fromstring, emailsubject, \
-             emailbody, pagersubject, pagerbody, emaildateformat, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             emailbody, pagersubject, pagerbody, emaildateformat, pagerfromstring, \
+             pagerdateformat, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(context.to_owned())
         .bind(s.serveremail.clone())
@@ -320,6 +341,8 @@ impl SqlStore {
         .bind(s.pagersubject.clone())
         .bind(s.pagerbody.clone())
         .bind(s.emaildateformat.clone())
+        .bind(s.pagerfromstring.clone())
+        .bind(s.pagerdateformat.clone())
         .bind(now_secs())
         .execute(&mut *tx)
         .await?;
