@@ -1,7 +1,9 @@
-//! Audio formats: recognising and validating what a PBX sends, without decoding on the deposit
-//! path; decoding stored recordings and encoding renditions (G.711, slin, GSM 06.10, WAV49, Ogg
-//! Opus) for playback and e-mail attachments.
+//! Audio formats: recognising and validating what a PBX or a browser sends (by header alone for
+//! WAV and headerless formats, by decoding for compressed ones); decoding stored recordings and
+//! encoding renditions (G.711, slin, GSM 06.10, WAV49, Ogg Opus) for playback and e-mail
+//! attachments.
 
+mod compressed;
 pub mod decode;
 pub mod g711;
 pub mod ogg_opus;
@@ -10,5 +12,7 @@ pub mod rendition;
 pub mod resample;
 pub mod wav;
 
-pub use probe::{AudioError, Probe, RawHint, finish, hint_from_content_type, probe};
+pub use compressed::Source;
+pub use decode::{Decoder, Measured, Pcm, decode_any, measure};
+pub use probe::{AudioError, GsmFrameCheck, Probe, RawHint, finish, hint_from_content_type, probe};
 pub use rendition::{OutputFormat, Rendition, transcode};

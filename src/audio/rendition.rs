@@ -89,13 +89,15 @@ impl OutputFormat {
         }
     }
 
+    /// The media type a rendition is served with.
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Wav | Self::WavUlaw | Self::WavAlaw | Self::Wav49 => "audio/wav",
             Self::Ulaw => "audio/PCMU",
             Self::Alaw => "audio/PCMA",
-            Self::Sln => "audio/L16; rate=8000; channels=1",
-            Self::Sln16 => "audio/L16; rate=16000; channels=1",
+            // Asterisk's slin is little-endian; RFC 2586's audio/L16 is big-endian, so it would lie.
+            Self::Sln => "audio/x-sln; rate=8000; channels=1",
+            Self::Sln16 => "audio/x-sln; rate=16000; channels=1",
             Self::Gsm => "audio/GSM",
             Self::Opus => "audio/ogg; codecs=opus",
         }
@@ -117,8 +119,11 @@ impl OutputFormat {
             "audio/wav" | "audio/x-wav" | "audio/wave" | "audio/vnd.wave" => Some(Self::Wav),
             "audio/basic" | "audio/pcmu" => Some(Self::Ulaw),
             "audio/pcma" => Some(Self::Alaw),
-            "audio/l16" if rate == Some("16000") => Some(Self::Sln16),
-            "audio/l16" => Some(Self::Sln),
+            "audio/x-sln" | "audio/sln" | "audio/slin" if rate == Some("16000") => {
+                Some(Self::Sln16)
+            }
+            "audio/x-sln" | "audio/sln" | "audio/slin" => Some(Self::Sln),
+            "audio/x-sln16" | "audio/sln16" | "audio/slin16" => Some(Self::Sln16),
             "audio/gsm" | "audio/x-gsm" => Some(Self::Gsm),
             _ => None,
         }

@@ -107,7 +107,8 @@ impl Principal {
     }
 }
 
-/// Container and codec of stored audio, detected from its bytes.
+/// Container and codec of stored audio, detected from its bytes. The names (`as_str`) are stored
+/// in the database and never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AudioFormat {
@@ -117,59 +118,149 @@ pub enum AudioFormat {
     WavUlaw,
     /// RIFF/WAVE with G.711 A-law (format tag 6).
     WavAlaw,
+    /// RIFF/WAVE with IEEE float samples, 32 or 64 bits (format tag 3).
+    WavFloat,
+    /// RIFF/WAVE with GSM 06.10 in 65-byte blocks (format tag 0x31, "WAV49", Asterisk's `.WAV`).
+    WavGsm,
     /// Headerless G.711 µ-law, 8 kHz mono (Asterisk `.ulaw`, `audio/PCMU`).
     RawUlaw,
     /// Headerless G.711 A-law, 8 kHz mono (Asterisk `.alaw`, `audio/PCMA`).
     RawAlaw,
+    /// Headerless GSM 06.10, 33-byte frames, 8 kHz mono (Asterisk `.gsm`).
+    RawGsm,
+    /// Headerless 16-bit little-endian PCM, 8 kHz mono (Asterisk `.sln`).
+    RawSlin,
+    /// Headerless 16-bit little-endian PCM, 16 kHz mono (Asterisk `.sln16`).
+    RawSlin16,
+    /// Headerless 16-bit big-endian PCM, 8 kHz mono (RFC 2586 `audio/L16; rate=8000`).
+    RawL16,
+    /// Headerless 16-bit big-endian PCM, 16 kHz mono (`audio/L16; rate=16000`).
+    RawL16_16k,
+    /// MPEG-1/2 Layer III.
+    Mp3,
+    /// FLAC (native stream, `fLaC`).
+    Flac,
+    /// Vorbis in Ogg.
+    OggVorbis,
+    /// Opus in Ogg (RFC 7845).
+    OggOpus,
+    /// Opus in WebM/Matroska (what a browser's MediaRecorder writes).
+    WebmOpus,
 }
 
 impl AudioFormat {
+    /// Every format, in a stable order.
+    pub const ALL: [AudioFormat; 17] = [
+        Self::WavPcm,
+        Self::WavUlaw,
+        Self::WavAlaw,
+        Self::WavFloat,
+        Self::WavGsm,
+        Self::RawUlaw,
+        Self::RawAlaw,
+        Self::RawGsm,
+        Self::RawSlin,
+        Self::RawSlin16,
+        Self::RawL16,
+        Self::RawL16_16k,
+        Self::Mp3,
+        Self::Flac,
+        Self::OggVorbis,
+        Self::OggOpus,
+        Self::WebmOpus,
+    ];
+
+    /// The name stored in the database and shown in the API.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::WavPcm => "wav_pcm",
             Self::WavUlaw => "wav_ulaw",
             Self::WavAlaw => "wav_alaw",
+            Self::WavFloat => "wav_float",
+            Self::WavGsm => "wav_gsm",
             Self::RawUlaw => "raw_ulaw",
             Self::RawAlaw => "raw_alaw",
+            Self::RawGsm => "raw_gsm",
+            Self::RawSlin => "raw_slin",
+            Self::RawSlin16 => "raw_slin16",
+            Self::RawL16 => "raw_l16",
+            Self::RawL16_16k => "raw_l16_16k",
+            Self::Mp3 => "mp3",
+            Self::Flac => "flac",
+            Self::OggVorbis => "ogg_vorbis",
+            Self::OggOpus => "ogg_opus",
+            Self::WebmOpus => "webm_opus",
         }
     }
 
+    /// The format a stored name names.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::WavPcm,
-            Self::WavUlaw,
-            Self::WavAlaw,
-            Self::RawUlaw,
-            Self::RawAlaw,
-        ]
-        .into_iter()
-        .find(|f| f.as_str() == s)
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// True for compressed formats without a fixed byte rate (MP3, FLAC, Vorbis, Opus): their
+    /// duration is only known by decoding them.
+    pub fn is_compressed(self) -> bool {
+        matches!(
+            self,
+            Self::Mp3 | Self::Flac | Self::OggVorbis | Self::OggOpus | Self::WebmOpus
+        )
     }
 
     /// The media type the original bytes are served with.
     pub fn content_type(self) -> &'static str {
         match self {
-            Self::WavPcm | Self::WavUlaw | Self::WavAlaw => "audio/wav",
+            Self::WavPcm | Self::WavUlaw | Self::WavAlaw | Self::WavFloat | Self::WavGsm => {
+                "audio/wav"
+            }
             Self::RawUlaw => "audio/PCMU",
             Self::RawAlaw => "audio/PCMA",
+            Self::RawGsm => "audio/GSM",
+            Self::RawSlin => "audio/x-sln; rate=8000; channels=1",
+            Self::RawSlin16 => "audio/x-sln; rate=16000; channels=1",
+            Self::RawL16 => "audio/L16; rate=8000; channels=1",
+            Self::RawL16_16k => "audio/L16; rate=16000; channels=1",
+            Self::Mp3 => "audio/mpeg",
+            Self::Flac => "audio/flac",
+            Self::OggVorbis => "audio/ogg; codecs=vorbis",
+            Self::OggOpus => "audio/ogg; codecs=opus",
+            Self::WebmOpus => "audio/webm; codecs=opus",
         }
     }
 
-    /// File extension Asterisk would use for this format.
+    /// File extension for this format (Asterisk's where Asterisk has one: `WAV` is WAV49).
     pub fn extension(self) -> &'static str {
         match self {
-            Self::WavPcm | Self::WavUlaw | Self::WavAlaw => "wav",
+            Self::WavPcm | Self::WavUlaw | Self::WavAlaw | Self::WavFloat => "wav",
+            Self::WavGsm => "WAV",
             Self::RawUlaw => "ulaw",
             Self::RawAlaw => "alaw",
+            Self::RawGsm => "gsm",
+            Self::RawSlin => "sln",
+            Self::RawSlin16 => "sln16",
+            Self::RawL16 | Self::RawL16_16k => "l16",
+            Self::Mp3 => "mp3",
+            Self::Flac => "flac",
+            Self::OggVorbis => "ogg",
+            Self::OggOpus => "opus",
+            Self::WebmOpus => "webm",
         }
     }
 
-    /// Codec name as shown in the API.
+    /// Codec name as shown in the API (ffmpeg's names).
     pub fn codec(self) -> &'static str {
         match self {
-            Self::WavPcm => "pcm_s16le",
+            Self::WavPcm | Self::RawSlin | Self::RawSlin16 => "pcm_s16le",
+            Self::RawL16 | Self::RawL16_16k => "pcm_s16be",
             Self::WavUlaw | Self::RawUlaw => "pcm_mulaw",
             Self::WavAlaw | Self::RawAlaw => "pcm_alaw",
+            Self::WavFloat => "pcm_float",
+            Self::WavGsm => "gsm_ms",
+            Self::RawGsm => "gsm",
+            Self::Mp3 => "mp3",
+            Self::Flac => "flac",
+            Self::OggVorbis => "vorbis",
+            Self::OggOpus | Self::WebmOpus => "opus",
         }
     }
 }

@@ -142,6 +142,7 @@ impl From<ServiceError> for ApiError {
                 Self::new("unsupported-media-type", detail)
             }
             ServiceError::Audio(AudioError::Corrupt(_)) => Self::new("corrupt-audio", detail),
+            ServiceError::Audio(AudioError::TooLong(_)) => Self::new("too-long", detail),
             ServiceError::TooShort { .. } => Self::new("too-short", detail),
             ServiceError::TooLong { .. } => Self::new("too-long", detail),
             ServiceError::PayloadTooLarge { .. } => Self::new("payload-too-large", detail),

@@ -17,15 +17,22 @@ pub struct Rendition {
 }
 
 fn original(format: AudioFormat, msgnum: i64, bytes: Vec<u8>) -> AudioAttachment {
-    let ext = match format {
-        AudioFormat::WavPcm | AudioFormat::WavUlaw | AudioFormat::WavAlaw => "wav",
-        AudioFormat::RawUlaw => "ulaw",
-        AudioFormat::RawAlaw => "alaw",
-        other => other.extension(),
+    let ext = format.extension();
+    // Asterisk names its attachments `audio/x-<ext>` (wav, WAV, gsm, ulaw, alaw, sln); formats
+    // Asterisk never records carry their registered media type.
+    let content_type = match format {
+        AudioFormat::Mp3
+        | AudioFormat::Flac
+        | AudioFormat::OggVorbis
+        | AudioFormat::OggOpus
+        | AudioFormat::WebmOpus
+        | AudioFormat::RawL16
+        | AudioFormat::RawL16_16k => format.content_type().to_owned(),
+        _ => format!("audio/x-{ext}"),
     };
     AudioAttachment {
         filename: format!("msg{msgnum:04}.{ext}"),
-        content_type: format!("audio/x-{ext}"),
+        content_type,
         bytes,
     }
 }

@@ -1,14 +1,22 @@
 //! Receiving a recording: stream it to storage while recognising it, hashing it and enforcing the
 //! size and duration limits — the whole body is never in memory.
+//!
+//! Formats with a fixed byte rate (WAV, headerless) are measured from their size. Compressed ones
+//! (MP3, FLAC, Ogg, WebM) are also fed, chunk by chunk, to a validator on a blocking thread that
+//! decodes them as they arrive: it knows the duration when the body ends, and refuses a damaged or
+//! over-long recording as soon as it sees it, which stops the upload.
+
+use std::io::Read;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 use super::{Result, ServiceError, Voicemail};
-use crate::audio::{self, AudioError, Probe, RawHint};
+use crate::audio::{self, AudioError, GsmFrameCheck, Measured, Probe, RawHint};
 use crate::blob::{BlobKey, BlobWriter};
-use crate::domain::AudioInfo;
+use crate::domain::{AudioFormat, AudioInfo};
 
 /// A recording written to storage but not yet referenced by any row.
 #[derive(Debug)]
@@ -22,6 +30,107 @@ pub struct ReceivedAudio {
 pub(crate) struct Limits {
     pub max_secs: u32,
     pub min_secs: u32,
+}
+
+/// Chunks queued for the validator: with pieces of at most `PIECE` bytes, the queue holds at most
+/// 512 KiB of a body, whatever its size.
+const QUEUE: usize = 8;
+const PIECE: usize = 64 * 1024;
+
+/// The body, as the validator's blocking thread reads it from the receive loop.
+struct ChannelReader {
+    // A Mutex only to make the reader `Sync`, as the demuxers' source must be; it is never
+    // contended (`get_mut`).
+    rx: std::sync::Mutex<mpsc::Receiver<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            let rx = self
+                .rx
+                .get_mut()
+                .map_err(|_| std::io::Error::other("validator channel poisoned"))?;
+            match rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Decodes a compressed body as it streams in (see the module docs).
+struct Validator {
+    tx: Option<mpsc::Sender<Bytes>>,
+    task: Option<tokio::task::JoinHandle<std::result::Result<Measured, AudioError>>>,
+    /// The validator's answer, once it stopped reading before the body ended.
+    early: Option<std::result::Result<Measured, AudioError>>,
+}
+
+impl Validator {
+    fn start(format: AudioFormat, max_secs: u32) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let reader = ChannelReader {
+            rx: std::sync::Mutex::new(rx),
+            current: Bytes::new(),
+        };
+        // Decoding is CPU work and the reader blocks on the channel: a blocking thread.
+        let task = tokio::task::spawn_blocking(move || {
+            audio::measure(format, reader, u64::from(max_secs))
+        });
+        Self {
+            tx: Some(tx),
+            task: Some(task),
+            early: None,
+        }
+    }
+
+    async fn join(&mut self) -> std::result::Result<Measured, AudioError> {
+        self.tx = None;
+        if let Some(r) = self.early.take() {
+            return r;
+        }
+        match self.task.take() {
+            Some(t) => t.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "audio validator task failed");
+                Err(AudioError::Corrupt("the audio could not be decoded".into()))
+            }),
+            None => Err(AudioError::Corrupt("the audio could not be decoded".into())),
+        }
+    }
+
+    /// Hands the next bytes to the validator; fails as soon as the validator refused the body.
+    async fn feed(&mut self, chunk: &Bytes) -> std::result::Result<(), AudioError> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        let mut rest = chunk.clone();
+        while !rest.is_empty() {
+            let piece = rest.split_to(rest.len().min(PIECE));
+            if tx.send(piece).await.is_err() {
+                // The decoder stopped reading: it refused the body, or the audio ended before it
+                // (trailing bytes, such as an ID3v1 tag, are kept but not audio).
+                let m = self.join().await?;
+                self.early = Some(Ok(m));
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn audio_error(e: AudioError, limits: Limits) -> ServiceError {
+    match e {
+        AudioError::TooLong(_) => ServiceError::TooLong {
+            max_secs: limits.max_secs,
+        },
+        other => ServiceError::Audio(other),
+    }
 }
 
 impl Voicemail {
@@ -41,6 +150,8 @@ impl Voicemail {
         let mut head: Vec<u8> = Vec::new();
         let mut probe: Option<Probe> = None;
         let mut writer: Option<Box<dyn BlobWriter>> = None;
+        let mut validator: Option<Validator> = None;
+        let mut gsm_check: Option<GsmFrameCheck> = None;
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
         let mut limit = max_body;
@@ -61,59 +172,51 @@ impl Voicemail {
                     });
                 }
                 hasher.update(&chunk);
-                match (&probe, writer.as_mut()) {
-                    (Some(_), Some(w)) => w.write(&chunk).await?,
-                    _ => {
-                        head.extend_from_slice(&chunk);
-                        if let Some(p) = audio::probe(&head, hint, false)? {
-                            limit = limit_for(&p, limits, max_body);
-                            if total > limit {
-                                return Err(ServiceError::TooLong {
-                                    max_secs: limits.max_secs,
-                                });
-                            }
-                            let mut w = self.blobs.writer(&key).await?;
-                            w.write(&head).await?;
-                            head = Vec::new();
-                            writer = Some(w);
-                            probe = Some(p);
-                        }
+                if let Some(w) = writer.as_mut() {
+                    w.write(&chunk).await?;
+                    if let Some(v) = validator.as_mut() {
+                        v.feed(&chunk).await.map_err(|e| audio_error(e, limits))?;
                     }
+                    if let Some(c) = gsm_check.as_mut() {
+                        c.feed(&chunk)?;
+                    }
+                    continue;
+                }
+                head.extend_from_slice(&chunk);
+                if let Some(p) = audio::probe(&head, hint, false)? {
+                    limit = limit_for(&p, limits, max_body);
+                    if total > limit {
+                        return Err(ServiceError::TooLong {
+                            max_secs: limits.max_secs,
+                        });
+                    }
+                    let head = Bytes::from(std::mem::take(&mut head));
+                    (writer, validator, gsm_check) =
+                        self.start_storing(&key, &p, &head, limits).await?;
+                    probe = Some(p);
                 }
             }
             if probe.is_none() {
                 let p = audio::probe(&head, hint, true)?.ok_or_else(|| {
                     AudioError::Corrupt("the recording could not be recognised".into())
                 })?;
-                let mut w = self.blobs.writer(&key).await?;
-                w.write(&head).await?;
-                writer = Some(w);
+                let head = Bytes::from(std::mem::take(&mut head));
+                (writer, validator, gsm_check) =
+                    self.start_storing(&key, &p, &head, limits).await?;
                 probe = Some(p);
             }
             Ok(())
         }
         .await;
 
-        let finished = outcome.and_then(|()| {
-            let p = probe
-                .clone()
-                .ok_or_else(|| ServiceError::Audio(AudioError::Corrupt("no audio".into())))?;
-            let duration_ms = audio::finish(&p, total)?;
-            if limits.max_secs > 0 && duration_ms > u64::from(limits.max_secs) * 1000 {
-                return Err(ServiceError::TooLong {
-                    max_secs: limits.max_secs,
-                });
+        let finished = match outcome {
+            Ok(()) => {
+                self.check(probe.as_ref(), validator.as_mut(), total, limits)
+                    .await
             }
-            if duration_ms < u64::from(limits.min_secs) * 1000 {
-                return Err(ServiceError::TooShort {
-                    duration_ms,
-                    min_secs: limits.min_secs,
-                });
-            }
-            Ok((p, duration_ms))
-        });
-
-        let (p, duration_ms) = match finished {
+            Err(e) => Err(e),
+        };
+        let (p, measured) = match finished {
             Ok(v) => v,
             Err(e) => {
                 if let Some(w) = writer {
@@ -130,14 +233,84 @@ impl Voicemail {
             key,
             info: AudioInfo {
                 format: p.format,
-                sample_rate: p.sample_rate,
-                channels: p.channels,
+                sample_rate: measured.sample_rate,
+                channels: measured.channels,
                 bits_per_sample: p.bits_per_sample,
-                duration_ms,
+                duration_ms: measured.duration_ms,
                 byte_size: total,
                 sha256: hex::encode(hasher.finalize()),
             },
         })
+    }
+
+    /// Opens the blob and writes the header bytes; starts the validator for a compressed format
+    /// and the frame check for raw GSM.
+    async fn start_storing(
+        &self,
+        key: &BlobKey,
+        p: &Probe,
+        head: &Bytes,
+        limits: Limits,
+    ) -> Result<(
+        Option<Box<dyn BlobWriter>>,
+        Option<Validator>,
+        Option<GsmFrameCheck>,
+    )> {
+        let mut gsm_check = (p.format == AudioFormat::RawGsm).then(GsmFrameCheck::default);
+        if let Some(c) = gsm_check.as_mut() {
+            c.feed(head)?;
+        }
+        let mut w = self.blobs.writer(key).await?;
+        if let Err(e) = w.write(head).await {
+            w.abort().await;
+            return Err(e.into());
+        }
+        let mut validator = p
+            .format
+            .is_compressed()
+            .then(|| Validator::start(p.format, limits.max_secs));
+        if let Some(v) = validator.as_mut()
+            && let Err(e) = v.feed(head).await
+        {
+            w.abort().await;
+            return Err(audio_error(e, limits));
+        }
+        Ok((Some(w), validator, gsm_check))
+    }
+
+    /// Checks the whole body once it has arrived: its length against its header, or the
+    /// validator's verdict; then the duration limits.
+    async fn check(
+        &self,
+        probe: Option<&Probe>,
+        validator: Option<&mut Validator>,
+        total: u64,
+        limits: Limits,
+    ) -> Result<(Probe, Measured)> {
+        let p = probe
+            .cloned()
+            .ok_or_else(|| ServiceError::Audio(AudioError::Corrupt("no audio".into())))?;
+        let measured = match validator {
+            Some(v) => v.join().await.map_err(|e| audio_error(e, limits))?,
+            None => Measured {
+                duration_ms: audio::finish(&p, total)?,
+                sample_rate: p.sample_rate,
+                channels: p.channels,
+            },
+        };
+        let duration_ms = measured.duration_ms;
+        if limits.max_secs > 0 && duration_ms > u64::from(limits.max_secs) * 1000 {
+            return Err(ServiceError::TooLong {
+                max_secs: limits.max_secs,
+            });
+        }
+        if duration_ms < u64::from(limits.min_secs) * 1000 {
+            return Err(ServiceError::TooShort {
+                duration_ms,
+                min_secs: limits.min_secs,
+            });
+        }
+        Ok((p, measured))
     }
 }
 

@@ -309,7 +309,13 @@ impl Voicemail {
         let msgnum = job.msgnum;
         let max = self.config.email.attachment_max_bytes;
         let bitrate = self.config.audio.opus_bitrate;
-        // Decoding and encoding are CPU work: keep them off the async workers.
+        // Decoding and encoding are CPU work: keep them off the async workers, and share the
+        // transcode permits with renditions so a burst of mail cannot starve deposits.
+        let _permit = self
+            .renditions
+            .permit()
+            .await
+            .ok_or_else(|| "shutting down".to_owned())?;
         let r = tokio::task::spawn_blocking(move || {
             attachment::render(&fmt, format, msgnum, bytes, max, bitrate)
         })

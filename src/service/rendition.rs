@@ -38,6 +38,12 @@ impl RenditionCache {
         map.entry(key.clone()).or_default().clone()
     }
 
+    /// Waits for a transcode permit: every transcode (renditions and e-mail attachments) holds
+    /// one, so together they never use more than `audio.transcode_concurrency` blocking threads.
+    pub(crate) async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.permits.acquire().await.ok()
+    }
+
     fn done(&self, key: &BlobKey) {
         let mut map = self
             .inflight
@@ -98,10 +104,9 @@ impl Voicemail {
             .map_err(BlobError::Io)?;
         let _permit = self
             .renditions
-            .permits
-            .acquire()
+            .permit()
             .await
-            .map_err(|_| ServiceError::Unavailable("shutting down".into()))?;
+            .ok_or_else(|| ServiceError::Unavailable("shutting down".into()))?;
         let r = *r;
         // Transcoding is CPU work (Opus, GSM, resampling): keep it off the async workers.
         let out = tokio::task::spawn_blocking(move || transcode(format, &bytes, &r))

@@ -200,26 +200,19 @@ async fn non_audio_content_types_are_unsupported_media_type() {
 #[tokio::test]
 async fn foreign_containers_and_rates_are_unsupported_audio() {
     let s = survivor().await;
-    let mut ogg = b"OggS\0\x02\0\0\0\0\0\0\0\0".to_vec();
-    ogg.extend(std::iter::repeat_n(0x55u8, 4000));
-    let mut mp3 = b"ID3\x04\0\0\0\0\0\x21".to_vec();
-    mp3.extend(std::iter::repeat_n(0xAAu8, 4000));
-    let mut mp3_frame = vec![0xFF, 0xFB, 0x90, 0x64];
-    mp3_frame.extend(std::iter::repeat_n(0u8, 4000));
-    let mut flac = b"fLaC\0\0\0\x22".to_vec();
-    flac.extend(std::iter::repeat_n(0x11u8, 4000));
-    for (what, body) in [
-        ("ogg", ogg),
-        ("mp3", mp3),
-        ("mp3 frame", mp3_frame),
-        ("flac", flac),
-    ] {
-        for ct in ["audio/wav", "application/octet-stream", "audio/PCMU"] {
-            // Headerless G.711 may start with any two bytes (µ-law silence is 0xFF), so only
-            // multi-byte magic identifies a foreign container in a raw body.
-            if what == "mp3 frame" && ct == "audio/PCMU" {
-                continue;
-            }
+    let mut amr = b"#!AMR\n".to_vec();
+    amr.extend(std::iter::repeat_n(0x3Cu8, 4000));
+    let mut mp4 = b"\0\0\0\x20ftypM4A \0\0\0\0".to_vec();
+    mp4.extend(std::iter::repeat_n(0u8, 4000));
+    let mut aiff = b"FORM\0\0\x10\0AIFF".to_vec();
+    aiff.extend(std::iter::repeat_n(0u8, 4000));
+    for (what, body) in [("amr", amr), ("mp4", mp4), ("aiff", aiff)] {
+        for ct in [
+            "audio/wav",
+            "application/octet-stream",
+            "audio/PCMU",
+            "audio/mpeg",
+        ] {
             let r = s.deposit(body.clone(), ct, "").await;
             let status = r.status();
             let p: Value = r.json().await.unwrap();
@@ -235,17 +228,58 @@ async fn foreign_containers_and_rates_are_unsupported_audio() {
         "audio/PCMU;rate=16000",
         "audio/PCMA; rate=16000",
         "audio/PCMU;channels=2",
-        "audio/ogg",
-        "audio/mpeg",
+        "audio/L16",
+        "audio/L16; rate=44100",
+        "audio/x-sln; rate=48000",
+        "audio/aac",
     ] {
         let r = s.deposit(audio::raw_ulaw(1.0), ct, "").await;
         assert_problem(r, 415, "unsupported-audio").await;
     }
-    // A float WAV is a real WAV, but not one accepted here.
-    let mut float = audio::wav_pcm16(1.0, 8000);
-    le16(&mut float, 20, 3);
-    let r = s.deposit(float, "audio/wav", "").await;
+    // A WAV with a codec not accepted (IMA ADPCM).
+    let mut adpcm = audio::wav_pcm16(1.0, 8000);
+    le16(&mut adpcm, 20, 0x11);
+    let r = s.deposit(adpcm, "audio/wav", "").await;
     assert_problem(r, 415, "unsupported-audio").await;
+    s.check().await;
+}
+
+#[tokio::test]
+async fn recognised_containers_with_broken_contents_are_corrupt_audio() {
+    let s = survivor().await;
+    let mut ogg = b"OggS\0\x02\0\0\0\0\0\0\0\0".to_vec();
+    ogg.extend(std::iter::repeat_n(0x55u8, 4000));
+    let mut mp3 = b"ID3\x04\0\0\0\0\0\x21".to_vec();
+    mp3.extend(std::iter::repeat_n(0xAAu8, 4000));
+    let mut flac = b"fLaC\0\0\0\x22".to_vec();
+    flac.extend(std::iter::repeat_n(0x11u8, 4000));
+    let mut webm = vec![0x1A, 0x45, 0xDF, 0xA3, 0x9F, 0x42, 0x82, 0x84];
+    webm.extend_from_slice(b"webm");
+    webm.extend(std::iter::repeat_n(0x42u8, 4000));
+    for (what, body) in [("ogg", ogg), ("mp3", mp3), ("flac", flac), ("webm", webm)] {
+        // The magic bytes win over any Content-Type; the rest is not a valid stream.
+        for ct in [
+            "audio/wav",
+            "application/octet-stream",
+            "audio/PCMU",
+            "audio/ogg",
+        ] {
+            let r = s.deposit(body.clone(), ct, "").await;
+            let status = r.status();
+            let p: Value = r.json().await.unwrap();
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{what} as {ct}: {p}"
+            );
+            assert_eq!(p["type"], "/problems/corrupt-audio", "{what} as {ct}");
+        }
+    }
+    // Declared compressed, but nothing of the sort.
+    for ct in ["audio/mpeg", "audio/ogg", "audio/flac", "audio/webm"] {
+        let r = s.deposit(audio::raw_ulaw(1.0), ct, "").await;
+        assert_problem(r, 422, "corrupt-audio").await;
+    }
     s.check().await;
 }
 

@@ -259,6 +259,18 @@ async fn bad_greeting_audio_is_refused_and_keeps_the_current_greeting() {
             "audio/wav",
         )
         .await,
+        422,
+        "corrupt-audio",
+    )
+    .await;
+    assert_problem(
+        put(
+            &app,
+            "unavailable",
+            b"#!AMR\n0000000000".to_vec(),
+            "audio/wav",
+        )
+        .await,
         415,
         "unsupported-audio",
     )

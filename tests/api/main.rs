@@ -13,6 +13,7 @@ mod events;
 mod fixtures;
 mod greetings;
 mod helpers;
+mod inputs;
 mod mailboxes;
 mod messages;
 mod mwi_push;

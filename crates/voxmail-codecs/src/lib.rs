@@ -205,6 +205,102 @@ impl Drop for OpusEncoder {
     }
 }
 
+/// Samples per channel of the longest Opus packet (120 ms) at 48 kHz.
+pub const OPUS_MAX_PACKET_SAMPLES_48K: usize = 5760;
+
+/// An Opus decoder (mono or stereo; the multistream layouts of channel mapping family 1 are not
+/// wrapped).
+pub struct OpusDecoder {
+    st: NonNull<unsafe_libopus::OpusDecoder>,
+    rate: u32,
+    channels: usize,
+}
+
+impl OpusDecoder {
+    /// A decoder producing `channels` (1 or 2) interleaved channels at `rate` (8000, 12000,
+    /// 16000, 24000 or 48000).
+    pub fn new(rate: u32, channels: u16) -> Result<Self, OpusError> {
+        if ![8000, 12000, 16000, 24000, 48000].contains(&rate) || !(1..=2).contains(&channels) {
+            return Err(OpusError(unsafe_libopus::OPUS_BAD_ARG));
+        }
+        let mut err = 0i32;
+        // SAFETY: valid arguments; the error code is written through a valid pointer.
+        let st = unsafe {
+            unsafe_libopus::opus_decoder_create(rate as i32, i32::from(channels), &mut err)
+        };
+        let st = NonNull::new(st).ok_or(OpusError(err))?;
+        Ok(Self {
+            st,
+            rate,
+            channels: usize::from(channels),
+        })
+    }
+
+    /// Output sample rate.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Samples per channel a packet decodes to at this decoder's rate, read from its TOC byte(s)
+    /// without decoding; an error for a malformed or empty packet.
+    pub fn packet_samples(&self, packet: &[u8]) -> Result<usize, OpusError> {
+        if packet.is_empty() {
+            return Err(OpusError(unsafe_libopus::OPUS_INVALID_PACKET));
+        }
+        let len =
+            i32::try_from(packet.len()).map_err(|_| OpusError(unsafe_libopus::OPUS_BAD_ARG))?;
+        // SAFETY: libopus reads at most `len` bytes of the packet, a live slice of that length.
+        let n = unsafe {
+            unsafe_libopus::opus_packet_get_nb_samples(packet.as_ptr(), len, self.rate as i32)
+        };
+        usize::try_from(n).map_err(|_| OpusError(n))
+    }
+
+    /// Decodes one packet into `out` (interleaved), returning the samples per channel written.
+    /// `out` must hold the packet's samples (at most 120 ms: 5760 × channels at 48 kHz); an
+    /// empty packet is refused rather than concealed.
+    pub fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<usize, OpusError> {
+        if packet.is_empty() {
+            return Err(OpusError(unsafe_libopus::OPUS_INVALID_PACKET));
+        }
+        let len =
+            i32::try_from(packet.len()).map_err(|_| OpusError(unsafe_libopus::OPUS_BAD_ARG))?;
+        let frame_size = i32::try_from(out.len() / self.channels)
+            .map_err(|_| OpusError(unsafe_libopus::OPUS_BAD_ARG))?;
+        // SAFETY: the state is live; libopus reads `len` bytes of the packet and writes at most
+        // `frame_size` × channels samples, which `out` holds (frame_size = out.len() / channels).
+        let n = unsafe {
+            unsafe_libopus::opus_decode(
+                self.st.as_ptr(),
+                packet.as_ptr(),
+                len,
+                out.as_mut_ptr(),
+                frame_size,
+                0,
+            )
+        };
+        usize::try_from(n).map_err(|_| OpusError(n))
+    }
+}
+
+impl Drop for OpusDecoder {
+    fn drop(&mut self) {
+        // SAFETY: the state came from opus_decoder_create and is destroyed once.
+        unsafe { unsafe_libopus::opus_decoder_destroy(self.st.as_ptr()) };
+    }
+}
+
+// SAFETY: each wrapper owns its state exclusively (no aliasing pointer escapes) and every method
+// that touches it takes `&mut self` or only reads immutable fields; libgsm and libopus states have
+// no thread affinity, so moving one to another thread is sound.
+unsafe impl Send for GsmEncoder {}
+// SAFETY: as above.
+unsafe impl Send for GsmDecoder {}
+// SAFETY: as above.
+unsafe impl Send for OpusEncoder {}
+// SAFETY: as above.
+unsafe impl Send for OpusDecoder {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +348,26 @@ mod tests {
         let n = enc.encode(&tone()[..160], &mut out).unwrap();
         assert!(n > 0);
         assert!(OpusEncoder::new(44100, 16000).is_err());
+    }
+
+    #[test]
+    fn opus_decodes_what_it_encoded_and_refuses_garbage() {
+        let mut enc = OpusEncoder::new(48000, 24000).unwrap();
+        let pcm: Vec<i16> = (0..960)
+            .map(|i| ((i as f64 * 0.05).sin() * 8000.0) as i16)
+            .collect();
+        let mut packet = [0u8; 1500];
+        let n = enc.encode(&pcm, &mut packet).unwrap();
+        let mut dec = OpusDecoder::new(48000, 2).unwrap();
+        assert_eq!(dec.packet_samples(&packet[..n]).unwrap(), 960);
+        let mut out = vec![0i16; OPUS_MAX_PACKET_SAMPLES_48K * 2];
+        assert_eq!(dec.decode(&packet[..n], &mut out).unwrap(), 960);
+        assert!(dec.decode(&[], &mut out).is_err());
+        // Code 3 with a frame count of 0 is invalid.
+        assert!(dec.decode(&[0x03, 0x00], &mut out).is_err());
+        // An output buffer too small for the packet is an error, not an overflow.
+        assert!(dec.decode(&packet[..n], &mut out[..100]).is_err());
+        assert!(OpusDecoder::new(44100, 1).is_err());
+        assert!(OpusDecoder::new(48000, 3).is_err());
     }
 }

@@ -101,7 +101,13 @@ fn negotiate(headers: &HeaderMap, original: AudioFormat) -> Option<OutputFormat>
         })
         .collect();
     ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let own = original.content_type().to_ascii_lowercase();
+    let own = original
+        .content_type()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     for (_, essence, rate) in ranges {
         let is_original = essence == "*/*"
             || essence == "audio/*"

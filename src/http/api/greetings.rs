@@ -20,11 +20,15 @@ fn kind(s: &str) -> Result<GreetingKind, ApiError> {
     })
 }
 
-/// Upload (or replace) a greeting; the body is the audio, as for a deposit.
+/// Upload (or replace) a greeting; the body is the audio in any format a deposit takes (a browser
+/// can send its MediaRecorder WebM/Opus as is). It is stored as uploaded.
 #[utoipa::path(put, path = "/v1/mailboxes/{address}/greetings/{kind}", tag = "greetings",
     params(("address" = String, Path, description = "mailbox@context"),
         ("kind" = String, Path, description = "unavailable, busy, temp or name")),
-    request_body(content((Vec<u8> = "audio/wav"), (Vec<u8> = "audio/PCMU"), (Vec<u8> = "audio/PCMA"))),
+    request_body(content((Vec<u8> = "audio/wav"), (Vec<u8> = "audio/PCMU"), (Vec<u8> = "audio/PCMA"),
+        (Vec<u8> = "audio/GSM"), (Vec<u8> = "audio/x-sln"), (Vec<u8> = "audio/L16"),
+        (Vec<u8> = "audio/mpeg"), (Vec<u8> = "audio/flac"), (Vec<u8> = "audio/ogg"),
+        (Vec<u8> = "audio/webm"))),
     responses((status = 201, body = GreetingView), (status = 200, body = GreetingView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),

@@ -114,16 +114,24 @@ async fn deposited(
         .into_response())
 }
 
-/// Deposit a recording. The body is the audio (`audio/wav`, `audio/basic`/`audio/PCMU` for raw µ-law,
-/// `audio/PCMA`/`audio/x-alaw-basic` for raw A-law) with metadata in the query, or
-/// `multipart/form-data` with a `metadata` JSON part and an `audio` part. `Idempotency-Key` makes a
-/// retry return the first deposit (200) instead of storing a duplicate.
+/// Deposit a recording. The body is the audio, with metadata in the query, or
+/// `multipart/form-data` with a `metadata` JSON part and an `audio` part. The format is recognised
+/// from the bytes: WAV (PCM 8/16/24/32-bit, float, µ-law, A-law, GSM 06.10 WAV49, extensible),
+/// MP3, FLAC, Ogg Vorbis, Ogg Opus, WebM/Opus. Headerless audio needs its type: `audio/PCMU`
+/// (`audio/basic`) and `audio/PCMA` (`audio/x-alaw-basic`) for G.711, `audio/GSM` for raw GSM
+/// 06.10, `audio/x-sln` (Asterisk `.sln`, 16-bit little-endian; `;rate=16000` or `audio/sln16`
+/// for 16 kHz) and `audio/L16;rate=8000|16000` (RFC 2586: big-endian unless
+/// `;endianness=little-endian`). `Idempotency-Key` makes a retry return the first deposit (200)
+/// instead of storing a duplicate.
 #[utoipa::path(post, path = "/v1/mailboxes/{address}/messages", tag = "messages",
     params(("address" = String, Path, description = "mailbox@context"),
         ("Idempotency-Key" = Option<String>, Header, description = "retry key, 1-255 visible ASCII"),
         DepositQuery),
     request_body(content((Vec<u8> = "audio/wav"), (Vec<u8> = "audio/PCMU"), (Vec<u8> = "audio/PCMA"),
-        (Vec<u8> = "audio/basic"), (Vec<u8> = "audio/x-alaw-basic"), (Vec<u8> = "multipart/form-data"))),
+        (Vec<u8> = "audio/basic"), (Vec<u8> = "audio/x-alaw-basic"), (Vec<u8> = "audio/GSM"),
+        (Vec<u8> = "audio/x-sln"), (Vec<u8> = "audio/L16"), (Vec<u8> = "audio/mpeg"),
+        (Vec<u8> = "audio/flac"), (Vec<u8> = "audio/ogg"), (Vec<u8> = "audio/webm"),
+        (Vec<u8> = "multipart/form-data"))),
     responses((status = 201, body = MessageView, description = "stored"),
         (status = 200, body = MessageView, description = "an earlier deposit with this Idempotency-Key"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
