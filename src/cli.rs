@@ -1,12 +1,15 @@
 //! The commands behind `src/main.rs`: they load the configuration, open the same database as the
-//! server, and call the services.
+//! server, and call the services — except `transcode`, which works on files alone.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::config::{Config, EXAMPLE_TOML, Overrides};
-use crate::domain::{MailboxAddress, Principal, Role};
+use crate::audio::{self, OutputFormat, Rendition};
+use crate::config::{AudioConfig, Config, EXAMPLE_TOML, Overrides};
+use crate::domain::{AudioFormat, MailboxAddress, Principal, Role};
 use crate::service::MailboxSettings;
 
 /// A parsed command.
@@ -41,6 +44,36 @@ pub enum Cmd {
     MwiResync {
         context: Option<String>,
     },
+    /// `voxmail transcode`: one file to one rendition; needs no configuration or database.
+    Transcode(TranscodeArgs),
+}
+
+/// What `voxmail transcode` converts, and to what.
+pub struct TranscodeArgs {
+    /// The recording to read.
+    pub input: PathBuf,
+    /// Where to write the rendition; `-` is standard output.
+    pub output: PathBuf,
+    /// A `?format=` name; `None` takes the format from the output's extension.
+    pub format: Option<String>,
+    /// Opus bitrate in bit/s; `None` is `audio.opus_bitrate`'s built-in default (16 kbit/s).
+    pub bitrate: Option<u32>,
+    /// Sample rate of a `wav` rendition; `None` keeps the recording's rate.
+    pub rate: Option<u32>,
+    /// The Content-Type a deposit of the file would carry; `None` derives it from the input's
+    /// extension for headerless formats and otherwise recognises the file by content.
+    pub content_type: Option<String>,
+}
+
+/// Why `voxmail transcode` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscodeError {
+    /// The input, its audio or the options are unusable (exit code 2).
+    #[error("{0}")]
+    Input(String),
+    /// The result could not be written (exit code 1).
+    #[error("{0}")]
+    Output(String),
 }
 
 /// Runs a command; errors are printed, and the exit code says whether it worked.
@@ -48,6 +81,18 @@ pub fn run(cmd: Cmd, overrides: Overrides) -> ExitCode {
     if let Cmd::PrintDefaultConfig = cmd {
         print!("{EXAMPLE_TOML}");
         return ExitCode::SUCCESS;
+    }
+    if let Cmd::Transcode(args) = &cmd {
+        return match transcode(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("voxmail transcode: {e}");
+                ExitCode::from(match e {
+                    TranscodeError::Input(_) => 2,
+                    TranscodeError::Output(_) => 1,
+                })
+            }
+        };
     }
     let config = match Config::load(&overrides) {
         Ok(c) => c,
@@ -114,6 +159,7 @@ async fn execute(cmd: Cmd, config: Config) -> anyhow::Result<()> {
             tracing::info!("stopped");
         }
         Cmd::PrintDefaultConfig => print!("{EXAMPLE_TOML}"),
+        Cmd::Transcode(args) => transcode(&args)?,
         Cmd::ApikeyCreate {
             name,
             role,
@@ -216,4 +262,90 @@ async fn execute(cmd: Cmd, config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reads `args.input`, recognises it as a deposit would, and writes the rendition with the
+/// transcoder behind `GET …/audio?format=`.
+pub fn transcode(args: &TranscodeArgs) -> Result<(), TranscodeError> {
+    let input = |e: String| TranscodeError::Input(e);
+    let format = match &args.format {
+        Some(f) => OutputFormat::parse(f).ok_or_else(|| {
+            input(format!(
+                "unknown --format {f:?}; use one of {}",
+                format_names()
+            ))
+        })?,
+        None => args
+            .output
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(OutputFormat::from_extension)
+            .ok_or_else(|| {
+                input(format!(
+                    "cannot tell the output format from {:?}; give --format ({})",
+                    args.output.display().to_string(),
+                    format_names()
+                ))
+            })?,
+    };
+    let rendition = Rendition::new(
+        format,
+        args.rate,
+        args.bitrate,
+        AudioConfig::default().opus_bitrate,
+    )
+    .map_err(input)?;
+    let bytes = std::fs::read(&args.input)
+        .map_err(|e| input(format!("cannot read {}: {e}", args.input.display())))?;
+    let refused = |e: audio::AudioError| input(format!("{}: {e}", args.input.display()));
+    let content_type = args
+        .content_type
+        .as_deref()
+        .or_else(|| raw_content_type(&args.input));
+    let hint = audio::hint_from_content_type(content_type).map_err(refused)?;
+    let format = recognise(&bytes, hint).map_err(refused)?;
+    let out = audio::transcode(format, &bytes, &rendition).map_err(refused)?;
+    let written = if args.output == Path::new("-") {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&out).and_then(|()| stdout.flush())
+    } else {
+        std::fs::write(&args.output, &out)
+    };
+    written
+        .map_err(|e| TranscodeError::Output(format!("cannot write {}: {e}", args.output.display())))
+}
+
+/// The checks a deposit makes of a whole body (`service::audio_in`), in memory: the header, then
+/// the size against it, or for a compressed format a full decode; GSM frames' magic nibbles.
+fn recognise(bytes: &[u8], hint: audio::RawHint) -> Result<AudioFormat, audio::AudioError> {
+    let p = audio::probe(bytes, hint, true)?.ok_or_else(|| {
+        audio::AudioError::Corrupt("the recording could not be recognised".into())
+    })?;
+    if p.format == AudioFormat::RawGsm {
+        audio::GsmFrameCheck::default().feed(bytes)?;
+    }
+    if p.format.is_compressed() {
+        audio::measure(p.format, bytes, 0)?;
+    } else {
+        audio::finish(&p, bytes.len() as u64)?;
+    }
+    Ok(p.format)
+}
+
+fn format_names() -> String {
+    OutputFormat::ALL.map(OutputFormat::as_str).join(", ")
+}
+
+/// The Content-Type a PBX sends with a headerless recording of this extension (Asterisk's names);
+/// files with a header are recognised by content, as a deposit without a Content-Type is.
+fn raw_content_type(path: &Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "ulaw" | "ul" | "mu" | "pcm" | "pcmu" => Some("audio/PCMU"),
+        "alaw" | "al" | "pcma" => Some("audio/PCMA"),
+        "gsm" => Some("audio/GSM"),
+        "sln" | "slin" | "raw" => Some("audio/x-sln"),
+        "sln16" | "slin16" => Some("audio/x-sln16"),
+        _ => None,
+    }
 }

@@ -50,6 +50,34 @@ enum Command {
     /// Message-waiting pushes.
     #[command(subcommand)]
     Mwi(MwiCmd),
+    /// Convert a recording file to a playback format, with the code of `GET …/audio?format=`.
+    ///
+    /// The input is recognised as a deposit would be: by content, or for headerless audio by
+    /// --content-type or INPUT's extension (.ulaw, .alaw, .gsm, .sln, .sln16). Needs no
+    /// configuration or database. Exit code 2: bad input or options; 1: OUTPUT not written.
+    Transcode(TranscodeArgs),
+}
+
+#[derive(Args)]
+struct TranscodeArgs {
+    /// The recording to read.
+    input: PathBuf,
+    /// Where to write the result (`-` for standard output).
+    output: PathBuf,
+    /// opus, wav, wav-ulaw, wav-alaw, ulaw, alaw, sln, sln16, gsm or wav49 (default: from
+    /// OUTPUT's extension, as in `…/audio.<ext>`).
+    #[arg(long, short = 'f')]
+    format: Option<String>,
+    /// Opus bitrate in bit/s (8000, 12000, 16000, 24000, 32000, 48000 or 64000; default 16000).
+    #[arg(long)]
+    bitrate: Option<u32>,
+    /// Sample rate of a `wav` output (8000, 16000 or 48000; default: the input's rate).
+    #[arg(long)]
+    rate: Option<u32>,
+    /// The Content-Type a deposit of this file would carry (default: from INPUT's extension for
+    /// raw formats, otherwise recognised by content).
+    #[arg(long, value_name = "TYPE")]
+    content_type: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -167,6 +195,14 @@ fn main() -> std::process::ExitCode {
         },
         Command::Mailbox(MailboxCmd::List { context }) => cli::Cmd::MailboxList { context },
         Command::Mwi(MwiCmd::Resync { context }) => cli::Cmd::MwiResync { context },
+        Command::Transcode(t) => cli::Cmd::Transcode(cli::TranscodeArgs {
+            input: t.input,
+            output: t.output,
+            format: t.format,
+            bitrate: t.bitrate,
+            rate: t.rate,
+            content_type: t.content_type,
+        }),
     };
     cli::run(cmd, overrides)
 }

@@ -696,3 +696,163 @@ async fn serve_with_nothing_configured_keeps_its_data_under_dot_data_in_wal_mode
     let out = ok(voxmail(&s.cwd).args(["context", "list"]));
     assert!(out.contains("default"), "{out}");
 }
+
+/// True when `tool` runs; in CI (`CI` set) a missing tool fails the test instead.
+fn have(tool: &str) -> bool {
+    if Command::new(tool).arg("-version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{tool} is required in CI (apt-get install ffmpeg)"
+    );
+    eprintln!("skipped: {tool} is not installed");
+    false
+}
+
+/// `codec,rate,channels` of the first stream, as ffprobe reads it.
+fn ffprobe_stream(path: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries"])
+        .args(["stream=codec_name,sample_rate,channels", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe reads {}", path.display());
+    text(&out.stdout).trim().to_owned()
+}
+
+/// Seconds of audio ffmpeg decodes from `path` (at 48 kHz, so Opus pre-skip is trimmed).
+fn decoded_secs(path: &Path) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg decodes {}: {}",
+        path.display(),
+        text(&out.stderr)
+    );
+    out.stdout.len() as f64 / 2.0 / 48000.0
+}
+
+#[test]
+fn transcode_writes_renditions_that_ffmpeg_reads_at_the_source_duration() {
+    if !have("ffprobe") || !have("ffmpeg") {
+        return;
+    }
+    let s = scratch();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    // Every source below holds the same 25,005 samples at 8 kHz.
+    let source_secs = 25_005.0 / 8000.0;
+
+    // The format comes from the extension, or from --format; headerless input from its extension.
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        ("hello-ulaw.wav", "a.opus", &[], "opus,48000,1"),
+        (
+            "hello-ulaw.wav",
+            "b.ogg",
+            &["--bitrate", "24000"],
+            "opus,48000,1",
+        ),
+        ("hello.ulaw", "c.wav", &[], "pcm_s16le,8000,1"),
+        (
+            "hello-ulaw.wav",
+            "d.bin",
+            &["--format", "wav", "--rate", "16000"],
+            "pcm_s16le,16000,1",
+        ),
+        (
+            "hello-pcm16.wav",
+            "e.wav",
+            &["-f", "wav-alaw"],
+            "pcm_alaw,8000,1",
+        ),
+    ];
+    for (input, output, flags, stream) in cases {
+        let out = s.cwd.join(output);
+        let stdout = ok(voxmail(&s.cwd)
+            .arg("transcode")
+            .arg(fixtures.join(input))
+            .arg(&out)
+            .args(*flags));
+        assert!(stdout.is_empty(), "nothing on stdout: {stdout}");
+        assert_eq!(
+            ffprobe_stream(&out),
+            *stream,
+            "{input} -> {output} {flags:?}"
+        );
+        let secs = decoded_secs(&out);
+        assert!(
+            (secs - source_secs).abs() <= 0.020,
+            "{output}: {secs} s decoded, the source has {source_secs} s"
+        );
+    }
+    // Same rendition code as the HTTP endpoint: µ-law to µ-law WAV copies the coded bytes.
+    let w = s.cwd.join("same.wav");
+    ok(voxmail(&s.cwd)
+        .arg("transcode")
+        .arg(fixtures.join("hello.ulaw"))
+        .arg(&w)
+        .args(["--format", "wav-ulaw"]));
+    let bytes = std::fs::read(&w).unwrap();
+    let ulaw = std::fs::read(fixtures.join("hello.ulaw")).unwrap();
+    let data = bytes.windows(4).position(|c| c == b"data").unwrap() + 8;
+    assert_eq!(
+        &bytes[data..data + ulaw.len()],
+        &ulaw[..],
+        "the µ-law bytes are copied"
+    );
+    assert!(!s.cwd.join("data").exists(), "no data directory is made");
+}
+
+#[test]
+fn transcode_refuses_bad_input_with_one_line_and_exit_code_2() {
+    let s = scratch();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let out = s.cwd.join("out.opus");
+    let cases: &[(PathBuf, &[&str], &str)] = &[
+        (fixtures.join("garbage.bin"), &[], "garbage.bin"),
+        (fixtures.join("truncated.wav"), &[], "truncated"),
+        (s.cwd.join("missing.wav"), &[], "cannot read"),
+        (
+            fixtures.join("hello-ulaw.wav"),
+            &["--format", "mp4"],
+            "--format",
+        ),
+        (
+            fixtures.join("hello-ulaw.wav"),
+            &["--bitrate", "17"],
+            "bitrate",
+        ),
+        (fixtures.join("hello-ulaw.wav"), &["--rate", "8000"], "rate"),
+        (
+            fixtures.join("hello-ulaw.wav"),
+            &["--content-type", "text/plain"],
+            "text/plain",
+        ),
+    ];
+    for (input, flags, says) in cases {
+        let r = run(voxmail(&s.cwd)
+            .arg("transcode")
+            .arg(input)
+            .arg(&out)
+            .args(*flags));
+        let err = text(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{input:?} {flags:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(says), "{says:?} in {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists(), "no output for {input:?} {flags:?}");
+    }
+    // An output whose extension names no format needs --format.
+    let r = run(voxmail(&s.cwd)
+        .arg("transcode")
+        .arg(fixtures.join("hello-ulaw.wav"))
+        .arg(s.cwd.join("out.xyz")));
+    assert_eq!(r.status.code(), Some(2));
+    assert!(text(&r.stderr).contains("--format"), "{}", text(&r.stderr));
+}
