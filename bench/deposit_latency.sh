@@ -65,7 +65,7 @@ fi
 # --- build ---------------------------------------------------------------------------------------
 log "cargo build --release"
 cargo build --release --quiet
-VOXMAIL=$ROOT/target/release/voxmail
+VOXMAIL=${CARGO_TARGET_DIR:-$ROOT/target}/release/voxmail
 
 # --- temp dir, cleanup ---------------------------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/voxmail-bench.XXXXXX")

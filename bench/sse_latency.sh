@@ -71,7 +71,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 # --- build -------------------------------------------------------------------------------------
 log "building voxmail (release) and the load client"
 cargo build --release --quiet
-VOXMAIL=$ROOT/target/release/voxmail
+VOXMAIL=${CARGO_TARGET_DIR:-$ROOT/target}/release/voxmail
 BENCH_BIN=$(cargo bench --bench sse_latency --no-run 2>&1 \
     | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
 [[ -n $BENCH_BIN && -x $BENCH_BIN ]] || BENCH_BIN=$ROOT/$BENCH_BIN
