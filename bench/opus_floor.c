@@ -2,16 +2,17 @@
  * The floor of bench/transcode.sh in C: Debian's libopus (1.3.1) encoding 8 kHz mono 16-bit PCM
  * with the settings of voxmail's Ogg Opus renditions (src/audio/ogg_opus.rs and
  * crates/voxmail-codecs): OPUS_APPLICATION_VOIP, 16 kbit/s (or argv[3]), 20 ms frames (160
- * samples), default complexity (10), input padded by the encoder's lookahead, zero-filled last
- * frame. No container: packets are only counted and hashed.
+ * samples), complexity 5 (or argv[4]; voxmail's audio.opus_complexity default), input padded by
+ * the encoder's lookahead, zero-filled last frame. No container: packets are only counted and
+ * hashed.
  *
  *   gcc -O2 -o opus_floor bench/opus_floor.c $(pkg-config --cflags --libs opus)
  *   opus_floor PCM.s16le [REPEAT] [BITRATE] [COMPLEXITY]
  *
  * Prints one line: packets, bytes, an FNV-1a hash of the packets (equal to bench/opus_floor.rs's
  * when both libraries give the same bits), and the median and minimum time of one whole encode
- * (encoder creation included) over REPEAT runs in the same process. COMPLEXITY (0-10) is for
- * experiments only; without it the library default (10) is used, as in voxmail.
+ * (encoder creation included) over REPEAT runs in the same process. COMPLEXITY (0-10) defaults
+ * to 5, as voxmail's renditions; -1 leaves the library default (10).
  */
 #include <opus.h>
 #include <stdint.h>
@@ -40,7 +41,7 @@ int main(int argc, char **argv) {
     }
     int repeat = argc > 2 ? atoi(argv[2]) : 1;
     int bitrate = argc > 3 ? atoi(argv[3]) : 16000;
-    int complexity = argc > 4 ? atoi(argv[4]) : -1;
+    int complexity = argc > 4 ? atoi(argv[4]) : 5;
     if (repeat < 1) repeat = 1;
     FILE *f = fopen(argv[1], "rb");
     if (!f) { perror(argv[1]); return 2; }

@@ -1,12 +1,13 @@
 //! The Rust floor of `bench/transcode.sh`: voxmail's own Opus encoder (`voxmail-codecs`, i.e.
 //! unsafe-libopus, libopus 1.3.1 in Rust) over 8 kHz mono 16-bit PCM, with the settings of the
-//! Ogg Opus renditions (VOIP, 20 ms frames, default complexity, input padded by the lookahead)
-//! and no container. Also times voxmail's whole in-process transcode of a file, for comparison.
+//! Ogg Opus renditions (VOIP, 20 ms frames, complexity 5 = `audio.opus_complexity`'s default,
+//! input padded by the lookahead) and no container. Also times voxmail's whole in-process
+//! transcode of a file, for comparison.
 //!
 //! ```text
 //! cargo bench --bench opus_floor --no-run    # then run the executable it names:
-//! opus_floor pcm PCM.s16le [REPEAT] [BITRATE]      raw encode loop (bench/opus_floor.c in Rust)
-//! opus_floor voxmail FILE [REPEAT] [BITRATE]       probe + voxmail::audio::transcode to Opus
+//! opus_floor pcm PCM.s16le [REPEAT] [BITRATE] [COMPLEXITY]   raw encode loop (opus_floor.c in Rust)
+//! opus_floor voxmail FILE [REPEAT] [BITRATE] [COMPLEXITY]    probe + voxmail::audio::transcode
 //! ```
 //!
 //! Prints one line like `bench/opus_floor.c`: packets, bytes, an FNV-1a hash of the packets (the
@@ -28,8 +29,8 @@ struct Encoded {
     fnv: u64,
 }
 
-fn encode_pcm(pcm: &[i16], bitrate: i32) -> Result<Encoded, Box<dyn Error>> {
-    let mut enc = OpusEncoder::new(8000, bitrate)?;
+fn encode_pcm(pcm: &[i16], bitrate: i32, complexity: u8) -> Result<Encoded, Box<dyn Error>> {
+    let mut enc = OpusEncoder::new(8000, bitrate, i32::from(complexity))?;
     let lookahead = enc.lookahead()? as usize;
     let frames = (pcm.len() + lookahead).div_ceil(FRAME).max(1);
     let mut frame = [0i16; FRAME];
@@ -54,10 +55,10 @@ fn encode_pcm(pcm: &[i16], bitrate: i32) -> Result<Encoded, Box<dyn Error>> {
     Ok(out)
 }
 
-fn transcode_file(bytes: &[u8], bitrate: u32) -> Result<Encoded, Box<dyn Error>> {
+fn transcode_file(bytes: &[u8], bitrate: u32, complexity: u8) -> Result<Encoded, Box<dyn Error>> {
     let probe = audio::probe(bytes, audio::RawHint::Sniff, true)?
         .ok_or("the recording could not be recognised")?;
-    let r = Rendition::new(OutputFormat::Opus, None, Some(bitrate), bitrate)?;
+    let r = Rendition::new(OutputFormat::Opus, None, Some(bitrate), bitrate, complexity)?;
     let ogg = audio::transcode(probe.format, bytes, &r)?;
     Ok(Encoded {
         packets: 0,
@@ -73,10 +74,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let (Some(mode), Some(path)) = (args.first(), args.get(1)) else {
-        return Err("usage: opus_floor pcm|voxmail FILE [REPEAT] [BITRATE]".into());
+        return Err("usage: opus_floor pcm|voxmail FILE [REPEAT] [BITRATE] [COMPLEXITY]".into());
     };
     let repeat: usize = args.get(2).map_or(Ok(1), |s| s.parse())?.max(1);
     let bitrate: u32 = args.get(3).map_or(Ok(16000), |s| s.parse())?;
+    let complexity: u8 = args.get(4).map_or(Ok(5), |s| s.parse())?;
     let bytes = std::fs::read(path)?;
     let pcm: Vec<i16> = bytes
         .chunks_exact(2)
@@ -87,8 +89,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     for _ in 0..repeat {
         let t0 = Instant::now();
         let e = match mode.as_str() {
-            "pcm" => encode_pcm(&pcm, i32::try_from(bitrate)?)?,
-            "voxmail" => transcode_file(&bytes, bitrate)?,
+            "pcm" => encode_pcm(&pcm, i32::try_from(bitrate)?, complexity)?,
+            "voxmail" => transcode_file(&bytes, bitrate, complexity)?,
             other => return Err(format!("unknown mode {other:?}: pcm or voxmail").into()),
         };
         times.push(t0.elapsed().as_secs_f64() * 1e6);

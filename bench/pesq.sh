@@ -7,7 +7,8 @@
 # - source: fixtures/speech-60s-ulaw.wav (8 kHz µ-law WAV); the reference signal is its 16-bit PCM
 #   decoding (ffmpeg).
 # - voxmail: `voxmail transcode SRC OUT.opus --format opus --bitrate 16000` (the code of
-#   GET …/audio?format=opus: VOIP application, 20 ms frames, libopus 1.3.1 via unsafe-libopus).
+#   GET …/audio?format=opus: VOIP application, 20 ms frames, complexity 5 (audio.opus_complexity),
+#   libopus 1.3.1 via unsafe-libopus).
 # - ffmpeg: `ffmpeg -i SRC -c:a libopus -b:a 16k OUT.opus` (Debian libopus 1.3.1, its defaults:
 #   application "audio"); also reported with `-application voip`, voxmail's setting.
 # Every Opus file is decoded back to 8 kHz 16-bit mono by ffmpeg and scored against the reference

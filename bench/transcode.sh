@@ -7,7 +7,8 @@
 #
 # Input: fixtures/speech-60s-ulaw.wav (60 s of 8 kHz speech, µ-law WAV, made by fixtures/make.sh).
 # Rows, each a whole process per file, REPEAT runs interleaved, median wall time:
-#   voxmail transcode IN OUT.opus --format opus     (release build; 16 kbit/s, VOIP, 20 ms frames)
+#   voxmail transcode IN OUT.opus --format opus     (release build; 16 kbit/s, VOIP, 20 ms frames,
+#                                                    complexity 5 = audio.opus_complexity default)
 #   ffmpeg -i IN -c:a libopus -b:a 16k OUT.opus     (Debian ffmpeg + libopus 1.3.1)
 #   opusenc --bitrate 16 PCM.wav OUT.opus           (opusenc refuses µ-law: its input is the 16-bit
 #                                                    PCM WAV made beforehand, outside the timing)
@@ -151,7 +152,10 @@ vox() { env -u VOXMAIL_CONFIG "$VOXMAIL" --config "$TMP/voxmail.toml" "$@"; }
 vox context create default >/dev/null
 vox mailbox create 1001@default >/dev/null
 TOKEN=$(vox apikey create --name bench --role pbx 2>/dev/null)
-NO_COLOR=1 vox serve >"$TMP/voxmail.log" 2>&1 &
+# Not through `vox`: a backgrounded function is a subshell, and killing it would leave the server
+# running; with `env` (which execs it) $! is the server's own pid.
+NO_COLOR=1 env -u VOXMAIL_CONFIG "$VOXMAIL" --config "$TMP/voxmail.toml" serve \
+    >"$TMP/voxmail.log" 2>&1 &
 VOX_PID=$!
 for _ in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break

@@ -1,7 +1,8 @@
 //! The commands behind `src/main.rs`: they load the configuration, open the same database as the
 //! server, and call the services — except `transcode`, which works on files alone.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -58,6 +59,8 @@ pub struct TranscodeArgs {
     pub format: Option<String>,
     /// Opus bitrate in bit/s; `None` is `audio.opus_bitrate`'s built-in default (16 kbit/s).
     pub bitrate: Option<u32>,
+    /// libopus complexity (0–10); `None` is `audio.opus_complexity`'s built-in default (5).
+    pub complexity: Option<u8>,
     /// Sample rate of a `wav` rendition; `None` keeps the recording's rate.
     pub rate: Option<u32>,
     /// The Content-Type a deposit of the file would carry; `None` derives it from the input's
@@ -288,46 +291,96 @@ pub fn transcode(args: &TranscodeArgs) -> Result<(), TranscodeError> {
                 ))
             })?,
     };
+    if args.complexity.is_some() && format != OutputFormat::Opus {
+        return Err(input(format!(
+            "--complexity applies to --format opus only, not {}",
+            format.as_str()
+        )));
+    }
+    let defaults = AudioConfig::default();
     let rendition = Rendition::new(
         format,
         args.rate,
         args.bitrate,
-        AudioConfig::default().opus_bitrate,
+        defaults.opus_bitrate,
+        args.complexity.unwrap_or(defaults.opus_complexity),
     )
     .map_err(input)?;
-    let bytes = std::fs::read(&args.input)
-        .map_err(|e| input(format!("cannot read {}: {e}", args.input.display())))?;
+    let open = || {
+        File::open(&args.input)
+            .map(BufReader::new)
+            .map_err(|e| input(format!("cannot read {}: {e}", args.input.display())))
+    };
     let refused = |e: audio::AudioError| input(format!("{}: {e}", args.input.display()));
     let content_type = args
         .content_type
         .as_deref()
         .or_else(|| raw_content_type(&args.input));
     let hint = audio::hint_from_content_type(content_type).map_err(refused)?;
-    let format = recognise(&bytes, hint).map_err(refused)?;
-    let out = audio::transcode(format, &bytes, &rendition).map_err(refused)?;
-    let written = if args.output == Path::new("-") {
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(&out).and_then(|()| stdout.flush())
-    } else {
-        std::fs::write(&args.output, &out)
+    let format = recognise(&args.input, hint)?;
+    let written = |e: std::io::Error| {
+        TranscodeError::Output(format!("cannot write {}: {e}", args.output.display()))
     };
-    written
-        .map_err(|e| TranscodeError::Output(format!("cannot write {}: {e}", args.output.display())))
+    let failed = |e: audio::AudioError| match e {
+        audio::AudioError::Write(m) => {
+            TranscodeError::Output(format!("cannot write {}: {m}", args.output.display()))
+        }
+        e => refused(e),
+    };
+    // The rendition streams from the input to the output (WAV headers are patched at the end, so
+    // the output must be seekable: standard output gets a temporary file first).
+    if args.output == Path::new("-") {
+        let mut tmp = BufWriter::new(tempfile::tempfile().map_err(written)?);
+        audio::transcode_stream(format, open()?, &rendition, &mut tmp).map_err(failed)?;
+        let mut tmp = tmp.into_inner().map_err(|e| written(e.into_error()))?;
+        tmp.rewind().map_err(written)?;
+        let mut stdout = std::io::stdout().lock();
+        std::io::copy(&mut tmp, &mut stdout)
+            .and_then(|_| stdout.flush())
+            .map_err(written)?;
+        return Ok(());
+    }
+    let mut out = BufWriter::new(File::create(&args.output).map_err(written)?);
+    let made = audio::transcode_stream(format, open()?, &rendition, &mut out)
+        .map_err(failed)
+        .and_then(|_| out.flush().map_err(written));
+    if made.is_err() {
+        drop(out);
+        let _ = std::fs::remove_file(&args.output);
+    }
+    made
 }
 
-/// The checks a deposit makes of a whole body (`service::audio_in`), in memory: the header, then
-/// the size against it, or for a compressed format a full decode; GSM frames' magic nibbles.
-fn recognise(bytes: &[u8], hint: audio::RawHint) -> Result<AudioFormat, audio::AudioError> {
-    let p = audio::probe(bytes, hint, true)?.ok_or_else(|| {
-        audio::AudioError::Corrupt("the recording could not be recognised".into())
-    })?;
+/// The checks a deposit makes of a whole body (`service::audio_in`), reading the file as it
+/// goes: the header, then the size against it, or for a compressed format a full decode; GSM
+/// frames' magic nibbles.
+fn recognise(path: &Path, hint: audio::RawHint) -> Result<AudioFormat, TranscodeError> {
+    let open = || {
+        File::open(path)
+            .map(BufReader::new)
+            .map_err(|e| TranscodeError::Input(format!("cannot read {}: {e}", path.display())))
+    };
+    let refused = |e: audio::AudioError| TranscodeError::Input(format!("{}: {e}", path.display()));
+    let unreadable =
+        |e: std::io::Error| TranscodeError::Input(format!("cannot read {}: {e}", path.display()));
+    let mut f = open()?;
+    let size = f.get_ref().metadata().map_err(unreadable)?.len();
+    let (p, head) = audio::decode::read_header(hint, &mut f).map_err(refused)?;
     if p.format == AudioFormat::RawGsm {
-        audio::GsmFrameCheck::default().feed(bytes)?;
+        let mut check = audio::GsmFrameCheck::default();
+        check.feed(&head).map_err(refused)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match f.read(&mut buf).map_err(unreadable)? {
+                0 => break,
+                n => check.feed(&buf[..n]).map_err(refused)?,
+            }
+        }
     }
     if p.format.is_compressed() {
-        audio::measure(p.format, bytes, 0)?;
+        audio::measure(p.format, open()?, 0).map_err(refused)?;
     } else {
-        audio::finish(&p, bytes.len() as u64)?;
+        audio::finish(&p, size).map_err(refused)?;
     }
     Ok(p.format)
 }

@@ -71,6 +71,10 @@ struct TranscodeArgs {
     /// Opus bitrate in bit/s (8000, 12000, 16000, 24000, 32000, 48000 or 64000; default 16000).
     #[arg(long)]
     bitrate: Option<u32>,
+    /// libopus complexity of an `opus` output, 0-10 (lower is faster; default 5, as
+    /// `audio.opus_complexity`).
+    #[arg(long, value_name = "N")]
+    complexity: Option<u8>,
     /// Sample rate of a `wav` output (8000, 16000 or 48000; default: the input's rate).
     #[arg(long)]
     rate: Option<u32>,
@@ -200,6 +204,7 @@ fn main() -> std::process::ExitCode {
             output: t.output,
             format: t.format,
             bitrate: t.bitrate,
+            complexity: t.complexity,
             rate: t.rate,
             content_type: t.content_type,
         }),

@@ -26,6 +26,26 @@ use crate::domain::AudioFormat;
 pub trait Source: Read + Send + Sync {}
 impl<T: Read + Send + Sync> Source for T {}
 
+/// Makes a reader that is `Send` but not `Sync` (a bridge over an async stream) a [`Source`]:
+/// symphonia wants `Sync`, but it reads from one thread only, so the mutex is never contended.
+pub struct SyncSource<R>(std::sync::Mutex<R>);
+
+impl<R: Read + Send> SyncSource<R> {
+    /// Wraps `r`.
+    pub fn new(r: R) -> Self {
+        Self(std::sync::Mutex::new(r))
+    }
+}
+
+impl<R: Read + Send> Read for SyncSource<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read(buf)
+    }
+}
+
 /// Rates accepted from a compressed stream's header.
 const RATES: std::ops::RangeInclusive<u32> = 4000..=192_000;
 /// Channels accepted (mixed to mono).

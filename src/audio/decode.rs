@@ -234,6 +234,34 @@ fn decode_gsm(dec: &mut GsmDecoder, data: &[u8], wav49: bool) -> Result<Vec<i16>
     }
 }
 
+/// Reads a recording's first bytes until its format is recognised (within the 64 KiB header
+/// window): the probe, and the bytes read for it.
+pub fn read_header(hint: RawHint, src: &mut impl Read) -> Result<(Probe, Vec<u8>), AudioError> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut eof = false;
+    loop {
+        if let Some(p) = probe::probe(&head, hint, eof)? {
+            return Ok((p, head));
+        }
+        if eof {
+            return Err(AudioError::Corrupt(
+                "the recording could not be recognised".into(),
+            ));
+        }
+        let room = buf
+            .len()
+            .min(MAX_HEADER - head.len().min(MAX_HEADER))
+            .max(1);
+        match src.read(&mut buf[..room]) {
+            Ok(0) => eof = true,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(e)),
+        }
+    }
+}
+
 enum Kind<'a> {
     Blocks(BlockDecoder<'a>),
     Compressed(Box<CompressedDecoder<'a>>),
@@ -269,29 +297,17 @@ impl<'a> Decoder<'a> {
     /// Recognises a recording from its first bytes (as a deposit does) and opens it.
     pub fn open(hint: RawHint, src: impl Source + 'a) -> Result<Self, AudioError> {
         let mut src = src;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        let mut eof = false;
-        let probe = loop {
-            if let Some(p) = probe::probe(&head, hint, eof)? {
-                break p;
-            }
-            if eof {
-                return Err(AudioError::Corrupt(
-                    "the recording could not be recognised".into(),
-                ));
-            }
-            let room = buf
-                .len()
-                .min(MAX_HEADER - head.len().min(MAX_HEADER))
-                .max(1);
-            match src.read(&mut buf[..room]) {
-                Ok(0) => eof = true,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(read_error(e)),
-            }
-        };
+        let (probe, head) = read_header(hint, &mut src)?;
+        Self::from_header(probe, head, src)
+    }
+
+    /// Opens a recording whose first bytes `head` were read (and recognised as `probe`) by
+    /// [`read_header`]; `src` goes on where `head` ends.
+    pub fn from_header(
+        probe: Probe,
+        head: Vec<u8>,
+        src: impl Source + 'a,
+    ) -> Result<Self, AudioError> {
         let format = probe.format;
         if format.is_compressed() {
             let chained = io::Cursor::new(head).chain(src);
@@ -367,7 +383,7 @@ impl<'a> Decoder<'a> {
 /// defence only: every check above is meant to refuse bad input before any library can panic, and
 /// symphonia 0.6 is built to return errors, but it is third-party code fed untrusted bytes, and a
 /// panic must not escape as a 500 (or abort a blocking thread's caller).
-fn guarded<T>(f: impl FnOnce() -> Result<T, AudioError>) -> Result<T, AudioError> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, AudioError>) -> Result<T, AudioError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         tracing::warn!("an audio decoder panicked on its input; refused as corrupt");
         Err(AudioError::Corrupt("the audio could not be decoded".into()))

@@ -12,7 +12,7 @@ pub mod rendition;
 pub mod resample;
 pub mod wav;
 
-pub use compressed::Source;
+pub use compressed::{Source, SyncSource};
 pub use decode::{Decoder, Measured, Pcm, decode_any, measure};
 pub use probe::{AudioError, GsmFrameCheck, Probe, RawHint, finish, hint_from_content_type, probe};
-pub use rendition::{OutputFormat, Rendition, transcode};
+pub use rendition::{OutputFormat, Rendition, transcode, transcode_stream};

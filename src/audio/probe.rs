@@ -85,6 +85,14 @@ pub enum AudioError {
     /// The audio lasts longer than allowed (the limit in seconds).
     #[error("the recording is longer than the maximum of {0} s")]
     TooLong(u64),
+    /// A rendition's destination refused the bytes (a storage failure, not a fault of the audio).
+    #[error("the rendition could not be written: {0}")]
+    Write(String),
+}
+
+/// A failed write of a rendition.
+pub(crate) fn write_failed(e: std::io::Error) -> AudioError {
+    AudioError::Write(e.to_string())
 }
 
 /// The facts read from a recording's header.

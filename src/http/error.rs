@@ -143,6 +143,11 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Audio(AudioError::Corrupt(_)) => Self::new("corrupt-audio", detail),
             ServiceError::Audio(AudioError::TooLong(_)) => Self::new("too-long", detail),
+            // A storage failure: its cause is logged where it happened, not echoed.
+            ServiceError::Audio(AudioError::Write(_)) => {
+                Self::new("unavailable", "the rendition could not be stored")
+                    .with_header(header::RETRY_AFTER, "5")
+            }
             ServiceError::TooShort { .. } => Self::new("too-short", detail),
             ServiceError::TooLong { .. } => Self::new("too-long", detail),
             ServiceError::PayloadTooLarge { .. } => Self::new("payload-too-large", detail),

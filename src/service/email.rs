@@ -11,9 +11,12 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::rendition::StoredReader;
 use super::{Result, ServiceError, Voicemail};
+use crate::audio::Source;
+use crate::blob::{BlobKey, BlobStore};
 use crate::config::EmailConfig;
-use crate::domain::{MailboxId, Principal, now_secs};
+use crate::domain::{AudioFormat, MailboxId, Principal, now_secs};
 use crate::mail::compose::{self, Compose, date_format_is_valid};
 use crate::mail::{MailSettings, Mailer, SendError, attachment, template};
 use crate::store::{
@@ -296,19 +299,28 @@ impl Voicemail {
         message: &MessageRecord,
         job: &EmailJob,
     ) -> std::result::Result<(Option<crate::mail::AudioAttachment>, Option<String>), String> {
-        let mut audio = self
-            .open_audio(message, None)
+        let key = BlobKey::from_stored(&message.audio_key)
+            .ok_or_else(|| "the stored audio key is malformed".to_owned())?;
+        let size = self
+            .blobs
+            .size(&key)
             .await
             .map_err(|e| format!("cannot read the recording: {e}"))?;
-        let mut bytes = Vec::with_capacity(usize::try_from(audio.total).unwrap_or(0));
-        while let Some(chunk) = audio.stream.next().await {
-            bytes.extend_from_slice(&chunk.map_err(|e| format!("cannot read the recording: {e}"))?);
-        }
+        let mut recording = StoredRecording {
+            blobs: self.blobs.clone(),
+            key,
+            format: message.audio_format,
+            size,
+            handle: tokio::runtime::Handle::current(),
+            reader: None,
+        };
         let fmt = attachfmt.to_owned();
-        let format = message.audio_format;
         let msgnum = job.msgnum;
         let max = self.config.email.attachment_max_bytes;
-        let bitrate = self.config.audio.opus_bitrate;
+        let opus = attachment::OpusSettings {
+            bitrate: self.config.audio.opus_bitrate,
+            complexity: self.config.audio.opus_complexity,
+        };
         // Decoding and encoding are CPU work: keep them off the async workers, and share the
         // transcode permits with renditions so a burst of mail cannot starve deposits.
         let _permit = self
@@ -317,10 +329,10 @@ impl Voicemail {
             .await
             .ok_or_else(|| "shutting down".to_owned())?;
         let r = tokio::task::spawn_blocking(move || {
-            attachment::render(&fmt, format, msgnum, bytes, max, bitrate)
+            attachment::render(&fmt, &mut recording, msgnum, max, opus)
         })
         .await
-        .map_err(|e| format!("attachment task failed: {e}"))?;
+        .map_err(|e| format!("attachment task failed: {e}"))??;
         if let Some(why) = &r.substituted {
             tracing::info!(email.job = job.id, attachfmt, "{why}");
         }
@@ -445,6 +457,43 @@ async fn email_loop(vm: Voicemail, mailer: Arc<Mailer>, shutdown: CancellationTo
             r = wake.changed() => if r.is_err() { return },
             _ = tick.tick() => {}
         }
+    }
+}
+
+/// A message's recording as the attachment code reads it: opened from the audio store on the
+/// blocking thread that makes the attachment, once per try.
+struct StoredRecording {
+    blobs: Arc<dyn BlobStore>,
+    key: BlobKey,
+    format: AudioFormat,
+    size: u64,
+    handle: tokio::runtime::Handle,
+    reader: Option<StoredReader>,
+}
+
+impl attachment::Recording for StoredRecording {
+    fn format(&self) -> AudioFormat {
+        self.format
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn open(&mut self) -> std::result::Result<Box<dyn Source + '_>, String> {
+        let read = self
+            .handle
+            .block_on(self.blobs.open(&self.key, None))
+            .map_err(|e| format!("cannot read the recording: {e}"))?;
+        let reader = self
+            .reader
+            .insert(StoredReader::new(read.stream, self.handle.clone()));
+        Ok(Box::new(reader))
+    }
+
+    fn storage_error(&self) -> Option<String> {
+        let e = self.reader.as_ref()?.storage_error()?;
+        Some(format!("cannot read the recording: {e}"))
     }
 }
 

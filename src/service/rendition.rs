@@ -3,17 +3,22 @@
 //! A request for a rendition first looks for the cached blob; if it is missing, the request takes
 //! the rendition's single-flight lock (one per key, so concurrent requests for the same rendition
 //! transcode once and the others wait, then find the blob), then a transcode permit (bounded by
-//! `audio.transcode_concurrency`), and transcodes on the blocking pool.
+//! `audio.transcode_concurrency`), and transcodes on the blocking pool: the original streams in
+//! from the audio store, the rendition goes to a temporary file and from there to the store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::AsyncReadExt;
+use std::io::Read;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Semaphore;
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{Result, ServiceError, Voicemail};
-use crate::audio::{Rendition, transcode};
-use crate::blob::{BlobError, BlobKey};
+use crate::audio::{AudioError, Rendition, SyncSource, transcode_stream};
+use crate::blob::{BlobError, BlobKey, ByteStream};
 use crate::domain::AudioFormat;
 
 /// The in-progress renditions and the transcode permits.
@@ -96,29 +101,107 @@ impl Voicemail {
         if let Ok(size) = self.blobs.size(key).await {
             return Ok(size);
         }
-        let mut bytes = Vec::new();
         let read = self.blobs.open(src, None).await?;
-        tokio_util::io::StreamReader::new(read.stream)
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(BlobError::Io)?;
         let _permit = self
             .renditions
             .permit()
             .await
             .ok_or_else(|| ServiceError::Unavailable("shutting down".into()))?;
         let r = *r;
-        // Transcoding is CPU work (Opus, GSM, resampling): keep it off the async workers.
-        let out = tokio::task::spawn_blocking(move || transcode(format, &bytes, &r))
-            .await
-            .map_err(|e| ServiceError::Unavailable(format!("transcoding failed: {e}")))??;
-        tracing::debug!(audio.key = %key.as_str(), bytes = out.len(), "rendition stored");
+        let scratch = self.config.scratch_dir();
+        let mut original = StoredReader::new(read.stream, tokio::runtime::Handle::current());
+        // Transcoding is CPU work (decoding, resampling, Opus, GSM): keep it off the async
+        // workers. The original is read through a blocking bridge a chunk at a time and the
+        // rendition written to an anonymous temporary file, so memory does not grow with length.
+        let made = tokio::task::spawn_blocking(move || {
+            let file = scratch_file(&scratch)?;
+            let mut out = std::io::BufWriter::with_capacity(COPY_CHUNK, file);
+            let size = transcode_stream(format, &mut original, &r, &mut out)
+                .map_err(|e| original.error_for(e))?;
+            let file = out
+                .into_inner()
+                .map_err(|e| ServiceError::from(BlobError::Io(e.into_error())))?;
+            Ok::<_, ServiceError>((file, size))
+        })
+        .await
+        .map_err(|e| ServiceError::Unavailable(format!("transcoding failed: {e}")))?;
+        let (file, size) = made?;
+        let mut file = tokio::fs::File::from_std(file);
+        file.rewind().await.map_err(BlobError::Io)?;
         let mut w = self.blobs.writer(key).await?;
-        if let Err(e) = w.write(&out).await {
+        if let Err(e) = copy_to(&mut file, w.as_mut()).await {
             w.abort().await;
             return Err(e.into());
         }
         w.commit().await?;
-        Ok(out.len() as u64)
+        tracing::debug!(audio.key = %key.as_str(), bytes = size, "rendition stored");
+        Ok(size)
+    }
+}
+
+/// Bytes moved per read when storing a rendition.
+const COPY_CHUNK: usize = 64 * 1024;
+
+/// An anonymous temporary file under `dir` (gone when closed, even after a crash).
+fn scratch_file(dir: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| tempfile::tempfile_in(dir))
+        .map_err(|e| BlobError::Io(e).into())
+}
+
+async fn copy_to(
+    file: &mut tokio::fs::File,
+    w: &mut dyn crate::blob::BlobWriter,
+) -> std::result::Result<(), BlobError> {
+    let mut buf = vec![0u8; COPY_CHUNK];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        w.write(&buf[..n]).await?;
+    }
+}
+
+/// A stored recording read on a blocking thread, bridged from the audio store's async stream.
+/// The first read error is kept: the decoder reports it as unreadable audio, but it is a storage
+/// failure, and is reported as one.
+pub(crate) struct StoredReader {
+    inner: SyncSource<SyncIoBridge<StreamReader<ByteStream, Bytes>>>,
+    error: Option<String>,
+}
+
+impl StoredReader {
+    /// Reads `stream`, driven by the runtime behind `handle`.
+    pub(crate) fn new(stream: ByteStream, handle: tokio::runtime::Handle) -> Self {
+        Self {
+            inner: SyncSource::new(SyncIoBridge::new_with_handle(
+                StreamReader::new(stream),
+                handle,
+            )),
+            error: None,
+        }
+    }
+
+    /// The storage failure behind a failed read, if there was one.
+    pub(crate) fn storage_error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// The service error for a failed transcode that read from this reader.
+    fn error_for(&self, e: AudioError) -> ServiceError {
+        match (self.storage_error(), e) {
+            (Some(io), _) => BlobError::Io(std::io::Error::other(io.to_owned())).into(),
+            (None, AudioError::Write(w)) => BlobError::Io(std::io::Error::other(w)).into(),
+            (None, e) => e.into(),
+        }
+    }
+}
+
+impl Read for StoredReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            self.error.get_or_insert_with(|| e.to_string());
+        })
     }
 }

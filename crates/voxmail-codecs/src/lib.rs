@@ -124,9 +124,10 @@ impl std::fmt::Display for OpusError {
 impl std::error::Error for OpusError {}
 
 impl OpusEncoder {
-    /// A mono VOIP encoder at `rate` (8000, 12000, 16000, 24000 or 48000) and `bitrate` bit/s.
-    pub fn new(rate: u32, bitrate: i32) -> Result<Self, OpusError> {
-        if ![8000, 12000, 16000, 24000, 48000].contains(&rate) {
+    /// A mono VOIP encoder at `rate` (8000, 12000, 16000, 24000 or 48000), `bitrate` bit/s and
+    /// `complexity` (0–10: libopus' speed/quality trade; its own default is 10).
+    pub fn new(rate: u32, bitrate: i32, complexity: i32) -> Result<Self, OpusError> {
+        if ![8000, 12000, 16000, 24000, 48000].contains(&rate) || !(0..=10).contains(&complexity) {
             return Err(OpusError(unsafe_libopus::OPUS_BAD_ARG));
         }
         let mut err = 0i32;
@@ -147,6 +148,17 @@ impl OpusEncoder {
                 enc.st.as_ptr(),
                 unsafe_libopus::OPUS_SET_BITRATE_REQUEST,
                 bitrate
+            )
+        };
+        if rc != unsafe_libopus::OPUS_OK {
+            return Err(OpusError(rc));
+        }
+        // SAFETY: st is live; SET_COMPLEXITY takes one i32.
+        let rc = unsafe {
+            unsafe_libopus::opus_encoder_ctl!(
+                enc.st.as_ptr(),
+                unsafe_libopus::OPUS_SET_COMPLEXITY_REQUEST,
+                complexity
             )
         };
         if rc != unsafe_libopus::OPUS_OK {
@@ -342,17 +354,19 @@ mod tests {
 
     #[test]
     fn opus_reports_lookahead_and_encodes() {
-        let mut enc = OpusEncoder::new(8000, 16000).unwrap();
+        let mut enc = OpusEncoder::new(8000, 16000, 10).unwrap();
         assert!(enc.lookahead().unwrap() > 0);
         let mut out = [0u8; 1500];
         let n = enc.encode(&tone()[..160], &mut out).unwrap();
         assert!(n > 0);
-        assert!(OpusEncoder::new(44100, 16000).is_err());
+        assert!(OpusEncoder::new(44100, 16000, 10).is_err());
+        assert!(OpusEncoder::new(8000, 16000, 11).is_err());
+        assert!(OpusEncoder::new(8000, 16000, -1).is_err());
     }
 
     #[test]
     fn opus_decodes_what_it_encoded_and_refuses_garbage() {
-        let mut enc = OpusEncoder::new(48000, 24000).unwrap();
+        let mut enc = OpusEncoder::new(48000, 24000, 10).unwrap();
         let pcm: Vec<i16> = (0..960)
             .map(|i| ((i as f64 * 0.05).sin() * 8000.0) as i16)
             .collect();

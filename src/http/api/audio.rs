@@ -8,6 +8,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::audio::{OutputFormat, Rendition};
+use crate::config::AudioConfig;
 use crate::domain::AudioFormat;
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -44,7 +45,7 @@ pub fn choose(
     ext: Option<&str>,
     headers: &HeaderMap,
     original: AudioFormat,
-    default_bitrate: u32,
+    audio: &AudioConfig,
 ) -> Result<Option<Rendition>, ApiError> {
     let named = match (q.format.as_deref().filter(|f| !f.is_empty()), ext) {
         (Some(f), _) => Some(OutputFormat::parse(f).ok_or_else(|| {
@@ -72,9 +73,15 @@ pub fn choose(
             None => return Ok(None),
         },
     };
-    Rendition::new(format, rate, bitrate, default_bitrate)
-        .map(Some)
-        .map_err(unsupported)
+    Rendition::new(
+        format,
+        rate,
+        bitrate,
+        audio.opus_bitrate,
+        audio.opus_complexity,
+    )
+    .map(Some)
+    .map_err(unsupported)
 }
 
 /// Picks a rendition from `Accept` when the original's type is not acceptable but another offered

@@ -93,13 +93,7 @@ pub async fn get_greeting(
     if wants_json {
         return Ok(axum::Json(GreetingView::from(g)).into_response());
     }
-    let r = choose(
-        &q,
-        ext,
-        &headers,
-        g.audio_format,
-        s.vm.config.audio.opus_bitrate,
-    )?;
+    let r = choose(&q, ext, &headers, g.audio_format, &s.vm.config.audio)?;
     let original = (
         g.audio_key.as_str(),
         g.audio_format,

@@ -464,13 +464,7 @@ async fn message_audio(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let (_, m) = load(s, p, addr, id).await?;
-    let r = choose(
-        q,
-        ext,
-        headers,
-        m.audio_format,
-        s.vm.config.audio.opus_bitrate,
-    )?;
+    let r = choose(q, ext, headers, m.audio_format, &s.vm.config.audio)?;
     let original = (
         m.audio_key.as_str(),
         m.audio_format,
