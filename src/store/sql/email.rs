@@ -237,11 +237,12 @@ impl SqlStore {
     /// A message's finished jobs stay while another of its jobs is pending: `deletevoicemail`
     /// reads them when that one finishes.
     pub async fn sweep_email_jobs(&self, before: i64) -> Result<u64, StoreError> {
+        // The inner query is a derived table: MySQL refuses a subquery on the table being deleted from.
         Ok(self
             .q(
                 "DELETE FROM email_jobs WHERE status IN ('sent', 'failed') AND updated_at < ? \
-                 AND message_id NOT IN \
-                 (SELECT message_id FROM email_jobs WHERE status = 'pending')",
+                 AND message_id NOT IN (SELECT message_id FROM \
+                 (SELECT message_id FROM email_jobs WHERE status = 'pending') AS p)",
             )
             .bind(before)
             .execute(&self.pool)

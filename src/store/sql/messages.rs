@@ -13,7 +13,11 @@ use crate::store::{
 
 impl SqlStore {
     /// Takes the mailbox's row lock by bumping its version; returns the new version.
-    async fn lock_mailbox(&self, tx: &mut Tx, mailbox: &MailboxRecord) -> Result<i64, StoreError> {
+    pub(super) async fn lock_mailbox(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+    ) -> Result<i64, StoreError> {
         let res = self
             .q("UPDATE mailboxes SET version = version + 1 WHERE uniqueid = ?")
             .bind(mailbox.id.to_string())
@@ -68,7 +72,7 @@ impl SqlStore {
             .await
     }
 
-    async fn emit_locked(
+    pub(super) async fn emit_locked(
         &self,
         tx: &mut Tx,
         mailbox: &MailboxRecord,
@@ -497,10 +501,10 @@ impl MessageStore for SqlStore {
         } else {
             "message.updated"
         };
+        let updated = self.message_in(&mut tx, mailbox, id).await?;
         let counts = self
             .emit_locked(&mut tx, mailbox, event, Some(id), version)
             .await?;
-        let updated = self.message_in(&mut tx, mailbox, id).await?;
         tx.commit().await?;
         Ok(Changed {
             value: updated,
@@ -551,15 +555,6 @@ impl MessageStore for SqlStore {
         for t in &targets {
             self.insert_row(&mut tx, &t.mailbox, &t.message, t.maxmsg)
                 .await?;
-            let v = versions.get(&t.mailbox.id).copied().unwrap_or_default();
-            self.emit_locked(
-                &mut tx,
-                &t.mailbox,
-                "message.deposited",
-                Some(t.message.id),
-                v,
-            )
-            .await?;
             let copy = self.message_in(&mut tx, &t.mailbox, t.message.id).await?;
             // Asterisk's forward mail names the forwarding mailbox as the caller (VM_CIDNUM) and
             // the original caller as ORIG_VM_*.
@@ -579,6 +574,20 @@ impl MessageStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
             self.compact(&mut tx, &cur.dir, cur.msgnum).await?;
+        }
+        // Events last: the first one takes the outbox counter's lock (see `next_event_seq`).
+        for t in &targets {
+            let v = versions.get(&t.mailbox.id).copied().unwrap_or_default();
+            self.emit_locked(
+                &mut tx,
+                &t.mailbox,
+                "message.deposited",
+                Some(t.message.id),
+                v,
+            )
+            .await?;
+        }
+        if !keep {
             let v = versions.get(&source.id).copied().unwrap_or_default();
             self.emit_locked(&mut tx, source, "message.deleted", Some(id), v)
                 .await?;

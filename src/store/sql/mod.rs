@@ -1,6 +1,6 @@
-//! One SQL implementation for SQLite (and, with their migrations, PostgreSQL and MySQL/MariaDB).
-//! Queries are written once with `?` placeholders in portable SQL; [`Dialect`] is the one place
-//! where the databases differ.
+//! One SQL implementation for SQLite, PostgreSQL and MySQL/MariaDB. Queries are written once with
+//! `?` placeholders in portable SQL; [`Dialect`] is the one place where the databases differ
+//! (placeholders, row locks, session setup, migrations).
 
 mod directory;
 mod email;
@@ -43,6 +43,22 @@ impl Dialect {
         match self.rewrite_owned(sql) {
             Some(s) => std::borrow::Cow::Owned(s),
             None => std::borrow::Cow::Borrowed(sql),
+        }
+    }
+
+    /// Statements run on every new connection.
+    fn session_setup(self) -> &'static [&'static str] {
+        match self {
+            // Wait for a writer instead of failing with SQLITE_BUSY; enforce references.
+            Self::Sqlite => &["PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON"],
+            Self::Postgres => &[],
+            // PostgreSQL's default: each statement sees what committed before it (InnoDB's
+            // REPEATABLE READ would keep the snapshot of a transaction's first read, so a writer
+            // that waited for a mailbox lock would count stale rows), and no gap locks.
+            Self::MySql => &[
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')",
+            ],
         }
     }
 
@@ -112,11 +128,6 @@ impl SqlStore {
                 .into(),
             ))
         })?;
-        if dialect != Dialect::Sqlite {
-            return Err(StoreError::Database(sqlx::Error::Configuration(
-                "only SQLite is available in this build (sqlite://PATH)".into(),
-            )));
-        }
         if let Some(path) = url
             .strip_prefix("sqlite://")
             .map(|p| p.split('?').next().unwrap_or(p))
@@ -135,10 +146,8 @@ impl SqlStore {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // Wait for a writer instead of failing with SQLITE_BUSY; enforce references.
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    for stmt in dialect.session_setup() {
+                        conn.execute(*stmt).await?;
                     }
                     Ok(())
                 })
@@ -166,11 +175,8 @@ impl SqlStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let migrator = match self.dialect {
             Dialect::Sqlite => sqlx::migrate!("migrations/sqlite"),
-            Dialect::Postgres | Dialect::MySql => {
-                return Err(StoreError::Database(sqlx::Error::Configuration(
-                    "no migrations for this database in this build".into(),
-                )));
-            }
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres"),
+            Dialect::MySql => sqlx::migrate!("migrations/mysql"),
         };
         migrator
             .run(&self.pool)
