@@ -1,15 +1,22 @@
-//! The concurrency cases: exact msgnum/maxmsg under concurrent deposits from two nodes.
+//! The concurrency cases: exact msgnum/maxmsg under concurrent deposits from two nodes, and leased
+//! jobs (email, webhook deliveries, MWI pushes) claimed by one node only.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use voxmail::domain::{Folder, MailboxAddress};
-use voxmail::store::{Inserted, MailboxChanges, MessageStore, SqlStore, StoreError};
+use voxmail::store::{
+    Inserted, MailboxChanges, MessageStore, MwiTargetKind, MwiTargetRecord, NewWebhook, SqlStore,
+    StoreError,
+};
 
 use crate::db::TestDb;
 use crate::{connect, new_message, on_every_backend};
 
-on_every_backend!(concurrent_deposits_fill_a_mailbox_exactly);
+on_every_backend!(
+    concurrent_deposits_fill_a_mailbox_exactly,
+    two_nodes_claim_each_job_once
+);
 
 async fn mailbox(store: &SqlStore, mailbox: &str) -> voxmail::store::MailboxRecord {
     if store.get_context("acme").await.is_err() {
@@ -57,4 +64,143 @@ async fn concurrent_deposits_fill_a_mailbox_exactly(store: Arc<SqlStore>, db: &T
     assert_eq!(nums, (0..50).collect::<BTreeSet<_>>());
     assert_eq!(store.counts(&m).await.unwrap().new, 50);
     other_node.close().await;
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis(),
+    )
+    .expect("ms fit")
+}
+
+/// Claims with `claim` from 8 tasks over two nodes until nothing is left; returns every claimed key.
+async fn claim_everything<F, Fut>(nodes: [Arc<SqlStore>; 2], claim: F) -> Vec<String>
+where
+    F: Fn(Arc<SqlStore>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Vec<String>> + Send,
+{
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let node = nodes[i % 2].clone();
+        let claim = claim.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = claim(node.clone()).await;
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("claimer"));
+    }
+    all
+}
+
+fn assert_once(claimed: Vec<String>, expected: usize, what: &str) {
+    let unique: BTreeSet<&String> = claimed.iter().collect();
+    assert_eq!(
+        (claimed.len(), unique.len()),
+        (expected, expected),
+        "{what}: every job claimed exactly once"
+    );
+}
+
+/// Email jobs, webhook deliveries and MWI pushes, claimed by 8 workers on two nodes at once: each
+/// is leased to exactly one of them.
+async fn two_nodes_claim_each_job_once(store: Arc<SqlStore>, db: &TestDb) {
+    let b = connect(db, "node-b").await;
+    store.create_context("acme", "").await.unwrap();
+    assert_eq!(store.dispatch_webhook_events(100).await.unwrap(), 0);
+    assert_eq!(store.dispatch_mwi_events(100).await.unwrap(), 0);
+    store
+        .create_webhook(NewWebhook {
+            id: "wh".into(),
+            context: "acme".into(),
+            url: "http://127.0.0.1:9/".into(),
+            event_types: vec!["message.deposited".into()],
+            secret: "s".into(),
+            active: true,
+        })
+        .await
+        .unwrap();
+    store
+        .create_mwi_target(&MwiTargetRecord {
+            id: "t".into(),
+            context: "acme".into(),
+            kind: MwiTargetKind::Ari,
+            url: "http://127.0.0.1:9".into(),
+            username: String::new(),
+            secret: String::new(),
+            mailbox: String::new(),
+            active: true,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let m = store
+            .create_mailbox(
+                &MailboxAddress::new(&format!("{}", 400 + i), "acme").unwrap(),
+                MailboxChanges {
+                    email: Some(format!("u{i}@example.com")),
+                    ..MailboxChanges::default()
+                },
+            )
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            store
+                .insert_message(&m, new_message(Folder::Inbox), 100, None)
+                .await
+                .unwrap();
+        }
+    }
+    while store.dispatch_webhook_events(100).await.unwrap() > 0 {}
+    while store.dispatch_mwi_events(100).await.unwrap() > 0 {}
+    let at = now_ms() + 1000;
+    let nodes = [store.clone(), b.clone()];
+
+    let emails = claim_everything(nodes.clone(), move |s| async move {
+        s.claim_email_jobs(at, 60_000, 3)
+            .await
+            .expect("claim email")
+            .into_iter()
+            .map(|j| j.id.to_string())
+            .collect()
+    })
+    .await;
+    assert_once(emails, 30, "email jobs");
+
+    // One delivery per (webhook, mailbox) is eligible at a time: the first of each mailbox.
+    let deliveries = claim_everything(nodes.clone(), move |s| async move {
+        s.claim_deliveries(at, 60_000, 3)
+            .await
+            .expect("claim deliveries")
+            .into_iter()
+            .map(|j| j.id.to_string())
+            .collect()
+    })
+    .await;
+    assert_once(deliveries, 10, "webhook deliveries");
+
+    let pushes = claim_everything(nodes, move |s| async move {
+        s.claim_mwi_pushes(at, 60_000, 3)
+            .await
+            .expect("claim pushes")
+            .into_iter()
+            .map(|j| j.mailbox_id.to_string())
+            .collect()
+    })
+    .await;
+    assert_once(pushes, 10, "MWI pushes");
+    b.close().await;
 }

@@ -266,14 +266,20 @@ impl SqlStore {
         // The mailbox lock first, as in every change of a mailbox (a deposit waits, then finds it gone).
         let version = self.lock_mailbox(&mut tx, &mailbox).await?;
         let id = mailbox.id.to_string();
-        let mut keys: Vec<String> = self
-            .qa::<(String,)>("SELECT audio_key FROM messages WHERE mailbox_id = ?")
+        let messages: Vec<(String, String)> = self
+            .qa("SELECT id, audio_key FROM messages WHERE mailbox_id = ?")
             .bind(id.clone())
             .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|(k,)| k)
-            .collect();
+            .await?;
+        // By primary key: a DELETE by mailbox_id may scan (and wait on) other mailboxes' rows on
+        // InnoDB, see `compact`.
+        for (message, _) in &messages {
+            self.q("DELETE FROM messages WHERE id = ?")
+                .bind(message.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut keys: Vec<String> = messages.into_iter().map(|(_, k)| k).collect();
         keys.extend(
             self.qa::<(String,)>("SELECT audio_key FROM greetings WHERE mailbox_id = ?")
                 .bind(id.clone())
@@ -283,7 +289,6 @@ impl SqlStore {
                 .map(|(k,)| k),
         );
         for sql in [
-            "DELETE FROM messages WHERE mailbox_id = ?",
             "DELETE FROM greetings WHERE mailbox_id = ?",
             "DELETE FROM idempotency_keys WHERE mailbox_id = ?",
             "DELETE FROM email_jobs WHERE mailbox_id = ?",

@@ -162,15 +162,27 @@ impl SqlStore {
             .fetch_all(&mut *tx)
             .await?;
         let lease = now_ms + lease_ms;
-        for r in &rows {
-            self.q("UPDATE email_jobs SET lease_until_ms = ? WHERE id = ?")
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            // The lease condition again: another node may have claimed the row since the SELECT
+            // (PostgreSQL/MySQL re-check it after waiting for that node's row lock).
+            let res = self
+                .q(
+                    "UPDATE email_jobs SET lease_until_ms = ? WHERE id = ? AND status = 'pending' \
+                    AND lease_until_ms < ?",
+                )
                 .bind(lease)
                 .bind(r.id)
+                .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
+            if res.rows_affected() == 1 {
+                claimed.push(r);
+            }
         }
         tx.commit().await?;
-        rows.into_iter()
+        claimed
+            .into_iter()
             .map(|r| {
                 let bad = |what: &str| StoreError::Corrupt(format!("email job {}: {what}", r.id));
                 Ok(EmailJob {

@@ -207,18 +207,24 @@ impl SqlStore {
         Ok(max.map_or(0, |m| m + 1))
     }
 
-    /// Closes the gap a message leaves in its folder, as Asterisk renumbers on mailbox close. Two
-    /// steps, so no intermediate row collides with the (dir, msgnum) key.
+    /// Closes the gap a message leaves in its folder, as Asterisk renumbers on mailbox close. Row
+    /// by row through the primary key, lowest first (each row moves into the slot just freed, so
+    /// the (dir, msgnum) key never collides): a ranged UPDATE may scan and lock other mailboxes'
+    /// rows on InnoDB (its optimizer prefers a table scan on small tables), which deadlocks with
+    /// concurrent changes of those mailboxes.
     async fn compact(&self, tx: &mut Tx, dir: &str, removed: i64) -> Result<(), StoreError> {
-        self.q("UPDATE messages SET msgnum = -msgnum - 2 WHERE dir = ? AND msgnum > ?")
+        let ids: Vec<(String,)> = self
+            .qa("SELECT id FROM messages WHERE dir = ? AND msgnum > ? ORDER BY msgnum")
             .bind(dir.to_owned())
             .bind(removed)
-            .execute(&mut **tx)
+            .fetch_all(&mut **tx)
             .await?;
-        self.q("UPDATE messages SET msgnum = -msgnum - 3 WHERE dir = ? AND msgnum < -1")
-            .bind(dir.to_owned())
-            .execute(&mut **tx)
-            .await?;
+        for (id,) in ids {
+            self.q("UPDATE messages SET msgnum = msgnum - 1 WHERE id = ?")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
