@@ -65,6 +65,7 @@ async fn every_dialect_migrates_to_the_same_tables_and_columns() {
             .iter()
             .any(|(t, c, _)| t == "messages" && c == "msgnum")
     );
+    assert!(sqlite.iter().any(|(t, _, _)| t == "outbox_counter"));
     for backend in [Backend::Postgres, Backend::MySql] {
         let Some(other) = migrated_columns(backend).await else {
             continue;

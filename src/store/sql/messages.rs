@@ -81,11 +81,13 @@ impl SqlStore {
         version: i64,
     ) -> Result<MwiCounts, StoreError> {
         let counts = self.counts_in(tx, mailbox, version).await?;
+        let seq = self.next_event_seq(tx).await?;
         self.q(
-            "INSERT INTO events (event_type, context, mailbox, mailbox_id, message_id, new_count, \
-             old_count, urgent_new, urgent_old, version, node_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (seq, event_type, context, mailbox, mailbox_id, message_id, \
+             new_count, old_count, urgent_new, urgent_old, version, node_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
+        .bind(seq)
         .bind(event_type.to_owned())
         .bind(mailbox.address.context.clone())
         .bind(mailbox.address.mailbox.clone())
@@ -101,6 +103,20 @@ impl SqlStore {
         .execute(&mut **tx)
         .await?;
         Ok(counts)
+    }
+
+    /// Takes the next outbox seq from the counter row. The row lock is held until commit, so
+    /// transactions that write events commit in seq order (a consumer never sees seq N before
+    /// N−1): callers take it as late as they can, after every other lock of the transaction.
+    async fn next_event_seq(&self, tx: &mut Tx) -> Result<i64, StoreError> {
+        self.q("UPDATE outbox_counter SET seq = seq + 1 WHERE id = 1")
+            .execute(&mut **tx)
+            .await?;
+        let (seq,): (i64,) = self
+            .qa("SELECT seq FROM outbox_counter WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(seq)
     }
 
     async fn message_in(
