@@ -1,9 +1,10 @@
 //! The concurrency cases: exact msgnum/maxmsg under concurrent deposits from two nodes, outbox
 //! order under concurrent writers, exactly-once dispatch and leased jobs (email, webhook
-//! deliveries, MWI pushes) claimed by one node only.
+//! deliveries, MWI pushes) claimed by one node only, and wake-ups across nodes.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use voxmail::domain::{EventFilter, Folder, MailboxAddress};
 use voxmail::store::{
@@ -18,7 +19,8 @@ on_every_backend!(
     concurrent_deposits_fill_a_mailbox_exactly,
     a_concurrent_reader_sees_every_event_once,
     two_nodes_dispatch_each_event_once,
-    two_nodes_claim_each_job_once
+    two_nodes_claim_each_job_once,
+    a_commit_on_one_node_wakes_the_others
 );
 
 async fn mailbox(store: &SqlStore, mailbox: &str) -> voxmail::store::MailboxRecord {
@@ -342,5 +344,39 @@ async fn two_nodes_claim_each_job_once(store: Arc<SqlStore>, db: &TestDb) {
     })
     .await;
     assert_once(pushes, 10, "MWI pushes");
+    b.close().await;
+}
+
+/// A change committed on node A wakes node B's consumers (PostgreSQL NOTIFY, MySQL outbox poll).
+async fn a_commit_on_one_node_wakes_the_others(store: Arc<SqlStore>, db: &TestDb) {
+    if db.backend == Backend::Sqlite {
+        return; // one node per SQLite file: commits wake the local consumers directly
+    }
+    let b = connect(db, "node-b").await;
+    let wake = Arc::new(tokio::sync::watch::Sender::new(0u64));
+    let mut rx = wake.subscribe();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    b.watch_other_nodes(
+        wake.clone(),
+        Duration::from_millis(50),
+        shutdown.clone(),
+        &tracker,
+    );
+    let m = mailbox(&store, "100").await;
+    // Let the listener start (it wakes once when it connects), then wait for the deposit's wake.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rx.borrow_and_update();
+    store
+        .insert_message(&m, new_message(Folder::Inbox), 10, None)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("node B was not woken within 5 s")
+        .expect("wake channel open");
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
     b.close().await;
 }

@@ -116,6 +116,9 @@ impl SqlStore {
             .qa("SELECT seq FROM outbox_counter WHERE id = 1")
             .fetch_one(&mut **tx)
             .await?;
+        if let Some(sql) = self.dialect.notify_sql() {
+            self.q(sql).execute(&mut **tx).await?;
+        }
         Ok(seq)
     }
 

@@ -1,6 +1,6 @@
 //! One SQL implementation for SQLite, PostgreSQL and MySQL/MariaDB. Queries are written once with
 //! `?` placeholders in portable SQL; [`Dialect`] is the one place where the databases differ
-//! (placeholders, row locks, session setup, migrations).
+//! (placeholders, row locks, session setup, migrations, cross-node wake-ups).
 
 mod directory;
 mod email;
@@ -8,6 +8,7 @@ mod events;
 mod messages;
 mod mwi;
 mod rows;
+mod wake;
 mod webhooks;
 
 use std::str::FromStr;
@@ -62,6 +63,15 @@ impl Dialect {
         }
     }
 
+    /// A statement, run in every transaction that writes an event, that wakes the other nodes when
+    /// it commits (PostgreSQL NOTIFY; MySQL nodes poll instead, SQLite has a single node).
+    fn notify_sql(self) -> Option<&'static str> {
+        match self {
+            Self::Postgres => Some("NOTIFY voxmail_events"),
+            Self::Sqlite | Self::MySql => None,
+        }
+    }
+
     /// Suffix that locks selected rows until the transaction ends (SQLite locks the whole database
     /// for a write transaction instead).
     fn for_update(self) -> &'static str {
@@ -75,6 +85,8 @@ impl Dialect {
 /// The SQL store: directory (contexts, mailboxes, API keys), messages, greetings and the outbox.
 pub struct SqlStore {
     pool: AnyPool,
+    /// The database URL (holds credentials: never logged); the PostgreSQL listener connects with it.
+    url: String,
     /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
     /// sleeping and retrying on SQLITE_BUSY (which lets an unlucky writer wait seconds).
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -162,6 +174,7 @@ impl SqlStore {
         }
         let store = Self {
             pool,
+            url: url.to_owned(),
             write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             dialect,
             spool_dir: spool_dir.trim_end_matches('/').to_owned(),
