@@ -146,18 +146,45 @@ impl Drop for TestDb {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(async {
-                let sql = match backend {
-                    Backend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                    _ => format!("DROP DATABASE IF EXISTS {name}"),
-                };
-                admin_exec(backend, &admin, &sql).await
-            })
+            rt.block_on(drop_database(backend, &admin, &name))
         })
         .join();
         if let Ok(Err(e)) = dropped {
             eprintln!("could not drop test database {}: {e}", self.name);
         }
+    }
+}
+
+/// Drops a test database, first ending the connections still open on it (a server whose runtime
+/// is blocked by this drop cannot close them, and MySQL's DROP waits for their metadata locks).
+async fn drop_database(backend: Backend, admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    match backend {
+        Backend::Postgres => {
+            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            admin_exec(backend, admin_url, &sql).await
+        }
+        Backend::MySql => {
+            let mut c = sqlx::MySqlConnection::connect(admin_url).await?;
+            let ids: Vec<(i64,)> = sqlx::query_as(
+                "SELECT CAST(id AS SIGNED) FROM information_schema.processlist WHERE db = ?",
+            )
+            .bind(name)
+            .fetch_all(&mut c)
+            .await?;
+            for (id,) in ids {
+                // The connection may have ended meanwhile.
+                let _ = c
+                    .execute(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
+                    .await;
+            }
+            c.execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name}"
+            )))
+            .await?;
+            c.close().await
+        }
+        Backend::Sqlite => Ok(()),
     }
 }
 
