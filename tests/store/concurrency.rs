@@ -375,6 +375,31 @@ async fn a_commit_on_one_node_wakes_the_others(store: Arc<SqlStore>, db: &TestDb
         .await
         .expect("node B was not woken within 5 s")
         .expect("wake channel open");
+    if db.backend == Backend::Postgres {
+        // The listening connection dies: node B reconnects and is woken by the next commit again.
+        let (killed,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(
+            &mut <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(killed, 1, "one listener connection");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        rx.borrow_and_update();
+        store
+            .insert_message(&m, new_message(Folder::Inbox), 10, None)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("node B was not woken after its listener reconnected")
+            .expect("wake channel open");
+    }
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
