@@ -55,10 +55,11 @@ impl Dialect {
             Self::Postgres => &[],
             // PostgreSQL's default: each statement sees what committed before it (InnoDB's
             // REPEATABLE READ would keep the snapshot of a transaction's first read, so a writer
-            // that waited for a mailbox lock would count stale rows), and no gap locks.
+            // that waited for a mailbox lock would count stale rows), and no gap locks. Strict
+            // mode: a value too long for its column is an error, as on PostgreSQL, not truncated.
             Self::MySql => &[
                 "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-                "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')",
+                "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_TRANS_TABLES')",
             ],
         }
     }
