@@ -1,7 +1,7 @@
 # voxmail: multi-stage build → slim, non-root runtime. Data (SQLite database and audio) lives in /data.
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY .cargo .cargo
 COPY crates crates
 COPY src src

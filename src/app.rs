@@ -74,6 +74,7 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     vm.start_email(shutdown.clone(), &tracker)
         .map_err(|e| anyhow::anyhow!("email: {e}"))?;
     let hub = vm.start_hub(shutdown.clone(), &tracker);
+    vm.start_cluster_wakeups(shutdown.clone(), &tracker);
     vm.start_webhooks(shutdown.clone(), &tracker);
     vm.start_mwi_pushes(shutdown.clone(), &tracker).await;
     let vm = vm.with_hub(hub);

@@ -58,10 +58,14 @@ pub struct HttpConfig {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// Database URL. Empty = SQLite at `<data_dir>/voxmail.db`.
+    /// Database URL: `sqlite://PATH`, `postgres://user:pass@host/db` or
+    /// `mysql://user:pass@host/db` (also `mariadb://`). Empty = SQLite at `<data_dir>/voxmail.db`.
     pub url: String,
     /// Largest number of pooled connections.
     pub max_connections: u32,
+    /// On MySQL/MariaDB, how often (milliseconds) a node polls the outbox for events committed by
+    /// other nodes (PostgreSQL nodes are woken by LISTEN/NOTIFY; SQLite has one node).
+    pub poll_interval_ms: u64,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -69,6 +73,7 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
+            .field("poll_interval_ms", &self.poll_interval_ms)
             .finish()
     }
 }
@@ -400,6 +405,7 @@ impl Default for DatabaseConfig {
         Self {
             url: String::new(),
             max_connections: 16,
+            poll_interval_ms: 200,
         }
     }
 }
@@ -562,6 +568,11 @@ impl Config {
         }
         if self.email.enabled {
             self.email.check_transport().map_err(ConfigError::Value)?;
+        }
+        if self.database.poll_interval_ms == 0 {
+            return Err(ConfigError::Value(
+                "database.poll_interval_ms must be at least 1".into(),
+            ));
         }
         if self.database.max_connections == 0 {
             return Err(ConfigError::Value(

@@ -176,6 +176,20 @@ impl Voicemail {
         )
     }
 
+    /// Wakes this node's outbox consumers when other nodes commit events (see `store::sql::wake`).
+    pub fn start_cluster_wakeups(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) {
+        self.sql.watch_other_nodes(
+            self.changed.clone(),
+            std::time::Duration::from_millis(self.config.database.poll_interval_ms),
+            shutdown,
+            tracker,
+        );
+    }
+
     /// Starts webhook delivery; it stops with `shutdown`.
     pub fn start_webhooks(
         &self,

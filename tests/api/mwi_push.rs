@@ -589,6 +589,8 @@ async fn mwi_resync_command_queues_pushes_that_the_running_server_sends() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxmail"))
         .arg("--data-dir")
         .arg(app.data_dir())
+        .arg("--database-url")
+        .arg(app.config.database_url())
         .args(["mwi", "resync", "--context", "default"])
         .env_remove("VOXMAIL_CONFIG")
         .output()

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod db;
 pub mod receiver;
 pub mod smtp;
 pub mod sse;
@@ -21,6 +22,8 @@ pub struct TestApp {
     pub client: Client,
     pub config: Config,
     running: Option<voxmail::app::Running>,
+    /// The server database when `TEST_APP_DATABASE` names one (dropped after the server stops).
+    db: Option<db::TestDb>,
     // Kept last so the directory outlives the server.
     dir: Option<TempDir>,
     data_dir: PathBuf,
@@ -45,6 +48,22 @@ pub fn test_config(data_dir: &Path) -> Config {
     c
 }
 
+/// `TEST_APP_DATABASE=postgres|mysql` runs the API tests on a fresh database of that server
+/// (`TEST_POSTGRES_URL` / `TEST_MYSQL_URL`) instead of SQLite. Tests that open the SQLite file
+/// or run the CLI on the data directory assume SQLite.
+async fn app_database() -> Option<db::TestDb> {
+    let backend = match std::env::var("TEST_APP_DATABASE").as_deref() {
+        Ok("postgres") => db::Backend::Postgres,
+        Ok("mysql") => db::Backend::MySql,
+        _ => return None,
+    };
+    Some(
+        db::TestDb::create(backend)
+            .await
+            .expect("TEST_APP_DATABASE names a server that is not configured"),
+    )
+}
+
 impl TestApp {
     /// Starts a server with default settings and an unscoped admin key.
     pub async fn spawn() -> Self {
@@ -55,6 +74,10 @@ impl TestApp {
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
+        let db = app_database().await;
+        if let Some(db) = &db {
+            config.database.url = db.url.clone();
+        }
         tweak(&mut config);
         let data_dir = dir.path().to_path_buf();
         let mut app = Self {
@@ -63,6 +86,7 @@ impl TestApp {
             client: Client::new(),
             config,
             running: None,
+            db,
             dir: Some(dir),
             data_dir,
         };

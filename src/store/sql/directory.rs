@@ -65,10 +65,10 @@ impl SqlStore {
         let rows = self
             .qa::<ContextRow>(
                 "SELECT name, description, created_at FROM contexts \
-                 WHERE (? IS NULL OR name = ?) AND name > ? ORDER BY name LIMIT ?",
+                 WHERE (? = '' OR name = ?) AND name > ? ORDER BY name LIMIT ?",
             )
-            .bind(only.map(str::to_owned))
-            .bind(only.map(str::to_owned))
+            .bind(only.unwrap_or("").to_owned())
+            .bind(only.unwrap_or("").to_owned())
             .bind(after.unwrap_or("").to_owned())
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
@@ -179,30 +179,30 @@ impl SqlStore {
         limit: u32,
     ) -> Result<Page<MailboxRecord>, StoreError> {
         let (after_ctx, after_mbx) = after.unwrap_or(("", ""));
-        let q = q.filter(|s| !s.is_empty()).map(|s| {
-            s.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        });
+        // `!` escapes LIKE wildcards: a backslash is itself an escape in MySQL string literals.
+        let q = q
+            .filter(|s| !s.is_empty())
+            .map(|s| s.replace('!', "!!").replace('%', "!%").replace('_', "!_"))
+            .unwrap_or_default();
         let rows = self
             .qa::<MailboxRow>(concat!(
                 "SELECT ",
                 mailbox_columns!(),
-                " FROM mailboxes WHERE (? IS NULL OR context = ?) \
+                " FROM mailboxes WHERE (? = '' OR context = ?) \
                   AND (context > ? OR (context = ? AND mailbox > ?)) \
-                  AND (? IS NULL OR mailbox LIKE ? ESCAPE '\\' OR fullname LIKE ? ESCAPE '\\' \
-                       OR email LIKE ? ESCAPE '\\') \
+                  AND (? = '' OR mailbox LIKE ? ESCAPE '!' OR LOWER(fullname) LIKE LOWER(?) \
+                       ESCAPE '!' OR LOWER(email) LIKE LOWER(?) ESCAPE '!') \
                   ORDER BY context, mailbox LIMIT ?"
             ))
-            .bind(context.map(str::to_owned))
-            .bind(context.map(str::to_owned))
+            .bind(context.unwrap_or("").to_owned())
+            .bind(context.unwrap_or("").to_owned())
             .bind(after_ctx.to_owned())
             .bind(after_ctx.to_owned())
             .bind(after_mbx.to_owned())
             .bind(q.clone())
-            .bind(q.as_ref().map(|s| format!("{s}%")))
-            .bind(q.as_ref().map(|s| format!("%{s}%")))
-            .bind(q.as_ref().map(|s| format!("%{s}%")))
+            .bind(format!("{q}%"))
+            .bind(format!("%{q}%"))
+            .bind(format!("%{q}%"))
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
@@ -263,15 +263,23 @@ impl SqlStore {
         let mailbox = self
             .mailbox_in(&mut tx, &address.mailbox, &address.context)
             .await?;
+        // The mailbox lock first, as in every change of a mailbox (a deposit waits, then finds it gone).
+        let version = self.lock_mailbox(&mut tx, &mailbox).await?;
         let id = mailbox.id.to_string();
-        let mut keys: Vec<String> = self
-            .qa::<(String,)>("SELECT audio_key FROM messages WHERE mailbox_id = ?")
+        let messages: Vec<(String, String)> = self
+            .qa("SELECT id, audio_key FROM messages WHERE mailbox_id = ?")
             .bind(id.clone())
             .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|(k,)| k)
-            .collect();
+            .await?;
+        // By primary key: a DELETE by mailbox_id may scan (and wait on) other mailboxes' rows on
+        // InnoDB, see `compact`.
+        for (message, _) in &messages {
+            self.q("DELETE FROM messages WHERE id = ?")
+                .bind(message.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut keys: Vec<String> = messages.into_iter().map(|(_, k)| k).collect();
         keys.extend(
             self.qa::<(String,)>("SELECT audio_key FROM greetings WHERE mailbox_id = ?")
                 .bind(id.clone())
@@ -281,19 +289,18 @@ impl SqlStore {
                 .map(|(k,)| k),
         );
         for sql in [
-            "DELETE FROM messages WHERE mailbox_id = ?",
             "DELETE FROM greetings WHERE mailbox_id = ?",
             "DELETE FROM idempotency_keys WHERE mailbox_id = ?",
             "DELETE FROM email_jobs WHERE mailbox_id = ?",
         ] {
             self.q(sql).bind(id.clone()).execute(&mut *tx).await?;
         }
-        // The event is written while the row exists (counts are zero now), then the row goes.
-        self.emit(&mut tx, &mailbox, "mailbox.deleted", None)
-            .await?;
         self.q("DELETE FROM mailboxes WHERE uniqueid = ?")
             .bind(id)
             .execute(&mut *tx)
+            .await?;
+        // Counts are zero now; the event goes last (it takes the outbox counter's lock).
+        self.emit_locked(&mut tx, &mailbox, "mailbox.deleted", None, version)
             .await?;
         tx.commit().await?;
         Ok(keys)

@@ -162,15 +162,27 @@ impl SqlStore {
             .fetch_all(&mut *tx)
             .await?;
         let lease = now_ms + lease_ms;
-        for r in &rows {
-            self.q("UPDATE email_jobs SET lease_until_ms = ? WHERE id = ?")
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            // The lease condition again: another node may have claimed the row since the SELECT
+            // (PostgreSQL/MySQL re-check it after waiting for that node's row lock).
+            let res = self
+                .q(
+                    "UPDATE email_jobs SET lease_until_ms = ? WHERE id = ? AND status = 'pending' \
+                    AND lease_until_ms < ?",
+                )
                 .bind(lease)
                 .bind(r.id)
+                .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
+            if res.rows_affected() == 1 {
+                claimed.push(r);
+            }
         }
         tx.commit().await?;
-        rows.into_iter()
+        claimed
+            .into_iter()
             .map(|r| {
                 let bad = |what: &str| StoreError::Corrupt(format!("email job {}: {what}", r.id));
                 Ok(EmailJob {
@@ -237,11 +249,12 @@ impl SqlStore {
     /// A message's finished jobs stay while another of its jobs is pending: `deletevoicemail`
     /// reads them when that one finishes.
     pub async fn sweep_email_jobs(&self, before: i64) -> Result<u64, StoreError> {
+        // The inner query is a derived table: MySQL refuses a subquery on the table being deleted from.
         Ok(self
             .q(
                 "DELETE FROM email_jobs WHERE status IN ('sent', 'failed') AND updated_at < ? \
-                 AND message_id NOT IN \
-                 (SELECT message_id FROM email_jobs WHERE status = 'pending')",
+                 AND message_id NOT IN (SELECT message_id FROM \
+                 (SELECT message_id FROM email_jobs WHERE status = 'pending') AS p)",
             )
             .bind(before)
             .execute(&self.pool)

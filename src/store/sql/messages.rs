@@ -13,7 +13,11 @@ use crate::store::{
 
 impl SqlStore {
     /// Takes the mailbox's row lock by bumping its version; returns the new version.
-    async fn lock_mailbox(&self, tx: &mut Tx, mailbox: &MailboxRecord) -> Result<i64, StoreError> {
+    pub(super) async fn lock_mailbox(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+    ) -> Result<i64, StoreError> {
         let res = self
             .q("UPDATE mailboxes SET version = version + 1 WHERE uniqueid = ?")
             .bind(mailbox.id.to_string())
@@ -68,7 +72,7 @@ impl SqlStore {
             .await
     }
 
-    async fn emit_locked(
+    pub(super) async fn emit_locked(
         &self,
         tx: &mut Tx,
         mailbox: &MailboxRecord,
@@ -77,11 +81,13 @@ impl SqlStore {
         version: i64,
     ) -> Result<MwiCounts, StoreError> {
         let counts = self.counts_in(tx, mailbox, version).await?;
+        let seq = self.next_event_seq(tx).await?;
         self.q(
-            "INSERT INTO events (event_type, context, mailbox, mailbox_id, message_id, new_count, \
-             old_count, urgent_new, urgent_old, version, node_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (seq, event_type, context, mailbox, mailbox_id, message_id, \
+             new_count, old_count, urgent_new, urgent_old, version, node_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
+        .bind(seq)
         .bind(event_type.to_owned())
         .bind(mailbox.address.context.clone())
         .bind(mailbox.address.mailbox.clone())
@@ -97,6 +103,23 @@ impl SqlStore {
         .execute(&mut **tx)
         .await?;
         Ok(counts)
+    }
+
+    /// Takes the next outbox seq from the counter row. The row lock is held until commit, so
+    /// transactions that write events commit in seq order (a consumer never sees seq N before
+    /// N−1): callers take it as late as they can, after every other lock of the transaction.
+    async fn next_event_seq(&self, tx: &mut Tx) -> Result<i64, StoreError> {
+        self.q("UPDATE outbox_counter SET seq = seq + 1 WHERE id = 1")
+            .execute(&mut **tx)
+            .await?;
+        let (seq,): (i64,) = self
+            .qa("SELECT seq FROM outbox_counter WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?;
+        if let Some(sql) = self.dialect.notify_sql() {
+            self.q(sql).execute(&mut **tx).await?;
+        }
+        Ok(seq)
     }
 
     async fn message_in(
@@ -203,18 +226,24 @@ impl SqlStore {
         Ok(max.map_or(0, |m| m + 1))
     }
 
-    /// Closes the gap a message leaves in its folder, as Asterisk renumbers on mailbox close. Two
-    /// steps, so no intermediate row collides with the (dir, msgnum) key.
+    /// Closes the gap a message leaves in its folder, as Asterisk renumbers on mailbox close. Row
+    /// by row through the primary key, lowest first (each row moves into the slot just freed, so
+    /// the (dir, msgnum) key never collides): a ranged UPDATE may scan and lock other mailboxes'
+    /// rows on InnoDB (its optimizer prefers a table scan on small tables), which deadlocks with
+    /// concurrent changes of those mailboxes.
     async fn compact(&self, tx: &mut Tx, dir: &str, removed: i64) -> Result<(), StoreError> {
-        self.q("UPDATE messages SET msgnum = -msgnum - 2 WHERE dir = ? AND msgnum > ?")
+        let ids: Vec<(String,)> = self
+            .qa("SELECT id FROM messages WHERE dir = ? AND msgnum > ? ORDER BY msgnum")
             .bind(dir.to_owned())
             .bind(removed)
-            .execute(&mut **tx)
+            .fetch_all(&mut **tx)
             .await?;
-        self.q("UPDATE messages SET msgnum = -msgnum - 3 WHERE dir = ? AND msgnum < -1")
-            .bind(dir.to_owned())
-            .execute(&mut **tx)
-            .await?;
+        for (id,) in ids {
+            self.q("UPDATE messages SET msgnum = msgnum - 1 WHERE id = ?")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
@@ -497,10 +526,10 @@ impl MessageStore for SqlStore {
         } else {
             "message.updated"
         };
+        let updated = self.message_in(&mut tx, mailbox, id).await?;
         let counts = self
             .emit_locked(&mut tx, mailbox, event, Some(id), version)
             .await?;
-        let updated = self.message_in(&mut tx, mailbox, id).await?;
         tx.commit().await?;
         Ok(Changed {
             value: updated,
@@ -551,15 +580,6 @@ impl MessageStore for SqlStore {
         for t in &targets {
             self.insert_row(&mut tx, &t.mailbox, &t.message, t.maxmsg)
                 .await?;
-            let v = versions.get(&t.mailbox.id).copied().unwrap_or_default();
-            self.emit_locked(
-                &mut tx,
-                &t.mailbox,
-                "message.deposited",
-                Some(t.message.id),
-                v,
-            )
-            .await?;
             let copy = self.message_in(&mut tx, &t.mailbox, t.message.id).await?;
             // Asterisk's forward mail names the forwarding mailbox as the caller (VM_CIDNUM) and
             // the original caller as ORIG_VM_*.
@@ -579,6 +599,20 @@ impl MessageStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
             self.compact(&mut tx, &cur.dir, cur.msgnum).await?;
+        }
+        // Events last: the first one takes the outbox counter's lock (see `next_event_seq`).
+        for t in &targets {
+            let v = versions.get(&t.mailbox.id).copied().unwrap_or_default();
+            self.emit_locked(
+                &mut tx,
+                &t.mailbox,
+                "message.deposited",
+                Some(t.message.id),
+                v,
+            )
+            .await?;
+        }
+        if !keep {
             let v = versions.get(&source.id).copied().unwrap_or_default();
             self.emit_locked(&mut tx, source, "message.deleted", Some(id), v)
                 .await?;

@@ -1,6 +1,6 @@
-//! One SQL implementation for SQLite (and, with their migrations, PostgreSQL and MySQL/MariaDB).
-//! Queries are written once with `?` placeholders in portable SQL; [`Dialect`] is the one place
-//! where the databases differ.
+//! One SQL implementation for SQLite, PostgreSQL and MySQL/MariaDB. Queries are written once with
+//! `?` placeholders in portable SQL; [`Dialect`] is the one place where the databases differ
+//! (placeholders, row locks, session setup, migrations, cross-node wake-ups).
 
 mod directory;
 mod email;
@@ -8,6 +8,7 @@ mod events;
 mod messages;
 mod mwi;
 mod rows;
+mod wake;
 mod webhooks;
 
 use std::str::FromStr;
@@ -46,6 +47,32 @@ impl Dialect {
         }
     }
 
+    /// Statements run on every new connection.
+    fn session_setup(self) -> &'static [&'static str] {
+        match self {
+            // Wait for a writer instead of failing with SQLITE_BUSY; enforce references.
+            Self::Sqlite => &["PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON"],
+            Self::Postgres => &[],
+            // PostgreSQL's default: each statement sees what committed before it (InnoDB's
+            // REPEATABLE READ would keep the snapshot of a transaction's first read, so a writer
+            // that waited for a mailbox lock would count stale rows), and no gap locks. Strict
+            // mode: a value too long for its column is an error, as on PostgreSQL, not truncated.
+            Self::MySql => &[
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_TRANS_TABLES')",
+            ],
+        }
+    }
+
+    /// A statement, run in every transaction that writes an event, that wakes the other nodes when
+    /// it commits (PostgreSQL NOTIFY; MySQL nodes poll instead, SQLite has a single node).
+    fn notify_sql(self) -> Option<&'static str> {
+        match self {
+            Self::Postgres => Some("NOTIFY voxmail_events"),
+            Self::Sqlite | Self::MySql => None,
+        }
+    }
+
     /// Suffix that locks selected rows until the transaction ends (SQLite locks the whole database
     /// for a write transaction instead).
     fn for_update(self) -> &'static str {
@@ -59,6 +86,8 @@ impl Dialect {
 /// The SQL store: directory (contexts, mailboxes, API keys), messages, greetings and the outbox.
 pub struct SqlStore {
     pool: AnyPool,
+    /// The database URL (holds credentials: never logged); the PostgreSQL listener connects with it.
+    url: String,
     /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
     /// sleeping and retrying on SQLITE_BUSY (which lets an unlucky writer wait seconds).
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -112,11 +141,6 @@ impl SqlStore {
                 .into(),
             ))
         })?;
-        if dialect != Dialect::Sqlite {
-            return Err(StoreError::Database(sqlx::Error::Configuration(
-                "only SQLite is available in this build (sqlite://PATH)".into(),
-            )));
-        }
         if let Some(path) = url
             .strip_prefix("sqlite://")
             .map(|p| p.split('?').next().unwrap_or(p))
@@ -135,10 +159,8 @@ impl SqlStore {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // Wait for a writer instead of failing with SQLITE_BUSY; enforce references.
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    for stmt in dialect.session_setup() {
+                        conn.execute(*stmt).await?;
                     }
                     Ok(())
                 })
@@ -153,6 +175,7 @@ impl SqlStore {
         }
         let store = Self {
             pool,
+            url: url.to_owned(),
             write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             dialect,
             spool_dir: spool_dir.trim_end_matches('/').to_owned(),
@@ -166,11 +189,8 @@ impl SqlStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let migrator = match self.dialect {
             Dialect::Sqlite => sqlx::migrate!("migrations/sqlite"),
-            Dialect::Postgres | Dialect::MySql => {
-                return Err(StoreError::Database(sqlx::Error::Configuration(
-                    "no migrations for this database in this build".into(),
-                )));
-            }
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres"),
+            Dialect::MySql => sqlx::migrate!("migrations/mysql"),
         };
         migrator
             .run(&self.pool)

@@ -339,14 +339,19 @@ impl SqlStore {
             .await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for r in rows {
-            self.q(
-                "UPDATE mwi_pushes SET lease_until_ms = ? WHERE target_id = ? AND mailbox_id = ?",
-            )
-            .bind(now_ms + lease_ms)
-            .bind(r.id.clone())
-            .bind(r.mailbox_id.clone())
-            .execute(&mut *tx)
-            .await?;
+            // Fenced: another node may have claimed the row since the SELECT (see claim_email_jobs).
+            let res = self
+                .q("UPDATE mwi_pushes SET lease_until_ms = ? WHERE target_id = ? AND mailbox_id = ? \
+                    AND lease_until_ms < ?")
+                .bind(now_ms + lease_ms)
+                .bind(r.id.clone())
+                .bind(r.mailbox_id.clone())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            if res.rows_affected() != 1 {
+                continue;
+            }
             let target = MwiTargetRecord::try_from(TargetRow {
                 id: r.id,
                 context: r.t_context,

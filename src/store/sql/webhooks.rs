@@ -349,15 +349,25 @@ impl SqlStore {
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await?;
-        for r in &rows {
-            self.q("UPDATE webhook_deliveries SET lease_until_ms = ? WHERE id = ?")
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            // Fenced: another node may have claimed the row since the SELECT (see claim_email_jobs).
+            let res = self
+                .q(
+                    "UPDATE webhook_deliveries SET lease_until_ms = ? WHERE id = ? \
+                    AND status = 'pending' AND lease_until_ms < ?",
+                )
                 .bind(now_ms + lease_ms)
                 .bind(r.id)
+                .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
+            if res.rows_affected() == 1 {
+                claimed.push(r);
+            }
         }
         tx.commit().await?;
-        Ok(rows
+        Ok(claimed
             .into_iter()
             .map(|r| DeliveryJob {
                 id: r.id,

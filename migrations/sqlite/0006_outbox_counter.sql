@@ -1,0 +1,13 @@
+-- One counter row hands out outbox seqs. A writer takes the next seq as the last step before
+-- commit and holds the row lock until commit, so transactions commit in seq order and a consumer
+-- that has read seq N never later finds a smaller seq appear (see docs/ARCHITECTURE.md).
+CREATE TABLE outbox_counter (
+    id  BIGINT PRIMARY KEY,
+    seq BIGINT NOT NULL
+);
+-- Continue after every seq ever handed out (also those of events already swept).
+INSERT INTO outbox_counter (id, seq)
+SELECT 1, MAX(s) FROM (
+    SELECT COALESCE(MAX(seq), 0) AS s FROM events
+    UNION ALL SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)
+);
