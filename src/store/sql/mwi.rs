@@ -1,6 +1,6 @@
 //! Asterisk MWI push targets and their coalesced push state.
 
-use super::SqlStore;
+use super::{SqlStore, is_unique_violation};
 use crate::domain::{MailboxAddress, MailboxId, MwiCounts, now_secs};
 use crate::store::{MwiPushJob, MwiPushRecord, MwiTargetKind, MwiTargetRecord, StoreError};
 
@@ -261,7 +261,28 @@ impl SqlStore {
 
     /// Re-pushes the current counts of every mailbox to every active target (of one context, or
     /// one target). Returns the number of (target, mailbox) pushes queued.
+    ///
+    /// On PostgreSQL and MySQL the event dispatcher may insert the same (target, mailbox) row in a
+    /// concurrent transaction; the loser of that race gets a unique violation and the resync is
+    /// simply run again (it replaces every row it covers).
     pub async fn resync_mwi(
+        &self,
+        context: Option<&str>,
+        target: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.resync_mwi_once(context, target).await {
+                Err(StoreError::Database(e)) if attempt < 5 && is_unique_violation(&e) => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "MWI resync raced the dispatcher; running it again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn resync_mwi_once(
         &self,
         context: Option<&str>,
         target: Option<&str>,
