@@ -29,7 +29,8 @@ pub const DECODE_ANY_MAX_SECS: u64 = 600;
 const CHUNK_BYTES: usize = 32 * 1024;
 
 /// The audio bytes of a recording (after its header, as long as the header says) and its probe.
-/// Block formats only (WAV, raw).
+/// Block formats only (WAV, raw). Only the tests' whole-buffer reference transcoder uses it now.
+#[cfg(test)]
 pub fn audio_data(format: AudioFormat, bytes: &[u8]) -> Result<(Probe, &[u8]), AudioError> {
     let p = probe::probe(bytes, RawHint::for_format(format), true)?
         .ok_or_else(|| AudioError::Corrupt("the recording header is incomplete".into()))?;

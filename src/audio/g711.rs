@@ -71,12 +71,14 @@ pub fn linear_to_alaw(sample: i16) -> u8 {
     ((seg << 4) | (mant & 0x0F) as u8) ^ mask
 }
 
-/// Encodes samples as µ-law.
+/// Encodes samples as µ-law (whole buffers: the tests' reference; renditions stream).
+#[cfg(test)]
 pub fn encode_ulaw(samples: &[i16]) -> Vec<u8> {
     samples.iter().map(|&s| linear_to_ulaw(s)).collect()
 }
 
-/// Encodes samples as A-law.
+/// Encodes samples as A-law (whole buffers: the tests' reference; renditions stream).
+#[cfg(test)]
 pub fn encode_alaw(samples: &[i16]) -> Vec<u8> {
     samples.iter().map(|&s| linear_to_alaw(s)).collect()
 }
