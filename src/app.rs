@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::blob::{BlobStore, FsBlobStore};
+use crate::blob::{BlobStore, FsBlobStore, S3BlobStore};
 use crate::config::Config;
 use crate::service::Voicemail;
 use crate::store::SqlStore;
@@ -26,13 +26,53 @@ pub async fn build(config: Config) -> anyhow::Result<Voicemail> {
     .await
     .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
     sql.set_email_outbox(config.email.enabled);
-    let audio_dir = config.audio_dir();
-    let blobs: Arc<dyn BlobStore> = Arc::new(
-        FsBlobStore::open(&audio_dir)
-            .await
-            .with_context(|| format!("opening audio directory {}", audio_dir.display()))?,
-    );
-    Ok(Voicemail::new(Arc::new(sql), blobs, Arc::new(config)))
+    let sql = Arc::new(sql);
+    let blobs: Arc<dyn BlobStore> = match config.audio.store.as_str() {
+        // Audio in `messages.recording` / `greetings.recording`, as Asterisk's ODBC storage.
+        "db" => {
+            sql.set_audio_in_db(true);
+            let scratch = config.scratch_dir();
+            Arc::new(
+                crate::blob::DbBlobStore::open(sql.clone(), &scratch)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "opening the database audio store (scratch {})",
+                            scratch.display()
+                        )
+                    })?,
+            )
+        }
+        // Objects in an S3-compatible bucket, which every node of a cluster shares.
+        "s3" => {
+            let s3 = &config.audio.s3;
+            let store = S3BlobStore::open(s3)
+                .with_context(|| format!("opening the S3 audio store (bucket {})", s3.bucket))?;
+            tracing::info!(
+                audio.store = "s3",
+                s3.bucket = %s3.bucket,
+                s3.endpoint = %if s3.endpoint.is_empty() {
+                    "AWS".to_owned()
+                } else {
+                    crate::config::redact_url(&s3.endpoint)
+                },
+                s3.region = %s3.region,
+                s3.prefix = %s3.prefix,
+                "audio in an S3 bucket"
+            );
+            Arc::new(store)
+        }
+        "fs" => {
+            let audio_dir = config.audio_dir();
+            let store = FsBlobStore::open(&audio_dir)
+                .await
+                .with_context(|| format!("opening audio directory {}", audio_dir.display()))?;
+            tracing::info!(audio.store = "fs", audio.dir = %audio_dir.display(), "audio in a directory");
+            Arc::new(store)
+        }
+        other => anyhow::bail!("audio.store = {other:?}: expected \"fs\", \"s3\" or \"db\""),
+    };
+    Ok(Voicemail::new(sql, blobs, Arc::new(config)))
 }
 
 /// A running server.
@@ -77,6 +117,7 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     vm.start_cluster_wakeups(shutdown.clone(), &tracker);
     vm.start_webhooks(shutdown.clone(), &tracker);
     vm.start_mwi_pushes(shutdown.clone(), &tracker).await;
+    vm.start_orphan_collector(shutdown.clone(), &tracker);
     let vm = vm.with_hub(hub);
     let router = crate::http::router(vm.clone());
     let stop = shutdown.clone();

@@ -45,6 +45,10 @@ pub enum Cmd {
     MwiResync {
         context: Option<String>,
     },
+    /// `voxmail audio gc`: one pass of the orphan collector.
+    AudioGc {
+        dry_run: bool,
+    },
     /// `voxmail transcode`: one file to one rendition; needs no configuration or database.
     Transcode(TranscodeArgs),
 }
@@ -245,6 +249,17 @@ async fn execute(cmd: Cmd, config: Config) -> anyhow::Result<()> {
         Cmd::MwiResync { context } => {
             let n = vm.resync_mwi(&admin, context.as_deref()).await?;
             println!("queued {n} MWI pushes; a running server sends them within a second");
+        }
+        Cmd::AudioGc { dry_run } => {
+            if vm.config().audio.orphan_grace_secs == 0 {
+                anyhow::bail!("audio.orphan_grace_secs is 0: the orphan collector is off");
+            }
+            let s = vm.collect_orphans(crate::domain::now_ms(), dry_run).await?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!(
+                "listed {} audio objects, {} old enough to judge; {verb} {} ({} bytes); {} failed; {} scratch files removed",
+                s.listed, s.checked, s.removed, s.removed_bytes, s.failed, s.scratch_removed
+            );
         }
         Cmd::MailboxList { context } => {
             let mut cursor: Option<String> = None;

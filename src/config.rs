@@ -96,10 +96,21 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AudioConfig {
-    /// Where audio bytes are kept: `fs` (a local directory).
+    /// Where audio bytes are kept: `fs` (a local directory, the default), `s3` (an
+    /// S3-compatible bucket, see `[audio.s3]`; what a cluster of nodes shares) or `db` (the
+    /// database's `recording` column, as Asterisk's ODBC storage keeps it).
     pub store: String,
     /// Directory of the `fs` store. Empty = `<data_dir>/audio`.
     pub dir: PathBuf,
+    /// The bucket of the `s3` store.
+    pub s3: S3Config,
+    /// Audio objects no committed message or greeting references are removed once they are
+    /// this many seconds old (a crash between "audio written" and "row committed" leaves one).
+    /// Must be far longer than any deposit takes; 0 turns the collector off.
+    pub orphan_grace_secs: u64,
+    /// Seconds between two passes of the orphan collector on this node (each pass lists the
+    /// whole store, so on S3 it costs one LIST request per 1,000 objects).
+    pub orphan_sweep_secs: u64,
     /// Renditions (Opus, GSM, WAV…) transcoded at once; more requests wait, so a burst of fetches
     /// cannot take the CPU from deposits. Each transcode runs on the blocking pool.
     pub transcode_concurrency: usize,
@@ -111,6 +122,80 @@ pub struct AudioConfig {
     /// −0.09 PESQ MOS on 16 kbit/s speech; see bench/README.md). Cached renditions are kept, so
     /// a change applies to renditions made afterwards.
     pub opus_complexity: u8,
+}
+
+/// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, Garage, …) for `audio.store = "s3"`.
+///
+/// Credentials are best left out of the file: when `access_key_id` is empty they come from the
+/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or the
+/// instance's metadata service, as AWS tools do.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. `https://minio.example.net:9000`. Empty = AWS for `region`.
+    pub endpoint: String,
+    /// Region name (most non-AWS servers accept any name).
+    pub region: String,
+    /// Bucket name; it must exist.
+    pub bucket: String,
+    /// Prefix put before every key (e.g. `voxmail/`), to share a bucket with other data.
+    pub prefix: String,
+    /// Path-style requests (`endpoint/bucket/key`), which MinIO and most self-hosted servers
+    /// need; false = virtual-hosted style (`bucket.endpoint/key`), as AWS prefers.
+    pub path_style: bool,
+    /// Allows an `http://` endpoint (a test server, or a server on a trusted network).
+    pub allow_http: bool,
+    /// Access key id; empty = from the environment.
+    pub access_key_id: String,
+    /// Secret access key (never logged); empty = from the environment.
+    pub secret_access_key: String,
+    /// Recordings up to this size are sent in one PUT; larger ones as a multipart upload in
+    /// parts of this size (at least 5 MiB, the S3 minimum). It is also the memory one upload
+    /// may hold.
+    pub part_size_bytes: u64,
+    /// Seconds one request to the bucket may take before it is retried or fails.
+    pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &if self.secret_access_key.is_empty() {
+                    ""
+                } else {
+                    "***"
+                },
+            )
+            .field("part_size_bytes", &self.part_size_bytes)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            prefix: String::new(),
+            path_style: false,
+            allow_http: false,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            part_size_bytes: 8 * 1024 * 1024,
+            timeout_secs: 30,
+        }
+    }
 }
 
 /// Voicemail behaviour.
@@ -415,6 +500,9 @@ impl Default for AudioConfig {
         Self {
             store: "fs".into(),
             dir: PathBuf::new(),
+            s3: S3Config::default(),
+            orphan_grace_secs: 6 * 3600,
+            orphan_sweep_secs: 3600,
             transcode_concurrency: 2,
             opus_bitrate: 16000,
             opus_complexity: 5,
@@ -517,11 +605,36 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.audio.store != "fs" {
-            return Err(ConfigError::Value(format!(
-                "audio.store = {:?}: only \"fs\" is available in this build",
-                self.audio.store
-            )));
+        match self.audio.store.as_str() {
+            "fs" | "db" => {}
+            "s3" => {
+                let s3 = &self.audio.s3;
+                if s3.bucket.is_empty() {
+                    return Err(ConfigError::Value(
+                        "audio.store = \"s3\" needs audio.s3.bucket".into(),
+                    ));
+                }
+                if s3.part_size_bytes < 5 * 1024 * 1024 {
+                    return Err(ConfigError::Value(
+                        "audio.s3.part_size_bytes must be at least 5 MiB (5242880), the S3 minimum part size".into(),
+                    ));
+                }
+                if s3.endpoint.starts_with("http://") && !s3.allow_http {
+                    return Err(ConfigError::Value(
+                        "audio.s3.endpoint is http://: set audio.s3.allow_http = true to send audio unencrypted".into(),
+                    ));
+                }
+            }
+            other => {
+                return Err(ConfigError::Value(format!(
+                    "audio.store = {other:?}: expected \"fs\", \"s3\" or \"db\""
+                )));
+            }
+        }
+        if self.audio.orphan_grace_secs > 0 && self.audio.orphan_sweep_secs == 0 {
+            return Err(ConfigError::Value(
+                "audio.orphan_sweep_secs must be at least 1 (or set orphan_grace_secs = 0 to turn the collector off)".into(),
+            ));
         }
         if self.audio.transcode_concurrency == 0 {
             return Err(ConfigError::Value(
@@ -603,10 +716,15 @@ impl Config {
         }
     }
 
-    /// Where renditions are written before they are stored: `tmp/` of the audio directory, on
-    /// the same disk as the audio (the `fs` store stages its own writes there too).
+    /// Where renditions (and, for the `db` store, uploads) are written before they are stored:
+    /// `tmp/` of the audio directory for the `fs` store, on the same disk as the audio (it stages
+    /// its own writes there too); `<data_dir>/tmp` for the others.
     pub fn scratch_dir(&self) -> PathBuf {
-        self.audio_dir().join("tmp")
+        if self.audio.store == "fs" {
+            self.audio_dir().join("tmp")
+        } else {
+            self.data_dir.join("tmp")
+        }
     }
 
     /// This node's name.

@@ -50,6 +50,9 @@ enum Command {
     /// Message-waiting pushes.
     #[command(subcommand)]
     Mwi(MwiCmd),
+    /// Audio store maintenance.
+    #[command(subcommand)]
+    Audio(AudioCmd),
     /// Convert a recording file to a playback format, with the code of `GET …/audio?format=`.
     ///
     /// The input is recognised as a deposit would be: by content, or for headerless audio by
@@ -90,6 +93,17 @@ enum MwiCmd {
     Resync {
         #[arg(long)]
         context: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AudioCmd {
+    /// Remove audio objects no message or greeting references and older than
+    /// audio.orphan_grace_secs, now (servers also do it every audio.orphan_sweep_secs).
+    Gc {
+        /// Only count what would be removed.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -199,6 +213,7 @@ fn main() -> std::process::ExitCode {
         },
         Command::Mailbox(MailboxCmd::List { context }) => cli::Cmd::MailboxList { context },
         Command::Mwi(MwiCmd::Resync { context }) => cli::Cmd::MwiResync { context },
+        Command::Audio(AudioCmd::Gc { dry_run }) => cli::Cmd::AudioGc { dry_run },
         Command::Transcode(t) => cli::Cmd::Transcode(cli::TranscodeArgs {
             input: t.input,
             output: t.output,

@@ -7,7 +7,7 @@ use tokio::fs::{self, File};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobError, BlobKey, BlobRead, BlobStore, BlobWriter};
+use super::{BlobError, BlobKey, BlobMeta, BlobRead, BlobStore, BlobWriter, MetaStream};
 
 /// Audio blobs as files under a directory. Writes go to `tmp/`, are fsynced, then renamed into place,
 /// so a crash never leaves a half-written file under a real key.
@@ -118,6 +118,82 @@ impl BlobStore for FsBlobStore {
         fs::write(&probe, b"ok").await?;
         fs::remove_file(&probe).await?;
         Ok(())
+    }
+
+    fn list(&self, prefix: &str) -> MetaStream {
+        // A blocking walk on its own thread feeds a small queue, so millions of files never sit
+        // in memory at once and the runtime's threads never wait on the disk.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<BlobMeta, BlobError>>(256);
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || walk(&root, &prefix, &tx));
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed()
+    }
+}
+
+/// Walks `root` depth first, sending every file whose key starts with `prefix`; `tmp/` (writes in
+/// progress) is skipped. Stops early when the receiver is gone.
+fn walk(root: &Path, prefix: &str, tx: &tokio::sync::mpsc::Sender<Result<BlobMeta, BlobError>>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.into()));
+                return;
+            }
+        };
+        for entry in entries {
+            let item = entry.and_then(|e| {
+                let meta = e.metadata()?;
+                Ok((e.file_name(), meta))
+            });
+            let (name, meta) = match item {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.into()));
+                    return;
+                }
+            };
+            let Some(name) = name.to_str() else { continue };
+            let key = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if meta.is_dir() {
+                // Descend only where keys under the prefix can be.
+                if key != "tmp"
+                    && (key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")))
+                {
+                    dirs.push((dir.join(name), key));
+                }
+                continue;
+            }
+            if !meta.is_file() || !key.starts_with(prefix) {
+                continue;
+            }
+            let Some(key) = BlobKey::from_stored(&key) else {
+                continue;
+            };
+            let ms = |secs: i64, nanos: i64| secs * 1000 + nanos / 1_000_000;
+            let modified_ms =
+                ms(meta.mtime(), meta.mtime_nsec()).max(ms(meta.ctime(), meta.ctime_nsec()));
+            let sent = tx.blocking_send(Ok(BlobMeta {
+                key,
+                size: meta.len(),
+                modified_ms,
+            }));
+            if sent.is_err() {
+                return;
+            }
+        }
     }
 }
 

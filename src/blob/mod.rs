@@ -1,8 +1,12 @@
-//! Where audio bytes live: a trait over local disk (and, later, S3 and the database).
+//! Where audio bytes live: a trait over local disk, S3-compatible object storage and the database.
 
+mod db;
 mod fs;
+mod s3;
 
+pub use db::{DbBlobError, DbBlobStore};
 pub use fs::FsBlobStore;
+pub use s3::S3BlobStore;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -47,6 +51,37 @@ impl BlobKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The original a rendition was made from (`<dir>/<name>.<ext>` of
+    /// `<dir>/<name>.<ext>.<suffix>`); an original is its own.
+    pub fn original(&self) -> BlobKey {
+        let (dir, file) = match self.0.rfind('/') {
+            Some(i) => (&self.0[..=i], &self.0[i + 1..]),
+            None => ("", self.0.as_str()),
+        };
+        let mut dots = file.match_indices('.').map(|(i, _)| i);
+        match (dots.next(), dots.next()) {
+            (Some(_), Some(second)) => Self(format!("{dir}{}", &file[..second])),
+            _ => self.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rendition_knows_its_original() {
+        let m = BlobKey::from_stored("messages/a-b/c-d.audio").unwrap();
+        assert_eq!(m.original(), m);
+        let r = BlobKey::rendition(&m, "opus16000");
+        assert_eq!(r.original(), m);
+        let g = BlobKey::from_stored("greetings/a/busy-1.audio.wav8000").unwrap();
+        assert_eq!(g.original().as_str(), "greetings/a/busy-1.audio");
+        let bare = BlobKey::from_stored("x").unwrap();
+        assert_eq!(bare.original(), bare);
+    }
 }
 
 /// Failures of a blob store.
@@ -74,6 +109,21 @@ pub struct BlobRead {
     pub stream: ByteStream,
 }
 
+/// A stored blob as [`BlobStore::list`] reports it.
+#[derive(Debug, Clone)]
+pub struct BlobMeta {
+    /// The blob's key.
+    pub key: BlobKey,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the blob last became reachable under this key, in Unix milliseconds (for a file, the
+    /// later of mtime and ctime, so a hard link made by [`BlobStore::copy`] counts as new).
+    pub modified_ms: i64,
+}
+
+/// A stream of listed blobs.
+pub type MetaStream = BoxStream<'static, Result<BlobMeta, BlobError>>;
+
 /// Storage of audio blobs.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -89,6 +139,10 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn remove(&self, key: &BlobKey) -> Result<(), BlobError>;
     /// Checks the store can be written (for `/readyz`).
     async fn check(&self) -> Result<(), BlobError>;
+    /// Lists the committed blobs whose key starts with `prefix` (`""` = all), in no particular
+    /// order; blobs still being written are not listed. Used by the orphan collector, so it must
+    /// stream (a store may hold millions of blobs) and skip keys that are not ours.
+    fn list(&self, prefix: &str) -> MetaStream;
 }
 
 /// A blob being written. Dropping it without `commit` discards what was written.

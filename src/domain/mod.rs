@@ -283,3 +283,8 @@ pub struct AudioInfo {
 pub fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
+
+/// Current Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

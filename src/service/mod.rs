@@ -9,6 +9,7 @@ mod events;
 mod greetings;
 mod messages;
 mod mwi_targets;
+mod orphans;
 mod pin;
 mod rendition;
 mod webhooks;
@@ -21,6 +22,7 @@ pub use email::{ContextEmail, validate_email_settings};
 pub use events::{EventStream, StreamItem};
 pub use messages::{AudioStream, ForwardRequest};
 pub use mwi_targets::MwiTargetSettings;
+pub use orphans::OrphanSweep;
 pub use rendition::{Original, RenditionCache};
 pub use webhooks::WebhookSettings;
 
@@ -224,6 +226,11 @@ impl Voicemail {
     /// Wakes the event hub after a committed change.
     pub(crate) fn notify_changed(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The audio store (for the CLI and tests, which reach it directly).
+    pub fn blob_store(&self) -> Arc<dyn BlobStore> {
+        self.blobs.clone()
     }
 
     pub fn config(&self) -> &Config {

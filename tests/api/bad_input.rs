@@ -48,7 +48,7 @@ impl Survivor {
             (mwi["new"].clone(), mwi["old"].clone()),
             (json!(1), json!(0))
         );
-        let stored = helpers::files_under(&self.app.data_dir().join("audio").join("messages"));
+        let stored = helpers::stored_audio(&self.app, "messages/").await;
         assert_eq!(stored.len(), 1, "no audio of refused deposits: {stored:?}");
         let parts = helpers::leftover_parts(&self.app);
         assert!(parts.is_empty(), "temp files left: {parts:?}");

@@ -856,3 +856,43 @@ fn transcode_refuses_bad_input_with_one_line_and_exit_code_2() {
     assert_eq!(r.status.code(), Some(2));
     assert!(text(&r.stderr).contains("--format"), "{}", text(&r.stderr));
 }
+
+#[test]
+fn audio_gc_removes_an_old_orphan_file_and_keeps_young_ones() {
+    let s = scratch();
+    let d = s.data.to_str().unwrap();
+    ok(voxmail(&s.cwd).args(["--data-dir", d, "context", "create", "default"]));
+    let audio = s.data.join("audio").join("messages").join("0190abcd-mb");
+    std::fs::create_dir_all(&audio).unwrap();
+    let old = audio.join("0190abcd-0000-7000-8000-000000000001.audio");
+    let young = audio.join("0190abcd-0000-7000-8000-000000000002.audio");
+    std::fs::write(&old, b"RIFF lost").unwrap();
+    std::fs::write(&young, b"RIFF lost too").unwrap();
+    // Both are younger than the 2 s grace period; then only `old` ages past it (`young` is
+    // rewritten just before each pass).
+    let out = ok(voxmail(&s.cwd)
+        .env("VOXMAIL_AUDIO__ORPHAN_GRACE_SECS", "2")
+        .args(["--data-dir", d, "audio", "gc", "--dry-run"]));
+    assert!(out.contains("would remove 0"), "{out}");
+    std::thread::sleep(Duration::from_millis(2100));
+    std::fs::write(&young, b"RIFF lost, rewritten").unwrap();
+    let out = ok(voxmail(&s.cwd)
+        .env("VOXMAIL_AUDIO__ORPHAN_GRACE_SECS", "2")
+        .args(["--data-dir", d, "audio", "gc", "--dry-run"]));
+    assert!(out.contains("would remove 1 (9 bytes)"), "{out}");
+    assert!(old.exists());
+    std::fs::write(&young, b"RIFF lost, again").unwrap();
+    let out = ok(voxmail(&s.cwd)
+        .env("VOXMAIL_AUDIO__ORPHAN_GRACE_SECS", "2")
+        .args(["--data-dir", d, "audio", "gc"]));
+    assert!(out.contains("removed 1 (9 bytes)"), "{out}");
+    assert!(!old.exists());
+    assert!(young.exists(), "younger than the grace period");
+
+    let err = fails(
+        voxmail(&s.cwd)
+            .env("VOXMAIL_AUDIO__ORPHAN_GRACE_SECS", "0")
+            .args(["--data-dir", d, "audio", "gc"]),
+    );
+    assert!(err.contains("collector is off"), "{err}");
+}

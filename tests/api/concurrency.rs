@@ -51,7 +51,7 @@ async fn twenty_concurrent_deposits_never_push_a_mailbox_past_maxmsg() {
         .collect();
     assert_eq!(msgnums, (0..10).collect(), "msgnums 0..=9, each once");
     assert_eq!(app.mwi("1001@default").await["new"], 10);
-    let stored = helpers::files_under(&app.data_dir().join("audio").join("messages"));
+    let stored = helpers::stored_audio(&app, "messages/").await;
     assert_eq!(stored.len(), 10, "refused deposits leave no audio");
     assert!(helpers::leftover_parts(&app).is_empty());
 }

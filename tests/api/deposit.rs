@@ -427,7 +427,7 @@ async fn ten_concurrent_retries_with_one_idempotency_key_store_one_message() {
     assert_eq!(ids.len(), 1, "every try answers the same message");
     assert_eq!(helpers::list(&app, "1001@default", "").await.len(), 1);
     assert_eq!(app.mwi("1001@default").await["new"], 1);
-    let stored = helpers::files_under(&app.data_dir().join("audio").join("messages"));
+    let stored = helpers::stored_audio(&app, "messages/").await;
     assert_eq!(stored.len(), 1, "the losers' audio is removed: {stored:?}");
 }
 
@@ -479,7 +479,7 @@ async fn a_full_mailbox_answers_507_mailbox_full() {
         .await;
     assert_problem(r, 507, "mailbox-full").await;
     assert_eq!(helpers::list(&app, "1001@default", "").await.len(), 3);
-    let stored = helpers::files_under(&app.data_dir().join("audio").join("messages"));
+    let stored = helpers::stored_audio(&app, "messages/").await;
     assert_eq!(stored.len(), 3, "the refused audio is not kept: {stored:?}");
     assert!(helpers::leftover_parts(&app).is_empty());
     // maxmsg counts per folder: an urgent message still fits.
@@ -542,7 +542,7 @@ async fn a_retry_after_the_message_was_deleted_does_not_bring_it_back() {
     assert!(retry.status().is_client_error(), "{}", retry.status());
     assert_problem(retry, 409, "conflict").await;
     assert!(helpers::list(&app, "1001@default", "").await.is_empty());
-    assert!(helpers::files_under(&app.data_dir().join("audio").join("messages")).is_empty());
+    assert!(helpers::stored_audio(&app, "messages/").await.is_empty());
 }
 
 #[tokio::test]

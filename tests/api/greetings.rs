@@ -22,8 +22,8 @@ async fn put(app: &TestApp, kind: &str, body: Vec<u8>, ct: &str) -> reqwest::Res
         .unwrap()
 }
 
-fn greeting_files(app: &TestApp) -> Vec<std::path::PathBuf> {
-    helpers::files_under(&app.data_dir().join("audio").join("greetings"))
+async fn greeting_files(app: &TestApp) -> Vec<String> {
+    helpers::stored_audio(app, "greetings/").await
 }
 
 #[tokio::test]
@@ -81,7 +81,7 @@ async fn every_greeting_kind_is_stored_and_served_byte_for_byte() {
         v
     };
     assert_eq!(durations, vec![1000, 500, 1500, 750]);
-    assert_eq!(greeting_files(&app).len(), 4);
+    assert_eq!(greeting_files(&app).await.len(), 4);
     // Greetings are not messages.
     assert!(helpers::list(&app, MBX, "").await.is_empty());
     assert_eq!(app.mwi(MBX).await["new"], 0);
@@ -97,7 +97,7 @@ async fn replacing_a_greeting_is_200_and_removes_the_old_audio() {
         put(&app, "busy", first.clone(), "audio/wav").await.status(),
         StatusCode::CREATED
     );
-    let old_files = greeting_files(&app);
+    let old_files = greeting_files(&app).await;
     assert_eq!(old_files.len(), 1);
 
     let r = put(&app, "busy", second.clone(), "audio/wav").await;
@@ -106,9 +106,12 @@ async fn replacing_a_greeting_is_200_and_removes_the_old_audio() {
     assert_eq!(g["audio"]["format"], "wav_alaw");
     assert_eq!(g["duration_ms"], 2000);
 
-    let now = greeting_files(&app);
+    let now = greeting_files(&app).await;
     assert_eq!(now.len(), 1, "only the new recording is kept: {now:?}");
-    assert!(!old_files[0].exists(), "the replaced audio file is removed");
+    assert!(
+        !now.contains(&old_files[0]),
+        "the replaced audio is removed"
+    );
     let r = app.get(&url("busy")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap().to_vec(), second);
 }
@@ -193,13 +196,13 @@ async fn deleting_a_greeting_is_204_then_404() {
         "not-found",
     )
     .await;
-    let left = greeting_files(&app);
+    let left = greeting_files(&app).await;
     assert_eq!(
         left.len(),
         1,
         "the deleted greeting's audio is gone: {left:?}"
     );
-    assert!(left[0].to_str().unwrap().contains("unavailable"));
+    assert!(left[0].contains("unavailable"));
     assert_eq!(
         app.get(&url("unavailable")).send().await.unwrap().status(),
         StatusCode::OK
@@ -232,7 +235,7 @@ async fn an_unknown_greeting_kind_is_404() {
         )
         .await;
     }
-    assert!(greeting_files(&app).is_empty());
+    assert!(greeting_files(&app).await.is_empty());
 }
 
 #[tokio::test]
@@ -283,7 +286,7 @@ async fn bad_greeting_audio_is_refused_and_keeps_the_current_greeting() {
     .await;
     let r = app.get(&url("unavailable")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap().to_vec(), good);
-    assert_eq!(greeting_files(&app).len(), 1);
+    assert_eq!(greeting_files(&app).await.len(), 1);
     assert!(helpers::leftover_parts(&app).is_empty());
 }
 

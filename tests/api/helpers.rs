@@ -68,20 +68,54 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Files of the audio store whose name mentions `needle` (a message id).
-pub fn audio_files_named(app: &TestApp, needle: &str) -> Vec<PathBuf> {
-    files_under(&app.data_dir().join("audio"))
+/// Keys of the audio the app's store holds that start with `prefix` (`""`, `"messages/"`,
+/// `"greetings/"`), renditions included, sorted — whatever `audio.store` is: the files of the
+/// directory store, the objects of the bucket, or on the database store the rows of
+/// `audio_blobs` and the messages and greetings whose `recording` holds their audio.
+pub async fn stored_audio(app: &TestApp, prefix: &str) -> Vec<String> {
+    let mut keys: Vec<String> = match app.config.audio.store.as_str() {
+        "db" => crate::audio_store_db::stored_keys(app, prefix).await,
+        "s3" => {
+            use futures_util::StreamExt;
+            use voxmail::blob::BlobStore;
+            let store = voxmail::blob::S3BlobStore::open(&app.config.audio.s3).expect("open S3");
+            let mut keys = Vec::new();
+            let mut listing = store.list(prefix);
+            while let Some(m) = listing.next().await {
+                keys.push(m.expect("list the bucket").key.as_str().to_owned());
+            }
+            keys
+        }
+        _ => {
+            let root = app.config.audio_dir();
+            files_under(&root)
+                .iter()
+                .filter_map(|p| p.strip_prefix(&root).ok())
+                .map(|p| p.to_string_lossy().into_owned())
+                .filter(|k| k.starts_with(prefix) && !k.starts_with("tmp/"))
+                .collect()
+        }
+    };
+    keys.sort();
+    keys
+}
+
+/// Stored audio (see [`stored_audio`]) whose file name mentions `needle` (a message id): its
+/// original and its renditions.
+pub async fn audio_named(app: &TestApp, needle: &str) -> Vec<String> {
+    stored_audio(app, "")
+        .await
         .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains(needle))
-        })
+        .filter(|k| k.rsplit('/').next().is_some_and(|n| n.contains(needle)))
         .collect()
 }
 
-/// Half-written uploads left in the audio store's temp directory.
+/// Half-written uploads left behind: `*.part` files in the directory store's `tmp/`, or any file
+/// in the scratch directory of the other stores (they spool to anonymous files).
 pub fn leftover_parts(app: &TestApp) -> Vec<PathBuf> {
+    if app.config.audio.store != "fs" {
+        return files_under(&app.config.scratch_dir());
+    }
     files_under(&app.data_dir().join("audio").join("tmp"))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "part"))

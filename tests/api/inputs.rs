@@ -252,7 +252,7 @@ async fn greetings_uploaded_as_webm_and_mp3_are_kept_as_uploaded_and_served_as_o
 /// The refused body leaves no message, no audio file and no temporary file.
 async fn nothing_stored(app: &TestApp) {
     assert!(helpers::list(app, MB, "").await.is_empty());
-    let stored = helpers::files_under(&app.data_dir().join("audio"));
+    let stored = helpers::stored_audio(app, "").await;
     assert!(stored.is_empty(), "no audio of refused uploads: {stored:?}");
     let parts = helpers::leftover_parts(app);
     assert!(parts.is_empty(), "temp files left: {parts:?}");

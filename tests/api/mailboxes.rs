@@ -1,7 +1,6 @@
 //! Contexts and mailboxes: create, list (paginated, searched), get, patch, delete.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -13,24 +12,6 @@ async fn json_of(r: reqwest::Response, status: StatusCode) -> Value {
     let body: Value = r.json().await.unwrap();
     assert_eq!(got, status, "body {body}");
     body
-}
-
-/// Every regular file below `dir` (none when it does not exist).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Walks `GET path` page by page (`limit` per page); returns the ids and the page sizes.
@@ -702,8 +683,10 @@ async fn deleting_a_mailbox_removes_its_messages_greetings_and_audio_files() {
         .await;
     app.deposit_ok("1001@default", gone_b.clone(), "audio/wav")
         .await;
-    app.deposit_ok("1002@default", kept.clone(), "audio/wav")
-        .await;
+    let kept_id = crate::helpers::id_of(
+        &app.deposit_ok("1002@default", kept.clone(), "audio/wav")
+            .await,
+    );
     let r = app
         .put("/v1/mailboxes/1001@default/greetings/unavailable")
         .header("content-type", "audio/PCMU")
@@ -713,10 +696,17 @@ async fn deleting_a_mailbox_removes_its_messages_greetings_and_audio_files() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 
-    let messages_dir = app.data_dir().join("audio").join("messages");
-    let greetings_dir = app.data_dir().join("audio").join("greetings");
-    assert_eq!(files_under(&messages_dir).len(), 3, "three message files");
-    assert_eq!(files_under(&greetings_dir).len(), 1, "one greeting file");
+    let stored = crate::helpers::stored_audio;
+    assert_eq!(
+        stored(&app, "messages/").await.len(),
+        3,
+        "three message files"
+    );
+    assert_eq!(
+        stored(&app, "greetings/").await.len(),
+        1,
+        "one greeting file"
+    );
 
     let r = app
         .delete("/v1/mailboxes/1001@default")
@@ -725,11 +715,12 @@ async fn deleting_a_mailbox_removes_its_messages_greetings_and_audio_files() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 
-    let left = files_under(&messages_dir);
+    let left = stored(&app, "messages/").await;
     assert_eq!(left.len(), 1, "only 1002's audio is left: {left:?}");
-    assert_eq!(std::fs::read(&left[0]).unwrap(), kept);
+    assert!(left[0].contains(&kept_id), "{left:?}");
+    assert!(crate::helpers::audio_of(&app, "1002@default", &kept_id).await == kept);
     assert!(
-        files_under(&greetings_dir).is_empty(),
+        stored(&app, "greetings/").await.is_empty(),
         "the greeting's audio is gone"
     );
 

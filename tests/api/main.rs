@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod audio_store_db;
 mod auth;
 mod bad_input;
 mod cli;
@@ -18,6 +19,7 @@ mod mailboxes;
 mod messages;
 mod mwi_push;
 mod openapi;
+mod orphans;
 mod pin;
 mod renditions;
 mod restart;

@@ -175,9 +175,8 @@ async fn deleting_a_message_removes_it_and_its_audio_file() {
     let a = app.deposit_ok(MBX, audio::wav_ulaw(1.0), "audio/wav").await;
     let b = app.deposit_ok(MBX, audio::wav_ulaw(1.0), "audio/wav").await;
     let id = id_of(&a);
-    let files = helpers::audio_files_named(&app, &id);
+    let files = helpers::audio_named(&app, &id).await;
     assert_eq!(files.len(), 1, "one audio file per message: {files:?}");
-    assert!(files[0].is_file());
 
     let url = format!("/v1/mailboxes/{MBX}/messages/{id}");
     let r = app.delete(&url).send().await.unwrap();
@@ -190,8 +189,10 @@ async fn deleting_a_message_removes_it_and_its_audio_file() {
     )
     .await;
     assert_problem(app.delete(&url).send().await.unwrap(), 404, "not-found").await;
-    assert!(!files[0].exists(), "the audio file is gone");
-    assert!(helpers::audio_files_named(&app, &id).is_empty());
+    assert!(
+        helpers::audio_named(&app, &id).await.is_empty(),
+        "the audio is gone"
+    );
 
     let left = list(&app, MBX, "").await;
     assert_eq!(ids(&left), vec![id_of(&b)]);
@@ -299,7 +300,7 @@ async fn forwarding_without_keep_moves_the_message() {
         .await
         .unwrap();
     assert_problem(r, 404, "not-found").await;
-    assert!(helpers::audio_files_named(&app, &id_of(&src)).is_empty());
+    assert!(helpers::audio_named(&app, &id_of(&src)).await.is_empty());
     let left = list(&app, MBX, "").await;
     assert_eq!(ids(&left), vec![id_of(&other)]);
     assert_eq!(msgnums(&left), vec![0]);
@@ -317,7 +318,7 @@ async fn forwarding_to_a_full_mailbox_creates_nothing_anywhere() {
     let full = app
         .deposit_ok("1003@default", audio::wav_ulaw(1.0), "audio/wav")
         .await;
-    let files_before = helpers::files_under(&app.data_dir().join("audio"));
+    let files_before = helpers::stored_audio(&app, "").await;
     let mwi_before = app.mwi("1002@default").await;
 
     for to in [
@@ -346,7 +347,7 @@ async fn forwarding_to_a_full_mailbox_creates_nothing_anywhere() {
     assert_eq!(get_message(&app, MBX, &id_of(&src)).await, src);
     assert_eq!(app.mwi("1002@default").await, mwi_before);
     assert_eq!(
-        helpers::files_under(&app.data_dir().join("audio")),
+        helpers::stored_audio(&app, "").await,
         files_before,
         "no audio copy is left behind"
     );
@@ -357,7 +358,7 @@ async fn forwarding_to_an_unknown_mailbox_is_404_and_creates_nothing() {
     let app = app_with_mailbox(json!({})).await;
     app.create_mailbox("1002@default", json!({})).await;
     let src = app.deposit_ok(MBX, audio::wav_ulaw(1.0), "audio/wav").await;
-    let files_before = helpers::files_under(&app.data_dir().join("audio"));
+    let files_before = helpers::stored_audio(&app, "").await;
     for to in [
         json!(["9999@default"]),
         json!(["1002@default", "1002@nowhere"]),
@@ -375,10 +376,7 @@ async fn forwarding_to_an_unknown_mailbox_is_404_and_creates_nothing() {
     }
     assert!(list(&app, "1002@default", "").await.is_empty());
     assert_eq!(get_message(&app, MBX, &id_of(&src)).await, src);
-    assert_eq!(
-        helpers::files_under(&app.data_dir().join("audio")),
-        files_before
-    );
+    assert_eq!(helpers::stored_audio(&app, "").await, files_before);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::common::audio::{raw_ulaw, sha256_hex, wav_pcm16, wav_ulaw};
 use crate::common::{TestApp, assert_problem, fixture};
-use crate::helpers::{audio_files_named, id_of};
+use crate::helpers::{audio_named, id_of};
 
 const MB: &str = "1001@default";
 
@@ -321,23 +321,20 @@ async fn concurrent_fetches_of_one_rendition_store_it_once_and_delete_removes_it
     assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
     assert!(a.2 == b.2);
     assert_eq!(
-        audio_files_named(&app, &id).len(),
+        audio_named(&app, &id).await.len(),
         2,
         "the original and one rendition"
     );
     let (s, _, _) = fetch(&app, &format!("/v1/mailboxes/{MB}/messages/{id}/audio.gsm")).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(audio_files_named(&app, &id).len(), 3);
+    assert_eq!(audio_named(&app, &id).await.len(), 3);
     let r = app
         .delete(&format!("/v1/mailboxes/{MB}/messages/{id}"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(
-        audio_files_named(&app, &id),
-        Vec::<std::path::PathBuf>::new()
-    );
+    assert_eq!(audio_named(&app, &id).await, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -398,18 +395,19 @@ async fn greetings_are_served_in_any_format_and_their_renditions_go_with_them() 
     )
     .await;
     assert!(same == raw_ulaw(1.0));
-    let renditions = || {
-        crate::helpers::files_under(&app.data_dir().join("audio").join("greetings"))
+    let renditions = || async {
+        crate::helpers::stored_audio(&app, "greetings/")
+            .await
             .into_iter()
-            .filter(|p| p.to_string_lossy().contains(".r1-"))
+            .filter(|k| k.contains(".r1-"))
             .count()
     };
-    assert_eq!(renditions(), 3);
+    assert_eq!(renditions().await, 3);
     let r = app
         .delete(&format!("/v1/mailboxes/{MB}/greetings/unavailable"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(renditions(), 0);
+    assert_eq!(renditions().await, 0);
 }

@@ -4,6 +4,7 @@
 pub mod audio;
 pub mod db;
 pub mod receiver;
+pub mod s3;
 pub mod smtp;
 pub mod sse;
 
@@ -77,6 +78,18 @@ impl TestApp {
         let db = app_database().await;
         if let Some(db) = &db {
             config.database.url = db.url.clone();
+        }
+        // `TEST_APP_AUDIO_STORE=s3|db` runs the API tests with the audio in a bucket (one s3rver
+        // per test process, a fresh key prefix per app) or in the database.
+        match std::env::var("TEST_APP_AUDIO_STORE").as_deref() {
+            Ok("s3") => {
+                let s3 = s3::shared()
+                    .expect("TEST_APP_AUDIO_STORE=s3 but no S3 server (set TEST_S3RVER)");
+                config.audio.store = "s3".into();
+                config.audio.s3 = s3.config();
+            }
+            Ok("db") => config.audio.store = "db".into(),
+            _ => {}
         }
         tweak(&mut config);
         let data_dir = dir.path().to_path_buf();

@@ -5,7 +5,9 @@
 #[path = "../common/db.rs"]
 mod db;
 
+mod blob;
 mod concurrency;
+mod gc;
 mod schema;
 mod story;
 

@@ -308,6 +308,9 @@ impl SqlStore {
         .bind(now)
         .execute(&mut **tx)
         .await?;
+        // On the in-database audio store the upload moves into `recording` with the row.
+        self.adopt_message_audio(tx, &m.id.to_string(), &m.audio_key)
+            .await?;
         Ok(())
     }
 }
@@ -672,6 +675,13 @@ impl MessageStore for SqlStore {
         .bind(g.sha256.clone())
         .bind(g.updated_at)
         .execute(&mut *tx)
+        .await?;
+        self.adopt_greeting_audio(
+            &mut tx,
+            &mailbox.id.to_string(),
+            g.kind.as_str(),
+            &g.audio_key,
+        )
         .await?;
         self.emit_locked(&mut tx, mailbox, "greeting.changed", None, version)
             .await?;

@@ -2,9 +2,11 @@
 //! `?` placeholders in portable SQL; [`Dialect`] is the one place where the databases differ
 //! (placeholders, row locks, session setup, migrations, cross-node wake-ups).
 
+pub(crate) mod audio;
 mod directory;
 mod email;
 mod events;
+mod gc;
 mod messages;
 mod mwi;
 mod rows;
@@ -96,6 +98,8 @@ pub struct SqlStore {
     node_id: String,
     /// Whether deposits queue notification emails (`[email] enabled`).
     email_outbox: std::sync::atomic::AtomicBool,
+    /// Whether audio lives in the database (`audio.store = "db"`, see `audio.rs`).
+    audio_in_db: std::sync::atomic::AtomicBool,
 }
 
 /// A transaction. On SQLite it also holds this process's write lock (see [`SqlStore::begin`]).
@@ -181,6 +185,7 @@ impl SqlStore {
             spool_dir: spool_dir.trim_end_matches('/').to_owned(),
             node_id: node_id.to_owned(),
             email_outbox: std::sync::atomic::AtomicBool::new(true),
+            audio_in_db: std::sync::atomic::AtomicBool::new(false),
         };
         store.migrate().await?;
         Ok(store)

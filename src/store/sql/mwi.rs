@@ -217,23 +217,35 @@ impl SqlStore {
             .into_iter()
             .map(MwiTargetRecord::try_from)
             .collect::<Result<_, _>>()?;
+        // One row per (target, mailbox) with the newest version, touched in primary-key order:
+        // the push claimer locks the same rows in the same order, so the two never deadlock.
+        let mut wanted: std::collections::BTreeMap<(String, String), (i64, &MailboxAddress)> =
+            std::collections::BTreeMap::new();
         for e in &events {
             for t in targets.iter().filter(|t| t.wants(&e.address)) {
+                let slot = wanted
+                    .entry((t.id.clone(), e.mailbox_id.to_string()))
+                    .or_insert((e.counts.version, &e.address));
+                slot.0 = slot.0.max(e.counts.version);
+            }
+        }
+        for ((target_id, mailbox_id), (version, address)) in wanted {
+            {
                 let updated = self
                     .q("UPDATE mwi_pushes SET wanted_version = ? \
                         WHERE target_id = ? AND mailbox_id = ? AND wanted_version < ?")
-                    .bind(e.counts.version)
-                    .bind(t.id.clone())
-                    .bind(e.mailbox_id.to_string())
-                    .bind(e.counts.version)
+                    .bind(version)
+                    .bind(target_id.clone())
+                    .bind(mailbox_id.clone())
+                    .bind(version)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
                 if updated == 0 {
                     let exists = self
                         .q("SELECT 1 FROM mwi_pushes WHERE target_id = ? AND mailbox_id = ?")
-                        .bind(t.id.clone())
-                        .bind(e.mailbox_id.to_string())
+                        .bind(target_id.clone())
+                        .bind(mailbox_id.clone())
                         .fetch_optional(&mut *tx)
                         .await?
                         .is_some();
@@ -243,11 +255,11 @@ impl SqlStore {
                              wanted_version, pushed_version, attempts, next_attempt_ms, \
                              lease_until_ms) VALUES (?, ?, ?, ?, ?, -1, 0, 0, 0)",
                         )
-                        .bind(t.id.clone())
-                        .bind(e.mailbox_id.to_string())
-                        .bind(e.address.context.clone())
-                        .bind(e.address.mailbox.clone())
-                        .bind(e.counts.version)
+                        .bind(target_id)
+                        .bind(mailbox_id)
+                        .bind(address.context.clone())
+                        .bind(address.mailbox.clone())
+                        .bind(version)
                         .execute(&mut *tx)
                         .await?;
                     }
@@ -358,6 +370,9 @@ impl SqlStore {
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await?;
+        // Leased in primary-key order, as the dispatcher updates them (no deadlock between the two).
+        let mut rows = rows;
+        rows.sort_by(|a, b| (&a.id, &a.mailbox_id).cmp(&(&b.id, &b.mailbox_id)));
         let mut jobs = Vec::with_capacity(rows.len());
         for r in rows {
             // Fenced: another node may have claimed the row since the SELECT (see claim_email_jobs).

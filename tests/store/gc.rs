@@ -1,0 +1,118 @@
+//! What the orphan collector relies on: which audio keys committed rows reference (found through
+//! primary keys), and one node per interval taking the cluster-wide turn.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use voxmail::domain::{AudioFormat, Folder, GreetingKind, MailboxAddress, MessageId, now_secs};
+use voxmail::store::{GreetingRecord, Inserted, MailboxChanges, MessageStore, SqlStore};
+
+use crate::db::TestDb;
+use crate::{connect, new_message, on_every_backend};
+
+on_every_backend!(referenced_keys, one_node_takes_each_turn);
+
+async fn referenced_keys(store: Arc<SqlStore>, _db: &TestDb) {
+    store.create_context("acme", "").await.unwrap();
+    let a = store
+        .create_mailbox(
+            &MailboxAddress::new("100", "acme").unwrap(),
+            MailboxChanges::default(),
+        )
+        .await
+        .unwrap();
+    let mut m = new_message(Folder::Inbox);
+    m.audio_key = format!("messages/{}/{}.audio", a.id, m.id);
+    let kept = m.audio_key.clone();
+    let Inserted::Created(_) = store.insert_message(&a, m, 10, None).await.unwrap() else {
+        panic!("a new message")
+    };
+    let greeting_key = format!("greetings/{}/busy-{}.audio", a.id, MessageId::new());
+    store
+        .put_greeting(
+            &a,
+            GreetingRecord {
+                mailbox_id: a.id,
+                kind: GreetingKind::Busy,
+                audio_key: greeting_key.clone(),
+                audio_format: AudioFormat::WavPcm,
+                sample_rate: 8000,
+                channels: 1,
+                duration_ms: 1000,
+                byte_size: 16_044,
+                sha256: "cd".repeat(32),
+                updated_at: now_secs(),
+            },
+        )
+        .await
+        .unwrap();
+
+    let orphan = format!("messages/{}/{}.audio", a.id, MessageId::new());
+    let old_greeting = format!("greetings/{}/busy-{}.audio", a.id, MessageId::new());
+    // Same message id, other mailbox: a key the row does not name is not referenced.
+    let moved = kept.replace(&a.id.to_string(), &MessageId::new().to_string());
+    let mut keys = vec![
+        kept.clone(),
+        greeting_key.clone(),
+        orphan,
+        old_greeting,
+        moved,
+        "tmp/x.part".into(),
+    ];
+    // More than one IN (…) batch.
+    for _ in 0..1200 {
+        keys.push(format!("messages/{}/{}.audio", a.id, MessageId::new()));
+    }
+    let found = store.referenced_audio_keys(&keys).await.unwrap();
+    assert_eq!(found, HashSet::from([kept, greeting_key]));
+}
+
+async fn one_node_takes_each_turn(store: Arc<SqlStore>, db: &TestDb) {
+    let other = connect(db, "node-b").await;
+    let t0 = 1_800_000_000_000;
+    assert!(
+        store.take_turn("gc", t0, 60_000).await.unwrap(),
+        "first turn"
+    );
+    assert!(!other.take_turn("gc", t0 + 1, 60_000).await.unwrap());
+    assert!(!store.take_turn("gc", t0 + 59_999, 60_000).await.unwrap());
+    assert!(other.take_turn("gc", t0 + 60_000, 60_000).await.unwrap());
+    assert!(!store.take_turn("gc", t0 + 60_001, 60_000).await.unwrap());
+
+    // Many nodes at once: exactly one wins a due turn.
+    let nodes: Vec<Arc<SqlStore>> = [store.clone(), other.clone()]
+        .into_iter()
+        .cycle()
+        .take(8)
+        .collect();
+    let tasks: Vec<_> = nodes
+        .into_iter()
+        .map(|n| tokio::spawn(async move { n.take_turn("gc", t0 + 200_000, 60_000).await }))
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1, "one node takes a due turn");
+    // A brand-new job name: concurrent first callers also yield exactly one winner.
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let n = if i % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move { n.take_turn("fresh", t0, 60_000).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1, "one node takes the first turn of a new job");
+    other.close().await;
+}
