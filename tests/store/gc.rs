@@ -89,13 +89,7 @@ async fn one_node_takes_each_turn(store: Arc<SqlStore>, db: &TestDb) {
         .into_iter()
         .map(|n| tokio::spawn(async move { n.take_turn("gc", t0 + 200_000, 60_000).await }))
         .collect();
-    let mut wins = 0;
-    for t in tasks {
-        if t.await.unwrap().unwrap() {
-            wins += 1;
-        }
-    }
-    assert_eq!(wins, 1, "one node takes a due turn");
+    assert_eq!(winners(tasks).await, 1, "one node takes a due turn");
     // A brand-new job name: concurrent first callers also yield exactly one winner.
     let tasks: Vec<_> = (0..6)
         .map(|i| {
@@ -107,12 +101,23 @@ async fn one_node_takes_each_turn(store: Arc<SqlStore>, db: &TestDb) {
             tokio::spawn(async move { n.take_turn("fresh", t0, 60_000).await })
         })
         .collect();
+    assert_eq!(
+        winners(tasks).await,
+        1,
+        "one node takes the first turn of a new job"
+    );
+    other.close().await;
+}
+
+/// How many of the concurrent `take_turn` calls won.
+async fn winners(
+    tasks: Vec<tokio::task::JoinHandle<Result<bool, voxmail::store::StoreError>>>,
+) -> usize {
     let mut wins = 0;
     for t in tasks {
         if t.await.unwrap().unwrap() {
             wins += 1;
         }
     }
-    assert_eq!(wins, 1, "one node takes the first turn of a new job");
-    other.close().await;
+    wins
 }
