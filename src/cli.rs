@@ -23,6 +23,12 @@ pub enum Cmd {
         context: Option<String>,
     },
     ApikeyList,
+    /// `voxmail admin create`: an admin user of the web UI.
+    AdminCreate {
+        email: String,
+        password: Option<String>,
+        contexts: Vec<String>,
+    },
     ApikeyRevoke {
         key: String,
     },
@@ -203,6 +209,31 @@ async fn execute(cmd: Cmd, config: Config) -> anyhow::Result<()> {
                     },
                     k.name
                 );
+            }
+        }
+        Cmd::AdminCreate {
+            email,
+            password,
+            contexts,
+        } => {
+            let (admin, generated) = vm
+                .create_admin(&email, password.as_deref(), &contexts)
+                .await?;
+            let scope = if admin.contexts.is_empty() {
+                "all contexts".to_owned()
+            } else {
+                admin.contexts.join(", ")
+            };
+            match generated {
+                Some(p) => {
+                    eprintln!(
+                        "created admin {} ({scope}); sign in at /ui/login with this password, \
+                         shown only now:",
+                        admin.email
+                    );
+                    println!("{p}");
+                }
+                None => println!("created admin {} ({scope})", admin.email),
             }
         }
         Cmd::ApikeyRevoke { key } => {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod imap;
 pub mod mail;
 pub mod service;
 pub mod store;

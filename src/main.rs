@@ -41,6 +41,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Apikey(ApikeyCmd),
+    /// Manage admin users of the web UI (/ui).
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// Manage contexts (tenants).
     #[command(subcommand)]
     Context(ContextCmd),
@@ -133,6 +136,22 @@ enum ApikeyCmd {
 }
 
 #[derive(Subcommand)]
+enum AdminCmd {
+    /// Create an admin who signs in to the web UI at /ui; without --password a random one is
+    /// printed once.
+    Create {
+        /// The admin's email address (the sign-in name).
+        email: String,
+        /// The password (10-256 characters); default: a random one, printed once.
+        #[arg(long)]
+        password: Option<String>,
+        /// Limit the admin to this context (repeat for several); default: every context.
+        #[arg(long = "context", value_name = "CONTEXT")]
+        contexts: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ContextCmd {
     /// Create a context.
     Create {
@@ -198,6 +217,15 @@ fn main() -> std::process::ExitCode {
             context,
         },
         Command::Apikey(ApikeyCmd::List) => cli::Cmd::ApikeyList,
+        Command::Admin(AdminCmd::Create {
+            email,
+            password,
+            contexts,
+        }) => cli::Cmd::AdminCreate {
+            email,
+            password,
+            contexts,
+        },
         Command::Apikey(ApikeyCmd::Revoke { key }) => cli::Cmd::ApikeyRevoke { key },
         Command::Context(ContextCmd::Create { name, description }) => {
             cli::Cmd::ContextCreate { name, description }

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod ui;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -122,10 +123,15 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// Builds the router.
 pub fn router(vm: Voicemail) -> Router {
+    let ui_enabled = vm.config().ui.enabled;
     let state = AppState { vm };
     let mbox = "/v1/mailboxes/{address}";
-    Router::new()
-        .route("/healthz", get(health::healthz))
+    let base = if ui_enabled {
+        ui::router()
+    } else {
+        Router::new()
+    };
+    base.route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/v1/openapi.json", get(openapi_json))
         .route("/problems/{slug}", get(error::describe_problem))

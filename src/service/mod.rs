@@ -1,5 +1,6 @@
 //! The use cases. HTTP handlers and CLI commands call these, never the stores directly.
 
+mod admin;
 mod audio_in;
 mod auth;
 mod deposit;
@@ -14,6 +15,10 @@ mod pin;
 mod rendition;
 mod webhooks;
 
+pub use admin::{
+    Admin, AuditEntry, Client as AdminClient, ContextUsage, Dashboard, DeliveryHealth,
+    LoginOutcome, MailboxWithCounts, QueueHealth, Session as AdminSession, Totals, same_token,
+};
 pub use audio_in::ReceivedAudio;
 pub use auth::NewApiKey;
 pub use deposit::DepositMeta;

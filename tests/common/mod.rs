@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod db;
+pub mod dovecot;
 pub mod receiver;
 pub mod s3;
 pub mod smtp;

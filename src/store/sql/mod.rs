@@ -2,6 +2,7 @@
 //! `?` placeholders in portable SQL; [`Dialect`] is the one place where the databases differ
 //! (placeholders, row locks, session setup, migrations, cross-node wake-ups).
 
+pub mod admin;
 pub(crate) mod audio;
 mod directory;
 mod email;

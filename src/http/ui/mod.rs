@@ -1,0 +1,276 @@
+//! The admin web UI at `/ui`: server-rendered HTML (askama templates from `web/templates`,
+//! compiled into the binary), a stylesheet and one small script from `web/static` (embedded too),
+//! and a session cookie. Handlers call the services, like the API's.
+//!
+//! Security: the session cookie is `HttpOnly; SameSite=Strict; Path=/ui` (and `Secure` over TLS);
+//! every POST carries the session's CSRF token (sign-in a double-submit token) or gets a 403
+//! page; every response has a strict Content-Security-Policy (no inline script or style) and
+//! `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`.
+
+mod assets;
+mod auth;
+mod pages;
+mod views;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+
+use super::AppState;
+use crate::service::{AdminClient, AdminSession, ServiceError};
+
+/// Name of the session cookie.
+const SESSION_COOKIE: &str = "vxm_session";
+/// Name of the sign-in form's double-submit cookie.
+const LOGIN_COOKIE: &str = "vxm_login";
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; media-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+    base-uri 'none'";
+
+/// The UI's routes (mounted by `http::router` when `[ui] enabled`).
+pub fn router() -> Router<AppState> {
+    let ctx = "/ui/contexts/{ctx}";
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/login", get(auth::login_page).post(auth::login))
+        .route("/ui/logout", post(auth::logout))
+        .route("/ui/", get(pages::dashboard))
+        .route("/ui/api/stats", get(pages::stats))
+        .route(
+            "/ui/contexts",
+            get(pages::contexts).post(pages::create_context),
+        )
+        .route(
+            &format!("{ctx}/mailboxes"),
+            get(pages::mailboxes).post(pages::create_mailbox),
+        )
+        .route(&format!("{ctx}/mailboxes/new"), get(pages::new_mailbox))
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}"),
+            get(pages::edit_mailbox).post(pages::update_mailbox),
+        )
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}/delete"),
+            get(pages::confirm_delete).post(pages::delete_mailbox),
+        )
+        .route(&format!("{ctx}/events"), get(pages::events))
+        .route("/ui/static/{file}", get(assets::serve))
+        .route("/ui/{*rest}", get(not_found).post(not_found))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+async fn not_found() -> Response {
+    UiError::NotFound.into_response()
+}
+
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// A UI failure, answered with an HTML page (or a redirect to sign in).
+#[derive(Debug)]
+pub enum UiError {
+    /// No valid session: go to the sign-in page.
+    SignIn,
+    /// A POST without this session's CSRF token.
+    Csrf,
+    NotFound,
+    Forbidden(String),
+    Invalid(String),
+    Unavailable(String),
+}
+
+impl From<ServiceError> for UiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound(_) => Self::NotFound,
+            ServiceError::Forbidden(m) => Self::Forbidden(m),
+            ServiceError::Unavailable(m) => Self::Unavailable(m),
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let (status, title, detail) = match self {
+            Self::SignIn => return Redirect::to("/ui/login").into_response(),
+            Self::Csrf => (
+                StatusCode::FORBIDDEN,
+                "Request refused",
+                "This form was not sent from a page of this session (missing or wrong CSRF \
+                 token). Go back, reload the page and try again."
+                    .to_owned(),
+            ),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is nothing here, or you may not see it.".to_owned(),
+            ),
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m),
+            Self::Invalid(m) => (StatusCode::BAD_REQUEST, "Invalid request", m),
+            Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable", m),
+        };
+        let page = views::ErrorPage {
+            title,
+            detail: &detail,
+            status: status.as_u16(),
+        };
+        (status, views::html(&page)).into_response()
+    }
+}
+
+/// Reads one cookie.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// Whether the request came over TLS (as a proxy says), or the config says always.
+fn secure(headers: &HeaderMap, state: &AppState) -> bool {
+    state.vm.config().ui.secure_cookie
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').next().is_some_and(|p| p.trim() == "https"))
+}
+
+/// A `Set-Cookie` value for the UI (empty value + Max-Age=0 removes it).
+fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> String {
+    let mut c = format!("{name}={value}; Path=/ui; HttpOnly; SameSite=Strict");
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    c
+}
+
+/// Who is calling, for the audit log.
+fn client(headers: &HeaderMap) -> AdminClient {
+    let ip = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    AdminClient { ip, user_agent }
+}
+
+/// The signed-in admin's session; without one, the sign-in page.
+pub struct Signed(pub AdminSession);
+
+impl FromRequestParts<AppState> for Signed {
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, UiError> {
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(UiError::SignIn);
+        };
+        match state.vm.admin_session(token).await? {
+            Some(s) => Ok(Signed(s)),
+            None => Err(UiError::SignIn),
+        }
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for Signed {
+    type Rejection = UiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, UiError> {
+        match <Self as FromRequestParts<AppState>>::from_request_parts(parts, state).await {
+            Ok(s) => Ok(Some(s)),
+            Err(UiError::SignIn) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A submitted form whose `csrf` field matches the session's token.
+pub struct Form(pub std::collections::HashMap<String, String>);
+
+impl Form {
+    fn from_body(
+        session: &AdminSession,
+        body: std::collections::HashMap<String, String>,
+    ) -> Result<Self, UiError> {
+        match body.get("csrf") {
+            Some(t) if crate::service::same_token(t, &session.csrf) => Ok(Self(body)),
+            _ => Err(UiError::Csrf),
+        }
+    }
+
+    /// A field, trimmed (absent = empty).
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map(|s| s.trim()).unwrap_or("")
+    }
+
+    /// A checkbox.
+    fn checked(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
+/// Reads an urlencoded body (any failure is the CSRF refusal: no token could be read).
+async fn read_form(session: &AdminSession, req: axum::extract::Request) -> Result<Form, UiError> {
+    use axum::extract::FromRequest;
+    match axum::Form::<std::collections::HashMap<String, String>>::from_request(req, &()).await {
+        Ok(axum::Form(body)) => Form::from_body(session, body),
+        Err(_) => Err(UiError::Csrf),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; vxm_session=abc; b=2"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn session_cookies_are_strict() {
+        let c = set_cookie(SESSION_COOKIE, "t", None, true);
+        assert_eq!(
+            c,
+            "vxm_session=t; Path=/ui; HttpOnly; SameSite=Strict; Secure"
+        );
+    }
+}

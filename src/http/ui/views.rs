@@ -1,0 +1,236 @@
+//! The pages' templates (`web/templates`, checked and compiled in by askama; values are
+//! HTML-escaped) and the small formatting helpers they use.
+
+use askama::Template;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::service::{Admin, Dashboard, MailboxWithCounts, QueueHealth};
+use crate::store::{ContextRecord, MailboxRecord};
+
+/// Renders a page; a template failure is logged and answered with a plain 500.
+pub fn html<T: Template>(t: &T) -> Response {
+    match t.render() {
+        Ok(body) => Html(body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a UI template failed to render");
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the server log",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// What every signed-in page's frame shows.
+pub struct Frame<'a> {
+    pub admin: &'a Admin,
+    pub csrf: &'a str,
+    /// Which navigation entry is current: `dashboard` or `contexts`.
+    pub section: &'static str,
+}
+
+impl Frame<'_> {
+    /// "all contexts" or the list of the admin's contexts.
+    pub fn scope(&self) -> String {
+        if self.admin.contexts.is_empty() {
+            "all contexts".into()
+        } else {
+            self.admin.contexts.join(", ")
+        }
+    }
+
+    /// A count with thousands separators.
+    pub fn count(&self, n: &i64) -> String {
+        count(n)
+    }
+
+    /// A byte size in kB/MB/GB.
+    pub fn bytes(&self, n: &i64) -> String {
+        bytes(n)
+    }
+}
+
+/// `12.3 MB`.
+pub fn bytes(n: &i64) -> String {
+    let n = *n as f64;
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{} B", n as i64)
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `1,234,567`.
+pub fn count(n: &i64) -> String {
+    let s = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if *n < 0 { format!("-{out}") } else { out }
+}
+
+#[derive(Template)]
+#[template(path = "error.html", config = "web/askama.toml")]
+pub struct ErrorPage<'a> {
+    pub title: &'a str,
+    pub detail: &'a str,
+    pub status: u16,
+}
+
+#[derive(Template)]
+#[template(path = "login.html", config = "web/askama.toml")]
+pub struct LoginPage<'a> {
+    pub csrf: &'a str,
+    pub email: &'a str,
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html", config = "web/askama.toml")]
+pub struct DashboardPage<'a> {
+    pub frame: Frame<'a>,
+    pub d: &'a Dashboard,
+}
+
+impl DashboardPage<'_> {
+    /// The delivery queues with their names.
+    pub fn queues(&self) -> [(&'static str, &QueueHealth); 3] {
+        let h = &self.d.health;
+        [
+            ("Email", &h.email),
+            ("Webhooks", &h.webhooks),
+            ("MWI push", &h.mwi),
+        ]
+    }
+
+    /// Width (percent) of a context's storage bar.
+    pub fn share(&self, bytes: &i64) -> i64 {
+        let max = self.d.usage.iter().map(|u| u.bytes).max().unwrap_or(0);
+        if max <= 0 {
+            0
+        } else {
+            (bytes * 100 / max).max(1)
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "contexts.html", config = "web/askama.toml")]
+pub struct ContextsPage<'a> {
+    pub frame: Frame<'a>,
+    pub contexts: &'a [ContextRecord],
+    pub can_create: bool,
+    pub error: Option<&'a str>,
+    pub name: &'a str,
+    pub description: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mailboxes.html", config = "web/askama.toml")]
+pub struct MailboxesPage<'a> {
+    pub frame: Frame<'a>,
+    pub context: &'a ContextRecord,
+    pub rows: &'a [MailboxWithCounts],
+    pub q: &'a str,
+    /// Link of the next page, if any.
+    pub next: Option<String>,
+    /// Whether this is not the first page.
+    pub paged: bool,
+    pub notice: Option<&'a str>,
+}
+
+/// A mailbox form's values, as shown (strings, so a rejected form shows what was typed).
+#[derive(Debug, Clone, Default)]
+pub struct MailboxForm {
+    pub mailbox: String,
+    pub fullname: String,
+    pub email: String,
+    pub pager: String,
+    pub attach: bool,
+    pub attachfmt: String,
+    pub maxmsg: String,
+    pub maxsecs: String,
+    pub minsecs: String,
+    pub tz: String,
+    pub language: String,
+    pub deletevoicemail: bool,
+    pub has_pin: bool,
+}
+
+impl From<&MailboxRecord> for MailboxForm {
+    fn from(m: &MailboxRecord) -> Self {
+        let n = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
+        Self {
+            mailbox: m.address.mailbox.clone(),
+            fullname: m.fullname.clone(),
+            email: m.email.clone(),
+            pager: m.pager.clone(),
+            attach: m.attach,
+            attachfmt: m.attachfmt.clone(),
+            maxmsg: n(m.maxmsg),
+            maxsecs: n(m.maxsecs),
+            minsecs: n(m.minsecs),
+            tz: m.tz.clone(),
+            language: m.language.clone(),
+            deletevoicemail: m.deletevoicemail,
+            has_pin: !m.pin_hash.is_empty(),
+        }
+    }
+}
+
+/// The attachment formats a mailbox may name, with their labels.
+pub const ATTACH_FORMATS: [(&str, &str); 5] = [
+    ("wav", "WAV (16-bit PCM)"),
+    ("wav49", "WAV49 (GSM in WAV)"),
+    ("gsm", "GSM"),
+    ("opus", "Ogg Opus"),
+    ("original", "As recorded"),
+];
+
+#[derive(Template)]
+#[template(path = "mailbox_form.html", config = "web/askama.toml")]
+pub struct MailboxFormPage<'a> {
+    pub frame: Frame<'a>,
+    pub context: &'a str,
+    /// Editing an existing mailbox (else creating one).
+    pub editing: bool,
+    pub form: MailboxForm,
+    pub error: Option<&'a str>,
+    pub formats: &'static [(&'static str, &'static str)],
+    pub defaults: (u32, u32),
+}
+
+#[derive(Template)]
+#[template(path = "confirm_delete.html", config = "web/askama.toml")]
+pub struct ConfirmDeletePage<'a> {
+    pub frame: Frame<'a>,
+    pub context: &'a str,
+    pub mailbox: &'a MailboxRecord,
+    pub messages: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(count(&1_234_567), "1,234,567");
+        assert_eq!(count(&12), "12");
+        assert_eq!(bytes(&999), "999 B");
+        assert_eq!(bytes(&1_500_000), "1.5 MB");
+    }
+}

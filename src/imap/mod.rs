@@ -1,0 +1,23 @@
+//! IMAP storage building blocks (issue #7): voicemail kept in the user's mailbox in Asterisk's
+//! `IMAP_STORAGE` format, so that Asterisk, voxmail and ordinary mail clients share it.
+//!
+//! - [`format`]: composes a voicemail exactly as Asterisk appends it and parses one back (from
+//!   Asterisk, voxmail, or servers that lower-case header names); ordinary mail parses to `None`.
+//! - [`client`]: a small async IMAP client over `async-imap` with the operations a message store
+//!   needs — list, fetch (without setting `\Seen`), append (`\Flagged` when urgent, the new UID via
+//!   UIDPLUS), mark read/unread, move, delete (only ever the target UID), counts as Asterisk counts
+//!   them, and waiting for a change (IDLE, or polling where the server has no IDLE).
+//!
+//! Not wired into the service layer yet: see docs/ARCHITECTURE.md, "IMAP storage (building
+//! blocks)", for how a `MessageStore` over this plugs in.
+
+pub mod client;
+pub mod format;
+
+pub use client::{
+    Change, Counts, FetchedVoicemail, ImapAccount, ImapClient, ImapError, ImapTls, Owner,
+    VoicemailSummary,
+};
+pub use format::{
+    AudioAttachment, Envelope, ParsedAudio, ParsedVoicemail, VoicemailMeta, compose, parse,
+};

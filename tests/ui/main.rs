@@ -1,0 +1,284 @@
+//! The admin web UI: sign-in rules and security headers over plain HTTP, and the whole flow in a
+//! real browser (`tests/ui/e2e.mjs`: playwright-core driving Debian's chromium).
+//!
+//! The browser test needs `node`, chromium (`TEST_CHROMIUM`, default /usr/bin/chromium) and
+//! playwright-core (`TEST_PLAYWRIGHT_DIR`: a directory with `node_modules/playwright-core`, as
+//! .ci/run installs from tests/ui/package-lock.json). Without them it is skipped loudly, unless
+//! `TEST_REQUIRE_BROWSER=1`, which makes it fail. Screenshots go to
+//! `$CARGO_TARGET_DIR/ui-screenshots` (or `target/ui-screenshots`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::TestApp;
+use reqwest::redirect::Policy;
+use voxmail::service::{AdminClient, LoginOutcome};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A client that keeps cookies and does not follow redirects.
+fn browserish() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The sign-in form's double-submit token from a `GET /ui/login`.
+async fn login_token(app: &TestApp, c: &reqwest::Client) -> (String, String) {
+    let r = c.get(app.url("/ui/login")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("vxm_login="))
+        .expect("login cookie")
+        .to_owned();
+    let value = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("vxm_login=")
+        .to_owned();
+    let body = r.text().await.unwrap();
+    assert!(body.contains(&format!("value=\"{value}\"")), "hidden field");
+    (value, cookie)
+}
+
+#[tokio::test]
+async fn ui_pages_carry_security_headers_and_strict_cookies() {
+    let app = TestApp::spawn().await;
+    let vm = app.services().await;
+    vm.create_admin("Root@Example.org", Some(PASSWORD), &[])
+        .await
+        .unwrap();
+    let c = browserish();
+
+    // `/` leads to the UI; without a session the UI leads to sign-in.
+    let r = c.get(app.url("/")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/ui/");
+    let r = c.get(app.url("/ui/")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/ui/login");
+
+    let r = c.get(app.url("/ui/login")).send().await.unwrap();
+    let h = r.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "same-origin");
+
+    // Sign-in without the double-submit token is refused.
+    let r = c
+        .post(app.url("/ui/login"))
+        .form(&[("email", "root@example.org"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Over TLS (as the proxy says) the session cookie is Secure; always HttpOnly, Strict, /ui.
+    let (token, cookie) = login_token(&app, &c).await;
+    let r = c
+        .post(app.url("/ui/login"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .header("x-forwarded-proto", "https")
+        .form(&[
+            ("csrf", token.as_str()),
+            ("email", "ROOT@example.org"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "signed in");
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("vxm_session="))
+        .expect("session cookie")
+        .to_owned();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Secure"] {
+        assert!(session.contains(part), "{session} lacks {part}");
+    }
+    let pair = session.split(';').next().unwrap().to_owned();
+    let r = c
+        .get(app.url("/ui/"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Dashboard") && body.contains("root@example.org"));
+    assert!(!body.contains("<script>"), "no inline script");
+
+    // A POST of the session without its CSRF token is a 403 page.
+    let r = c
+        .post(app.url("/ui/contexts"))
+        .header("cookie", &pair)
+        .form(&[("name", "evil")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("CSRF"));
+
+    // The JSON behind the chart: 30 days.
+    let r = c
+        .get(app.url("/ui/api/stats?tzoff=-60"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    let stats: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(stats["deposits"].as_array().unwrap().len(), 30);
+}
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_lock_the_account() {
+    let app = TestApp::spawn_with(|c| c.ui.login_max_failures = 3).await;
+    let vm = app.services().await;
+    vm.create_admin("ops@example.org", Some(PASSWORD), &[])
+        .await
+        .unwrap();
+    let who = AdminClient::default();
+    for _ in 0..2 {
+        let r = vm
+            .admin_login("ops@example.org", "wrong password", &who)
+            .await
+            .unwrap();
+        assert!(matches!(r, LoginOutcome::Rejected));
+    }
+    let r = vm
+        .admin_login("ops@example.org", "wrong password", &who)
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, LoginOutcome::Locked { .. }),
+        "third failure locks"
+    );
+    let r = vm
+        .admin_login("ops@example.org", PASSWORD, &who)
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, LoginOutcome::Locked { retry_after } if retry_after > 800),
+        "even the right password waits"
+    );
+    // Unknown admins are refused like wrong passwords.
+    let r = vm
+        .admin_login("nobody@example.org", PASSWORD, &who)
+        .await
+        .unwrap();
+    assert!(matches!(r, LoginOutcome::Rejected));
+    // A short password is refused at creation; a limit names existing contexts only.
+    assert!(
+        vm.create_admin("a@example.org", Some("short"), &[])
+            .await
+            .is_err()
+    );
+    assert!(
+        vm.create_admin("b@example.org", None, &["missing".into()])
+            .await
+            .is_err()
+    );
+}
+
+fn playwright_dir() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("TEST_PLAYWRIGHT_DIR").map(PathBuf::from),
+        std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("voxmail-ui-node")),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|d| d.join("node_modules/playwright-core/package.json").exists())
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("ui-screenshots")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_ui_works_in_a_real_browser() {
+    let require = std::env::var("TEST_REQUIRE_BROWSER").as_deref() == Ok("1");
+    let chromium = std::env::var("TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let pw = playwright_dir();
+    let missing: Vec<&str> = [
+        (!node_ok).then_some("node"),
+        (!Path::new(&chromium).exists()).then_some("chromium (TEST_CHROMIUM)"),
+        pw.is_none()
+            .then_some("playwright-core (TEST_PLAYWRIGHT_DIR)"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !missing.is_empty() {
+        assert!(
+            !require,
+            "TEST_REQUIRE_BROWSER=1 but {} missing",
+            missing.join(", ")
+        );
+        eprintln!(
+            "SKIPPED the browser test of the admin UI: {} missing (see tests/ui/main.rs)",
+            missing.join(", ")
+        );
+        return;
+    }
+    let Some(pw) = pw else { return };
+
+    let app = TestApp::spawn().await;
+    let vm = app.services().await;
+    vm.create_admin("root@example.org", Some(PASSWORD), &[])
+        .await
+        .unwrap();
+    let p = voxmail::domain::Principal::local_admin();
+    vm.create_context(&p, "tenant-b", "Another tenant")
+        .await
+        .unwrap();
+    vm.create_admin("limited@example.org", Some(PASSWORD), &["tenant-b".into()])
+        .await
+        .unwrap();
+    let shots = screenshot_dir();
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/e2e.mjs");
+    let audio = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hello-pcm16.wav");
+
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("TEST_CHROMIUM", &chromium)
+        .env("TEST_PLAYWRIGHT_DIR", &pw)
+        .env("UI_BASE", &app.base)
+        .env("UI_ADMIN_EMAIL", "root@example.org")
+        .env("UI_LIMITED_EMAIL", "limited@example.org")
+        .env("UI_PASSWORD", PASSWORD)
+        .env("UI_API_KEY", &app.admin)
+        .env("UI_AUDIO", &audio)
+        .env("UI_SCREENSHOTS", &shots)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), out)
+        .await
+        .expect("the browser test finishes within 3 minutes")
+        .expect("node runs");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "e2e.mjs failed: {}", out.status);
+}
