@@ -5,7 +5,7 @@
 //!   byte_size)`, read without touching the table (an index-only scan, a range of it for an admin
 //!   limited to some contexts);
 //! - deposits per day: a range of `messages_origtime (origtime)` over the last 30 days;
-//! - live counts of a page of mailboxes: `messages_mailbox_folder_id (mailbox_id, folder, id)`;
+//! - live counts of a page of mailboxes: `messages_mailbox_folder_counts (mailbox_id, folder, id, is_read, flag)`;
 //! - queues: `email_jobs_due (status, …)`, `webhook_deliveries_due (status, …)`; `mwi_pushes` has
 //!   one row per (target, mailbox) and is read whole.
 

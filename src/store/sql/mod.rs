@@ -253,12 +253,12 @@ impl SqlStore {
             Dialect::Sqlite => {
                 let guard = self.write_lock.clone().lock_owned().await;
                 Tx {
-                    inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    inner: begin_detached(&self.pool, Some("BEGIN IMMEDIATE")).await?,
                     _write: Some(guard),
                 }
             }
             _ => Tx {
-                inner: self.pool.begin().await?,
+                inner: begin_detached(&self.pool, None).await?,
                 _write: None,
             },
         })
@@ -267,7 +267,7 @@ impl SqlStore {
     /// A read-only transaction (a consistent snapshot; takes no write lock).
     async fn begin_read(&self) -> Result<Tx, StoreError> {
         Ok(Tx {
-            inner: self.pool.begin().await?,
+            inner: begin_detached(&self.pool, None).await?,
             _write: None,
         })
     }
@@ -276,6 +276,29 @@ impl SqlStore {
     fn dir(&self, context: &str, mailbox: &str, folder: &str) -> String {
         format!("{}/voicemail/{context}/{mailbox}/{folder}", self.spool_dir)
     }
+}
+
+/// `BEGIN` (or `statement`) in a task of its own. sqlx 0.9's `begin` is not cancel-safe: a future
+/// dropped while its BEGIN is in flight hands the connection back to the pool inside a
+/// transaction nobody ends (sqlx issue #4393), so the next borrower's statements run in it and
+/// keep their locks. A handler's future is dropped whenever its client disconnects; the task runs
+/// to the end instead, and when nobody awaits it any more the `Transaction` it made is dropped as
+/// usual, which queues the ROLLBACK. (Found by bench/list_scale.sh: abrupt wrk stops left
+/// PostgreSQL sessions idle in transaction.)
+async fn begin_detached(
+    pool: &AnyPool,
+    statement: Option<&'static str>,
+) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        match statement {
+            Some(s) => pool.begin_with(s).await,
+            None => pool.begin().await,
+        }
+    })
+    .await
+    .map_err(|e| StoreError::Database(sqlx::Error::Io(std::io::Error::other(e))))?
+    .map_err(StoreError::from)
 }
 
 impl Dialect {
