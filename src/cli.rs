@@ -158,13 +158,14 @@ async fn execute(cmd: Cmd, config: Config) -> anyhow::Result<()> {
     let admin = Principal::local_admin();
     match cmd {
         Cmd::Serve => {
+            let signals = crate::app::ShutdownSignals::listen();
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
             let running = crate::app::start(vm, listener).await?;
             let token = running.shutdown_token();
             tokio::spawn(async move {
-                crate::app::shutdown_signal().await;
+                signals.recv().await;
                 tracing::info!("shutdown signal received; draining in-flight requests");
                 token.cancel();
             });
