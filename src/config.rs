@@ -40,6 +40,8 @@ pub struct Config {
     pub email: EmailConfig,
     /// The admin web UI at `/ui`.
     pub ui: UiConfig,
+    /// IMAP storage: contexts whose messages live in IMAP folders, in Asterisk's format.
+    pub imap: ImapConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -471,6 +473,120 @@ pub struct UiConfig {
     pub login_lockout_secs: u64,
 }
 
+/// IMAP storage (Asterisk's `IMAP_STORAGE`): per context, messages kept in IMAP folders instead
+/// of SQL + the audio store. Contexts and mailboxes themselves stay in SQL.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapConfig {
+    /// Settings per context name (`[imap.contexts.<name>]`); contexts not listed keep their
+    /// messages in SQL.
+    pub contexts: std::collections::BTreeMap<String, ImapContextConfig>,
+}
+
+/// The IMAP server and logins of one context (Asterisk's `imapserver`, `imapport`, `imapflags`,
+/// `authuser`/`authpassword`, `imapuser`/`imappassword`, `imapfolder`, `imapparentfolder`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapContextConfig {
+    /// Where the context's messages live: `"imap"`, or `"sql"` to keep these settings but store
+    /// in SQL.
+    pub store: String,
+    /// Server host name (also the TLS server name).
+    pub host: String,
+    /// Server port; 0 = 993 for `tls = "implicit"`, 143 otherwise.
+    pub port: u16,
+    /// `"implicit"` (TLS from the first byte), `"starttls"` or `"none"` (trusted networks only).
+    pub tls: String,
+    /// A PEM file of extra trusted CA certificates (beside the public roots); empty = none.
+    pub ca_file: PathBuf,
+    /// The IMAP user of a mailbox, `{mailbox}` and `{context}` replaced (e.g.
+    /// `"{mailbox}@example.org"`); used with `master_user`.
+    pub user_format: String,
+    /// Master user (Dovecot `user*master`, Asterisk's `authuser`): one login for every mailbox
+    /// of the context. Empty = only the mailboxes listed in `mailboxes` can be reached.
+    pub master_user: String,
+    /// The master user's password. Never logged, never returned by the API.
+    pub master_password: String,
+    /// Per-mailbox logins (Asterisk's `imapuser`/`imappassword`), by mailbox number; they win
+    /// over the master user.
+    pub mailboxes: std::collections::BTreeMap<String, ImapMailboxLogin>,
+    /// The folder new voicemail goes to (`imapfolder`).
+    pub folder: String,
+    /// The parent of Work/Family/Friends/Deleted (`imapparentfolder`, e.g. `"INBOX"`); empty =
+    /// top level.
+    pub parent_folder: String,
+    /// Seconds one IMAP operation (connect, login, each command) may take.
+    pub timeout_secs: u64,
+    /// The `Retry-After` (seconds) of the 503 answered while the server is unreachable.
+    pub retry_after_secs: u64,
+}
+
+impl ImapContextConfig {
+    /// Whether the context's messages are in IMAP.
+    pub fn is_imap(&self) -> bool {
+        self.store == "imap"
+    }
+}
+
+impl Default for ImapContextConfig {
+    fn default() -> Self {
+        Self {
+            store: "imap".into(),
+            host: String::new(),
+            port: 0,
+            tls: "implicit".into(),
+            ca_file: PathBuf::new(),
+            user_format: "{mailbox}".into(),
+            master_user: String::new(),
+            master_password: String::new(),
+            mailboxes: std::collections::BTreeMap::new(),
+            folder: "INBOX".into(),
+            parent_folder: String::new(),
+            timeout_secs: 30,
+            retry_after_secs: 5,
+        }
+    }
+}
+
+impl std::fmt::Debug for ImapContextConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapContextConfig")
+            .field("store", &self.store)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("user_format", &self.user_format)
+            .field("master_user", &self.master_user)
+            .field("master_password", &"<redacted>")
+            .field("mailboxes", &self.mailboxes)
+            .field("folder", &self.folder)
+            .field("parent_folder", &self.parent_folder)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retry_after_secs", &self.retry_after_secs)
+            .finish()
+    }
+}
+
+/// One mailbox's own IMAP login.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapMailboxLogin {
+    /// The IMAP user (`imapuser`).
+    pub user: String,
+    /// Its password (`imappassword`). Never logged, never returned by the API.
+    pub password: String,
+}
+
+impl std::fmt::Debug for ImapMailboxLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapMailboxLogin")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Logging settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -494,6 +610,7 @@ impl Default for Config {
             mwi: MwiConfig::default(),
             email: EmailConfig::default(),
             ui: UiConfig::default(),
+            imap: ImapConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -643,6 +760,27 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for (name, c) in &self.imap.contexts {
+            let bad = |m: &str| Err(ConfigError::Value(format!("imap.contexts.{name}: {m}")));
+            if !matches!(c.store.as_str(), "imap" | "sql") {
+                return bad("store must be \"imap\" or \"sql\"");
+            }
+            if !matches!(c.tls.as_str(), "implicit" | "starttls" | "none") {
+                return bad("tls must be \"implicit\", \"starttls\" or \"none\"");
+            }
+            if c.is_imap() && c.host.is_empty() {
+                return bad("host is required");
+            }
+            if c.is_imap() && c.master_user.is_empty() && c.mailboxes.is_empty() {
+                return bad("give master_user (and master_password) or per-mailbox logins");
+            }
+            if c.timeout_secs == 0 {
+                return bad("timeout_secs must be at least 1");
+            }
+            if c.folder.is_empty() {
+                return bad("folder must not be empty (Asterisk's default is INBOX)");
+            }
+        }
         match self.audio.store.as_str() {
             "fs" | "db" => {}
             "s3" => {
@@ -781,6 +919,40 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imap_contexts_are_checked_and_their_passwords_never_printed() {
+        let toml = r#"
+            [imap.contexts.default]
+            host = "imap.example.org"
+            master_user = "vm"
+            master_password = "s3cret-master"
+            [imap.contexts.default.mailboxes.1000]
+            user = "alice"
+            password = "s3cret-alice"
+        "#;
+        let c: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .expect("parses");
+        c.validate().expect("valid");
+        let ctx = &c.imap.contexts["default"];
+        assert!(ctx.is_imap() && ctx.tls == "implicit" && ctx.folder == "INBOX");
+        let printed = format!("{ctx:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+
+        let mut no_login = c.clone();
+        if let Some(x) = no_login.imap.contexts.get_mut("default") {
+            x.master_user.clear();
+            x.mailboxes.clear();
+        }
+        assert!(no_login.validate().is_err());
+        let mut bad_tls = c.clone();
+        if let Some(x) = bad_tls.imap.contexts.get_mut("default") {
+            x.tls = "ssl".into();
+        }
+        assert!(bad_tls.validate().is_err());
+    }
 
     #[test]
     fn the_example_file_is_the_defaults() {

@@ -67,6 +67,16 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ),
     ("internal", 500, "Internal error"),
     ("unavailable", 503, "A back end is unavailable; retry later"),
+    (
+        "imap-unavailable",
+        503,
+        "The mailbox's IMAP server is unavailable; retry later",
+    ),
+    (
+        "not-implemented",
+        501,
+        "Not available for this mailbox's message store yet",
+    ),
     ("mailbox-full", 507, "The mailbox folder is full"),
 ];
 
@@ -162,6 +172,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unavailable(_) => {
                 Self::new("unavailable", detail).with_header(header::RETRY_AFTER, "5")
             }
+            ServiceError::ImapUnavailable { retry_after, .. } => {
+                Self::new("imap-unavailable", detail)
+                    .with_header(header::RETRY_AFTER, retry_after.to_string())
+            }
+            ServiceError::NotImplemented(_) => Self::new("not-implemented", detail),
         }
     }
 }

@@ -254,6 +254,10 @@ pub struct VoicemailSummary {
     pub internal_date: Option<i64>,
     /// The `X-Asterisk-VM-*` metadata.
     pub meta: VoicemailMeta,
+    /// voxmail's message id (`X-Voxmail-Message-Id`), on messages voxmail appended.
+    pub voxmail_id: Option<String>,
+    /// The deposit's Idempotency-Key (`X-Voxmail-Idempotency-Key`), when it had one.
+    pub idempotency_key: Option<String>,
 }
 
 /// A voicemail fetched whole.
@@ -613,7 +617,8 @@ impl ImapClient {
     /// The summary of a fetched message when it is one of the owner's voicemails.
     fn summary_of(&self, f: &Fetch) -> Option<VoicemailSummary> {
         let uid = f.uid?;
-        let meta = format::parse_meta(f.header()?)?;
+        let header = f.header()?;
+        let meta = format::parse_meta(header)?;
         if !self.owner.matches(&meta) {
             return None;
         }
@@ -628,6 +633,8 @@ impl ImapClient {
             size: f.size.unwrap_or(0),
             internal_date: f.internal_date().map(|d| d.timestamp()),
             meta,
+            voxmail_id: format::header_value(header, format::VOXMAIL_ID_HEADER),
+            idempotency_key: format::header_value(header, format::VOXMAIL_IDEMPOTENCY_HEADER),
         })
     }
 
@@ -932,7 +939,8 @@ const LIST_ITEMS: &str = "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.F
     X-Asterisk-VM-Extension X-Asterisk-VM-Flag X-Asterisk-VM-Priority \
     X-Asterisk-VM-Caller-ID-Num X-Asterisk-VM-Caller-ID-Name X-Asterisk-VM-Duration \
     X-Asterisk-VM-Category X-Asterisk-VM-Message-Type X-Asterisk-VM-Orig-date \
-    X-Asterisk-VM-Orig-time X-Asterisk-VM-Message-ID)])";
+    X-Asterisk-VM-Orig-time X-Asterisk-VM-Message-ID X-Voxmail-Message-Id \
+    X-Voxmail-Idempotency-Key)])";
 
 /// What fetching one message takes: the listing data and the whole message, without `\Seen`.
 const FETCH_ITEMS: &str = "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (\
@@ -940,7 +948,8 @@ const FETCH_ITEMS: &str = "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.
     X-Asterisk-VM-Extension X-Asterisk-VM-Flag X-Asterisk-VM-Priority \
     X-Asterisk-VM-Caller-ID-Num X-Asterisk-VM-Caller-ID-Name X-Asterisk-VM-Duration \
     X-Asterisk-VM-Category X-Asterisk-VM-Message-Type X-Asterisk-VM-Orig-date \
-    X-Asterisk-VM-Orig-time X-Asterisk-VM-Message-ID)] BODY.PEEK[])";
+    X-Asterisk-VM-Orig-time X-Asterisk-VM-Message-ID X-Voxmail-Message-Id \
+    X-Voxmail-Idempotency-Key)] BODY.PEEK[])";
 
 /// A UID a command's response reported.
 #[derive(Debug, Clone, Copy)]

@@ -27,6 +27,40 @@ pub const FLAG_URGENT: &str = "Urgent";
 /// The prefix shared by the headers that mark a message as a voicemail.
 pub const VM_HEADER_PREFIX: &str = "X-Asterisk-VM-";
 
+/// The header carrying voxmail's message id on messages voxmail appends (Asterisk ignores it),
+/// so the REST API's message ids survive moves and are the same on every node.
+pub const VOXMAIL_ID_HEADER: &str = "X-Voxmail-Message-Id";
+/// The header carrying a deposit's Idempotency-Key, so a retried deposit finds the message an
+/// earlier try appended (also when the APPEND's answer was lost).
+pub const VOXMAIL_IDEMPOTENCY_HEADER: &str = "X-Voxmail-Idempotency-Key";
+
+/// Inserts extra header lines into a composed message, just before `MIME-Version` (after the
+/// `X-Asterisk-VM-*` block), leaving every other byte as Asterisk writes it. Values must be
+/// visible ASCII (callers validate them); a message without `MIME-Version` gets them first.
+pub fn with_headers(raw: Vec<u8>, headers: &[(&str, &str)]) -> Vec<u8> {
+    if headers.is_empty() {
+        return raw;
+    }
+    let mut block = Vec::new();
+    for (name, value) in headers {
+        block.extend_from_slice(name.as_bytes());
+        block.extend_from_slice(b": ");
+        block.extend_from_slice(value.as_bytes());
+        block.extend_from_slice(ENDL.as_bytes());
+    }
+    let end = find_header_end(&raw);
+    let needle = b"\r\nMIME-Version:";
+    let at = raw[..end.min(raw.len())]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map_or(0, |p| p + 2);
+    let mut out = Vec::with_capacity(raw.len() + block.len());
+    out.extend_from_slice(&raw[..at]);
+    out.extend_from_slice(&block);
+    out.extend_from_slice(&raw[at..]);
+    out
+}
+
 /// Asterisk's line end for IMAP storage.
 const ENDL: &str = "\r\n";
 /// Asterisk's base64 line length (`BASELINELEN` in main/utils.c).

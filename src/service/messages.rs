@@ -77,6 +77,9 @@ impl Voicemail {
         size: u64,
         range: Option<(u64, u64)>,
     ) -> Result<AudioStream> {
+        if stored_key.starts_with(super::imap_store::AUDIO_KEY_PREFIX) {
+            return self.open_imap_audio(stored_key, range).await;
+        }
         let key = BlobKey::from_stored(stored_key)
             .ok_or_else(|| ServiceError::Unavailable("the stored audio key is malformed".into()))?;
         if let Some((start, end)) = range
@@ -89,6 +92,37 @@ impl Voicemail {
             total: read.total,
             range,
             stream: read.stream,
+        })
+    }
+
+    /// The recording of an IMAP message (`imap:<mailbox>:<folder>:<uid>`), or a range of it.
+    async fn open_imap_audio(&self, key: &str, range: Option<(u64, u64)>) -> Result<AudioStream> {
+        let (imap, Some((mailbox_id, folder, uid))) =
+            (&self.imap, super::imap_store::parse_audio_key(key))
+        else {
+            return Err(ServiceError::Unavailable(
+                "the stored audio key is malformed".into(),
+            ));
+        };
+        let Some(imap) = imap else {
+            return Err(ServiceError::NotImplemented(
+                "no context is configured for IMAP storage".into(),
+            ));
+        };
+        let mailbox = self.sql.get_mailbox_by_id(mailbox_id).await?;
+        let data = imap.audio(&mailbox, &folder, uid).await?;
+        let size = data.len() as u64;
+        let bytes = match range {
+            Some((start, end)) if start > end || end >= size => {
+                return Err(ServiceError::RangeNotSatisfiable { size });
+            }
+            Some((start, end)) => bytes::Bytes::from(data).slice(start as usize..=end as usize),
+            None => bytes::Bytes::from(data),
+        };
+        Ok(AudioStream {
+            total: size,
+            range,
+            stream: Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
         })
     }
 
@@ -156,6 +190,11 @@ impl Voicemail {
             return Err(ServiceError::Invalid("to must list 1-100 mailboxes".into()));
         }
         let source = self.visible_mailbox(p, address).await?;
+        if self.is_imap(&source) {
+            return Err(ServiceError::NotImplemented(
+                "forwarding a message kept in IMAP is not implemented yet".into(),
+            ));
+        }
         let original = self
             .messages
             .get_message(&source, id)
@@ -168,6 +207,11 @@ impl Voicemail {
                 return Err(ServiceError::Invalid(format!("{to} is listed twice")));
             }
             let mailbox = self.visible_mailbox(p, to).await?;
+            if self.is_imap(&mailbox) {
+                return Err(ServiceError::NotImplemented(
+                    "forwarding into a mailbox kept in IMAP is not implemented yet".into(),
+                ));
+            }
             let new_id = MessageId::new();
             let key = BlobKey::message(mailbox.id, new_id, "audio");
             let folder = if original.flag == crate::domain::Flag::Urgent {

@@ -8,11 +8,13 @@ mod directory;
 mod email;
 mod events;
 mod greetings;
+mod imap_store;
 mod messages;
 mod mwi_targets;
 mod orphans;
 mod pin;
 mod rendition;
+mod ui_support;
 mod webhooks;
 
 pub use admin::{
@@ -29,6 +31,7 @@ pub use messages::{AudioStream, ForwardRequest};
 pub use mwi_targets::MwiTargetSettings;
 pub use orphans::OrphanSweep;
 pub use rendition::{Original, RenditionCache};
+pub use ui_support::{FolderListing, UI_FOLDERS};
 pub use webhooks::WebhookSettings;
 
 use std::sync::Arc;
@@ -90,6 +93,17 @@ pub enum ServiceError {
     /// A back end (database, audio storage) is unavailable or failed.
     #[error("{0}")]
     Unavailable(String),
+    /// The mailbox's IMAP message store is unreachable: retry after `retry_after` seconds.
+    #[error("{message}")]
+    ImapUnavailable {
+        /// What failed (never a password).
+        message: String,
+        /// Seconds after which a retry may succeed.
+        retry_after: u64,
+    },
+    /// The operation is not available for this mailbox's message store (yet).
+    #[error("{0}")]
+    NotImplemented(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -106,6 +120,14 @@ impl From<StoreError> for ServiceError {
                 tracing::error!(error = %e, "database error");
                 Self::Unavailable("the database is unavailable".into())
             }
+            StoreError::Unavailable {
+                message,
+                retry_after,
+            } => Self::ImapUnavailable {
+                message,
+                retry_after,
+            },
+            StoreError::Unsupported(m) => Self::NotImplemented(m),
         }
     }
 }
@@ -145,14 +167,25 @@ pub struct Voicemail {
     pub(crate) changed: Arc<tokio::sync::watch::Sender<u64>>,
     /// The live event hub (absent in CLI commands).
     pub(crate) hub: Option<crate::events::Hub>,
+    /// The IMAP message store, when some context keeps its messages in IMAP (`[imap]`).
+    pub(crate) imap: Option<Arc<imap_store::ImapMessageStore>>,
 }
 
 impl Voicemail {
     pub fn new(sql: Arc<SqlStore>, blobs: Arc<dyn BlobStore>, config: Arc<Config>) -> Self {
         let renditions = Arc::new(RenditionCache::new(config.audio.transcode_concurrency));
+        let imap = imap_store::ImapMessageStore::new(blobs.clone(), config.clone()).map(Arc::new);
+        let messages: Arc<dyn MessageStore> = match &imap {
+            Some(imap) => Arc::new(imap_store::RoutedStore {
+                sql: sql.clone(),
+                imap: imap.clone(),
+            }),
+            None => sql.clone(),
+        };
         Self {
             renditions,
-            messages: sql.clone(),
+            imap,
+            messages,
             sql,
             blobs,
             config,
@@ -293,6 +326,11 @@ impl Voicemail {
         }
     }
 
+    /// Whether the mailbox's messages are in IMAP.
+    pub(crate) fn is_imap(&self, m: &MailboxRecord) -> bool {
+        self.imap.as_ref().is_some_and(|i| i.handles(m))
+    }
+
     pub(crate) fn require_admin(p: &Principal, what: &str) -> Result<()> {
         if p.is_admin() {
             Ok(())
@@ -307,6 +345,10 @@ impl Voicemail {
     /// for the collector, so it is logged, not returned.
     pub(crate) async fn remove_blobs(&self, keys: impl IntoIterator<Item = String>) {
         for k in keys {
+            // An IMAP message's recording went with the message.
+            if k.starts_with(imap_store::AUDIO_KEY_PREFIX) {
+                continue;
+            }
             let Some(key) = BlobKey::from_stored(&k) else {
                 tracing::error!(audio.key = %k, "refusing to remove a malformed audio key");
                 continue;

@@ -76,6 +76,15 @@ impl Voicemail {
     /// Returns the key and size of a rendition of `original`, transcoding and storing it first
     /// if it is not cached yet.
     pub async fn rendition(&self, original: Original<'_>, r: &Rendition) -> Result<(BlobKey, u64)> {
+        if original
+            .key
+            .starts_with(super::imap_store::AUDIO_KEY_PREFIX)
+        {
+            return Err(ServiceError::NotImplemented(
+                "renditions of messages kept in IMAP are not implemented yet; ask for the original"
+                    .into(),
+            ));
+        }
         let src = BlobKey::from_stored(original.key)
             .ok_or_else(|| ServiceError::Unavailable("the stored audio key is malformed".into()))?;
         let key = BlobKey::rendition(&src, &r.suffix());

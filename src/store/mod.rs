@@ -33,6 +33,18 @@ pub enum StoreError {
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A message store other than the database (IMAP) is unreachable or failed; retry after
+    /// `retry_after` seconds. The message never carries a password.
+    #[error("{message}")]
+    Unavailable {
+        /// What failed, for the client.
+        message: String,
+        /// Seconds after which a retry may succeed.
+        retry_after: u64,
+    },
+    /// This store cannot do the operation (yet).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// A tenant.

@@ -2,8 +2,12 @@
 //! mail client we did not write (Python's imaplib), plus the Asterisk-format fixtures of
 //! fixtures/imap (written by fixtures/imap/make.py from Asterisk's app_voicemail code).
 
-#[path = "../common/dovecot.rs"]
-mod dovecot;
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api;
+
+use common::dovecot;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

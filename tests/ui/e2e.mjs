@@ -39,10 +39,14 @@ async function signIn(page, email, password) {
 
 const browser = await chromium.launch({
   executablePath: env("TEST_CHROMIUM"),
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
 });
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, permissions: ["microphone"] });
   const page = await context.newPage();
   const errors = [];
   // Script errors only: the 401 of the wrong password and the 404s are expected responses.
@@ -154,6 +158,183 @@ try {
   await page.locator("#deposits-chart svg rect.bar").first().waitFor();
   await shot(page, "03-dashboard");
 
+  const api = (url, init = {}) =>
+    fetch(`${BASE}${url}`, { ...init, headers: { authorization: `Bearer ${API_KEY}`, ...(init.headers || {}) } });
+  page.on("dialog", (d) => d.accept());
+  const tabCount = async (folder) =>
+    (await page.locator(`[data-folder-count="${folder}"]`).textContent()).trim();
+
+  log("the mailbox's messages, per folder");
+  await page.goto(`${BASE}/ui/contexts/acme/mailboxes`);
+  await page.getByRole("link", { name: "Messages of 1001@acme" }).click();
+  await page.waitForURL(/\/mailboxes\/1001\/messages/);
+  check((await tabCount("INBOX")) === "1" && (await tabCount("Old")) === "0", "folder counts 1/0");
+  check((await page.locator("tr[data-message]").count()) === 1, "one row");
+  await shot(page, "12-messages");
+
+  log("open the message: the <audio> plays the Opus rendition with the message's duration");
+  const listed = await (await api("/v1/mailboxes/1001@acme/messages")).json();
+  const msg = (listed.items || listed.messages || listed)[0];
+  check(msg && msg.id, `a message listed: ${JSON.stringify(listed).slice(0, 200)}`);
+  await page.locator(`tr[data-message="${msg.id}"] a.strong`).click();
+  await page.waitForURL(new RegExp(`/messages/${msg.id}`));
+  const duration = await page.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const a = document.getElementById("player-audio");
+        const done = () => (isFinite(a.duration) ? resolve(a.duration) : null);
+        if (a.readyState >= 1 && done() !== null) return;
+        a.addEventListener("loadedmetadata", done);
+        a.addEventListener("durationchange", done);
+        a.addEventListener("error", () => reject(new Error(`audio error ${a.error && a.error.code}`)));
+        a.load();
+        setTimeout(() => reject(new Error("no metadata in 10 s")), 10000);
+      }),
+  );
+  const expected = msg.duration_ms / 1000;
+  check(Math.abs(duration - expected) <= 0.1, `audio duration ${duration} vs message ${expected}`);
+  const ranged = await page.request.get(`${BASE}${await page.locator("#player-audio").getAttribute("src")}`, {
+    headers: { range: "bytes=0-99" },
+  });
+  check(ranged.status() === 206 && (await ranged.body()).length === 100, `range answered ${ranged.status()}`);
+  check(ranged.headers()["content-type"].startsWith("audio/ogg"), "Ogg Opus");
+  await page.locator('#waveform[data-ready="1"]').waitFor({ timeout: 10000 });
+  await page.evaluate(() => {
+    const a = document.getElementById("player-audio");
+    a.currentTime = a.duration / 3;
+  });
+  await page.waitForTimeout(300);
+  const wav = await page.request.get(`${BASE}${await page.getByRole("link", { name: "Download WAV" }).getAttribute("href")}`);
+  check(wav.status() === 200 && wav.headers()["content-type"].startsWith("audio/wav"), "WAV download");
+  check(wav.headers()["content-disposition"].startsWith("attachment"), "as attachment");
+  await shot(page, "13-message");
+
+  log("move it to Old: the folder counts and MWI change");
+  await page.getByLabel("Move to").selectOption("Old");
+  await page.getByRole("button", { name: "Move", exact: true }).click();
+  await page.getByText("Message moved.").waitFor();
+  check((await tabCount("INBOX")) === "0" && (await tabCount("Old")) === "1", "folder counts 0/1");
+  const mwi = await (await api("/v1/mailboxes/1001@acme/mwi")).json();
+  check(mwi.new === 0 && mwi.old === 1, `MWI after the move: ${JSON.stringify(mwi)}`);
+
+  log("mark it unread and read again");
+  await page.goto(`${BASE}/ui/contexts/acme/mailboxes/1001/messages/${msg.id}`);
+  await page.getByRole("button", { name: "Mark unread" }).click();
+  await page.getByText("Marked as unread.").waitFor();
+  check((await page.locator("#message-status").textContent()).trim() === "Unread", "unread");
+  await page.getByRole("button", { name: "Mark read" }).click();
+  await page.getByText("Marked as read.").waitFor();
+  check((await page.locator("#message-status").textContent()).trim() === "Read", "read");
+  check((await page.locator("#message-folder").textContent()).trim() === "Old", "read messages live in Old");
+
+  log("a message left meanwhile is announced on the messages page");
+  await page.goto(`${BASE}/ui/contexts/acme/mailboxes/1001/messages?folder=Old`);
+  await page.waitForTimeout(500);
+  const d2 = await api("/v1/mailboxes/1001@acme/messages", {
+    method: "POST", headers: { "content-type": "audio/wav" }, body: readFileSync(AUDIO),
+  });
+  check(d2.status === 201, `second deposit answered ${d2.status}`);
+  const second = (await d2.json()).id;
+  await page.locator("#arrived:not([hidden])").waitFor({ timeout: 10000 });
+  await shot(page, "21-message-arrived");
+  await page.getByRole("link", { name: "Refresh the list" }).click();
+  await page.waitForURL(/folder=Old/);
+  check((await tabCount("INBOX")) === "1", "the new one counted");
+  const del = await api(`/v1/mailboxes/1001@acme/messages/${second}`, { method: "DELETE" });
+  check(del.status === 204, `cleanup answered ${del.status}`);
+  await page.reload();
+
+  log("bulk: select all in Old and move to Work");
+  await page.goto(`${BASE}/ui/contexts/acme/mailboxes/1001/messages?folder=Old`);
+  await page.waitForURL(/folder=Old/);
+  await page.getByLabel("Select all").check();
+  await page.getByLabel("Move selected to").selectOption("Work");
+  await shot(page, "14-messages-bulk");
+  await page.getByRole("button", { name: "Move selected" }).click();
+  await page.getByText("Messages moved.").waitFor();
+  check((await tabCount("Old")) === "0" && (await tabCount("Work")) === "1", "moved to Work");
+
+  log("forward it (a copy lands in New), then bulk-delete the copy");
+  await page.goto(`${BASE}/ui/contexts/acme/mailboxes/1001/messages/${msg.id}`);
+  await page.getByLabel("Forward to").fill("1001");
+  await page.getByRole("button", { name: "Forward" }).click();
+  await page.getByText("Message forwarded.").waitFor();
+  await page.goto(`${BASE}/ui/contexts/acme/mailboxes/1001/messages`);
+  check((await tabCount("INBOX")) === "1" && (await tabCount("Work")) === "1", "copy in New");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shot(page, "19-messages-phone");
+  await page.goto(`${BASE}/ui/contexts/acme/mailboxes/1001/messages/${msg.id}`);
+  await page.locator('#waveform[data-ready="1"]').waitFor({ timeout: 10000 });
+  await shot(page, "20-message-phone");
+  await page.setViewportSize({ width: 1280, height: 860 });
+  await page.goto(`${BASE}/ui/contexts/acme/mailboxes/1001/messages`);
+  await page.getByLabel("Select all").check();
+  await page.getByRole("button", { name: "Delete selected" }).click();
+  await page.getByText("Messages deleted.").waitFor();
+  check((await tabCount("INBOX")) === "0" && (await tabCount("Work")) === "1", "copy deleted");
+
+  log("greetings: record one with the fake microphone, then play it back");
+  await page.getByRole("link", { name: "Greetings" }).click();
+  await page.waitForURL(/\/greetings/);
+  await page.getByRole("button", { name: "Record the Unavailable greeting" }).click();
+  await page.locator("#greeting-unavailable .recording").waitFor();
+  await page.waitForTimeout(2500);
+  await page.getByRole("button", { name: "Stop recording the Unavailable greeting" }).click();
+  await page.waitForURL(/notice=saved/, { timeout: 15000 });
+  const played = await page.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const a = document.querySelector("#greeting-unavailable audio");
+        if (!a) return reject(new Error("no audio element"));
+        a.addEventListener("error", () => reject(new Error(`audio error ${a.error && a.error.code}`)));
+        a.play().then(() => setTimeout(() => resolve({ d: a.duration, t: a.currentTime }), 700), reject);
+        setTimeout(() => reject(new Error("did not play in 10 s")), 10000);
+      }),
+  );
+  check(played.d > 0 && played.t > 0, `greeting plays: ${JSON.stringify(played)}`);
+  const g = await (await api("/v1/mailboxes/1001@acme/greetings/unavailable", { headers: { accept: "application/json" } })).json();
+  check(g.duration_ms > 1000, `greeting stored: ${JSON.stringify(g)}`);
+
+  log("greetings: upload a file");
+  await page.locator("#file-busy").setInputFiles(AUDIO);
+  await page.getByRole("button", { name: "Upload the Busy greeting" }).click();
+  await page.waitForURL(/notice=saved/);
+  check((await page.locator("#greeting-busy audio").count()) === 1, "busy greeting set");
+  await shot(page, "15-greetings");
+  const noToken = await page.request.post(`${BASE}/ui/contexts/acme/mailboxes/1001/greetings/temp`, {
+    headers: { "content-type": "audio/wav" }, data: readFileSync(AUDIO),
+  });
+  check(noToken.status() === 403, `recording POST without token answered ${noToken.status()}`);
+
+  log("greetings: delete one");
+  await page.getByRole("button", { name: "Delete the Busy greeting" }).click();
+  await page.getByText("Greeting deleted.").waitFor();
+  check((await page.locator("#greeting-busy audio").count()) === 0, "busy greeting gone");
+
+  log("API keys: create (token shown once), use, revoke → 401");
+  await page.getByRole("link", { name: "API keys" }).click();
+  await page.getByLabel("Key name").fill("e2e-pbx");
+  await page.getByLabel("Context").selectOption("acme");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const token = await page.locator("#new-token").inputValue();
+  check(token.startsWith("vxm_"), "token shown");
+  await shot(page, "16-api-key-created");
+  const useKey = () => fetch(`${BASE}/v1/mailboxes/1001@acme/mwi`, { headers: { authorization: `Bearer ${token}` } });
+  check((await useKey()).status === 200, "new key works");
+  await page.goto(`${BASE}/ui/api-keys`);
+  check(!(await page.content()).includes(token), "token not shown again");
+  await page.getByRole("button", { name: "Revoke e2e-pbx" }).click();
+  await page.getByText("Key revoked.").waitFor();
+  check((await useKey()).status === 401, "revoked key gets 401");
+  await shot(page, "17-api-keys");
+
+  log("the audit log lists those actions");
+  await page.getByRole("link", { name: "Audit log" }).click();
+  for (const a of ["message.unread", "message.read", "message.move", "message.forward", "message.delete", "greeting.put", "greeting.delete", "apikey.create", "apikey.revoke"]) {
+    check((await page.locator(`tr[data-action="${a}"]`).count()) >= 1, `audit lists ${a}`);
+  }
+  await shot(page, "18-audit");
+
   log("a form POST without the CSRF token is refused");
   const forged = await page.request.post(`${BASE}/ui/contexts`, { form: { name: "forged" } });
   check(forged.status() === 403, `forged POST answered ${forged.status()}`);
@@ -185,6 +366,11 @@ try {
   const otherEdit = await p2.goto(`${BASE}/ui/contexts/acme/mailboxes/1001`);
   check(otherEdit.status() === 404, `other mailbox answered ${otherEdit.status()}`);
   await shot(p2, "11-not-found-phone");
+  const otherMsgs = await p2.goto(`${BASE}/ui/contexts/acme/mailboxes/1001/messages`);
+  check(otherMsgs.status() === 404, `other mailbox's messages answered ${otherMsgs.status()}`);
+  const otherAudio = await p2.request.get(`${BASE}/ui/contexts/acme/mailboxes/1001/messages/${msg.id}/audio?format=opus`);
+  check(otherAudio.status() === 404, `other context's audio answered ${otherAudio.status()}`);
+  check((await p2.request.get(`${BASE}/ui/api-keys`)).status() === 403, "limited admin: no API keys page");
   const sse = await p2.request.get(`${BASE}/ui/contexts/acme/events`);
   check(sse.status() === 404, `other context's events answered ${sse.status()}`);
 
@@ -192,6 +378,10 @@ try {
   console.log("e2e: all checks passed");
 } catch (e) {
   console.error(`e2e failed at "${step}": ${e.stack || e}`);
+  for (const p of browser.contexts().flatMap((c) => c.pages())) {
+    console.error(`  page ${p.url()}`);
+    await p.screenshot({ path: path.join(SHOTS, "failure.png"), fullPage: true }).catch(() => {});
+  }
   process.exitCode = 1;
 } finally {
   await browser.close();

@@ -193,6 +193,156 @@ async fn repeated_failed_sign_ins_lock_the_account() {
     );
 }
 
+/// Signs `email` in over HTTP; returns the session cookie pair (`vxm_session=…`).
+async fn sign_in(app: &TestApp, c: &reqwest::Client, email: &str) -> String {
+    let (token, cookie) = login_token(app, c).await;
+    let r = c
+        .post(app.url("/ui/login"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .form(&[
+            ("csrf", token.as_str()),
+            ("email", email),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "signed in");
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("vxm_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf_of(page: &str) -> String {
+    let pat = "name=\"csrf\" value=\"";
+    let at = page.find(pat).expect("a form") + pat.len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn messages_and_greetings_over_http() {
+    let app = TestApp::spawn().await;
+    let vm = app.services().await;
+    vm.create_admin("root@example.org", Some(PASSWORD), &[])
+        .await
+        .unwrap();
+    app.create_context("acme").await;
+    app.create_mailbox("1001@acme", serde_json::json!({})).await;
+    let m = app
+        .deposit_ok("1001@acme", common::fixture("hello-pcm16.wav"), "audio/wav")
+        .await;
+    let id = m["id"].as_str().unwrap();
+    let c = browserish();
+    let pair = sign_in(&app, &c, "root@example.org").await;
+    let get = |path: String| c.get(app.url(&path)).header("cookie", &pair).send();
+
+    // The waveform's peaks: a few hundred values, not silence.
+    let base = "/ui/contexts/acme/mailboxes/1001";
+    let r = get(format!("{base}/messages/{id}/peaks")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let peaks = v["peaks"].as_array().unwrap();
+    assert!((16..=240).contains(&peaks.len()), "{} peaks", peaks.len());
+    assert!(peaks.iter().any(|p| p.as_f64().unwrap() > 0.1), "{v}");
+    assert_eq!(v["duration_ms"], m["duration_ms"]);
+
+    // The Opus rendition with a byte range; without a session, sign-in.
+    let r = c
+        .get(app.url(&format!("{base}/messages/{id}/audio?format=opus")))
+        .header("cookie", &pair)
+        .header("range", "bytes=4-13")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert!(
+        r.headers()["content-range"]
+            .to_str()
+            .unwrap()
+            .starts_with("bytes 4-13/")
+    );
+    assert_eq!(r.bytes().await.unwrap().len(), 10);
+    let r = c
+        .get(app.url(&format!("{base}/messages/{id}/audio?format=opus")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+
+    // A greeting upload larger than the 1 MB form limit (50 s of 16 kHz PCM), the token first.
+    let page = get(format!("{base}/greetings"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+    let samples: Vec<i16> = (0..16_000 * 50)
+        .map(|i| ((i % 64) * 200 - 6400) as i16)
+        .collect();
+    let wav = voxmail::audio::wav::pcm16_wav(&samples, 16_000, 1);
+    assert!(wav.len() > 1_500_000);
+    let upload = |token: Option<&str>| {
+        let mut form = reqwest::multipart::Form::new();
+        if let Some(t) = token {
+            form = form.text("csrf", t.to_owned());
+        }
+        let part = reqwest::multipart::Part::bytes(wav.clone())
+            .file_name("greeting.wav")
+            .mime_str("audio/wav")
+            .unwrap();
+        c.post(app.url(&format!("{base}/greetings/busy")))
+            .header("cookie", &pair)
+            .multipart(form.part("audio", part))
+            .send()
+    };
+    let r = upload(None).await.unwrap();
+    assert_eq!(r.status(), 403, "no token");
+    let r = upload(Some("wrong")).await.unwrap();
+    assert_eq!(r.status(), 403, "wrong token");
+    let r = upload(Some(&csrf)).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("notice=saved")
+    );
+    let g: serde_json::Value = app
+        .get("/v1/mailboxes/1001@acme/greetings/busy")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(g["duration_ms"], 50_000, "{g}");
+
+    // Forwarding to a mailbox that does not exist says so.
+    let r = c
+        .post(app.url(&format!("{base}/messages/{id}")))
+        .header("cookie", &pair)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("action", "forward"),
+            ("to", "9999"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no mailbox 9999@acme"));
+}
+
 fn playwright_dir() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("TEST_PLAYWRIGHT_DIR").map(PathBuf::from),

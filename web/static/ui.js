@@ -99,5 +99,170 @@
     window.addEventListener("pagehide", function () { es.close(); });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { initChart(); initLive(); });
+  // Waveform of a message: peaks from the JSON endpoint drawn on a canvas; the played part is
+  // tinted, and a click or the arrow keys seek the <audio> element.
+  function initWaveform() {
+    var box = document.getElementById("waveform");
+    if (!box) return;
+    var audio = document.getElementById(box.getAttribute("data-for"));
+    var canvas = box.querySelector("canvas");
+    var peaks = null;
+    function color(name) { return getComputedStyle(box).getPropertyValue(name).trim() || "#3d5afe"; }
+    function draw() {
+      if (!peaks) return;
+      var dpr = window.devicePixelRatio || 1, w = box.clientWidth, h = 120;
+      canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+      canvas.style.width = w + "px"; canvas.style.height = h + "px";
+      var g = canvas.getContext("2d");
+      g.setTransform(dpr, 0, 0, dpr, 0, 0);
+      g.clearRect(0, 0, w, h);
+      var n = peaks.length, gap = 1, bw = Math.max(1, w / n - gap);
+      var dur = audio && isFinite(audio.duration) && audio.duration > 0 ? audio.duration : 0;
+      var played = dur ? audio.currentTime / dur : 0;
+      var on = color("--wave-played"), off = color("--wave");
+      for (var i = 0; i < n; i++) {
+        var v = Math.max(0.02, Math.min(1, peaks[i] * 1.15));
+        var bh = Math.max(2, v * (h - 8));
+        g.fillStyle = (i + 0.5) / n <= played ? on : off;
+        g.fillRect(i * (w / n), (h - bh) / 2, bw, bh);
+      }
+    }
+    fetch(box.getAttribute("data-src"), { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+      .then(function (d) { peaks = d.peaks.length ? d.peaks : [0]; box.setAttribute("data-ready", "1"); draw(); })
+      .catch(function () { box.classList.add("waveform-failed"); box.setAttribute("aria-label", "The waveform could not be loaded"); });
+    if (!audio) return;
+    ["timeupdate", "seeked", "loadedmetadata", "play", "pause"].forEach(function (ev) { audio.addEventListener(ev, draw); });
+    window.addEventListener("resize", draw);
+    box.tabIndex = 0;
+    box.addEventListener("click", function (e) {
+      var r = canvas.getBoundingClientRect();
+      if (!isFinite(audio.duration)) return;
+      audio.currentTime = Math.max(0, Math.min(1, (e.clientX - r.left) / r.width)) * audio.duration;
+    });
+    box.addEventListener("keydown", function (e) {
+      if (!isFinite(audio.duration)) return;
+      if (e.key === "ArrowRight") audio.currentTime = Math.min(audio.duration, audio.currentTime + 5);
+      else if (e.key === "ArrowLeft") audio.currentTime = Math.max(0, audio.currentTime - 5);
+      else if (e.key === " ") { if (audio.paused) audio.play(); else audio.pause(); }
+      else return;
+      e.preventDefault();
+    });
+  }
+
+  // The messages page: a banner when a message is left in this mailbox meanwhile.
+  function initArrivals() {
+    var box = document.getElementById("arrived");
+    if (!box || !window.EventSource) return;
+    var mailbox = box.getAttribute("data-mailbox"), n = 0;
+    var es = new EventSource(box.getAttribute("data-events"));
+    es.onmessage = function (m) {
+      var e;
+      try { e = JSON.parse(m.data); } catch (_) { return; }
+      if (!e || e.mailbox !== mailbox || e.type !== "message.deposited") return;
+      if (e.message_id && document.querySelector('tr[data-message="' + e.message_id + '"]')) return;
+      n++;
+      box.querySelector("[data-text]").textContent = n === 1 ? "A new message arrived." : n + " new messages arrived.";
+      box.hidden = false;
+    };
+    window.addEventListener("pagehide", function () { es.close(); });
+  }
+
+  // Bulk selection of messages.
+  function initBulk() {
+    var form = document.getElementById("bulk");
+    if (!form) return;
+    var all = document.getElementById("select-all");
+    var boxes = form.querySelectorAll('input[name="id"]');
+    var count = document.getElementById("selected-count");
+    function update() {
+      var n = 0;
+      for (var i = 0; i < boxes.length; i++) if (boxes[i].checked) n++;
+      count.textContent = n + " selected";
+      all.checked = n === boxes.length && n > 0;
+      all.indeterminate = n > 0 && n < boxes.length;
+      form.querySelectorAll("[data-needs-selection]").forEach(function (b) { b.disabled = n === 0; });
+    }
+    all.addEventListener("change", function () {
+      for (var i = 0; i < boxes.length; i++) boxes[i].checked = all.checked;
+      update();
+    });
+    for (var i = 0; i < boxes.length; i++) boxes[i].addEventListener("change", update);
+    form.addEventListener("submit", function (e) {
+      var b = e.submitter;
+      if (b && b.value === "delete" && !window.confirm(form.getAttribute("data-confirm-delete"))) e.preventDefault();
+    });
+    update();
+  }
+
+  // Forms that ask before they send (deletes, revokes).
+  function initConfirm() {
+    document.querySelectorAll("form[data-confirm]").forEach(function (f) {
+      f.addEventListener("submit", function (e) {
+        if (!window.confirm(f.getAttribute("data-confirm"))) e.preventDefault();
+      });
+    });
+    document.querySelectorAll("[data-copy]").forEach(function (b) {
+      b.addEventListener("click", function () {
+        var input = document.getElementById(b.getAttribute("data-copy"));
+        input.select();
+        if (navigator.clipboard) navigator.clipboard.writeText(input.value).catch(function () {});
+        b.textContent = "Copied";
+      });
+    });
+  }
+
+  // Recording a greeting in the browser: MediaRecorder (WebM/Opus) → POST with the CSRF token
+  // in a header → reload to play it.
+  function initRecorders() {
+    if (!window.MediaRecorder || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) return;
+    document.querySelectorAll("[data-recorder]").forEach(function (box) {
+      box.hidden = false;
+      var rec = box.querySelector("[data-record]"), stop = box.querySelector("[data-stop]");
+      var status = box.querySelector("[data-status]");
+      var recorder = null, chunks = [], started = 0, timer = null;
+      function say(t) { status.textContent = t; }
+      rec.addEventListener("click", function () {
+        navigator.mediaDevices.getUserMedia({ audio: true }).then(function (stream) {
+          var type = MediaRecorder.isTypeSupported("audio/webm;codecs=opus") ? "audio/webm;codecs=opus" : "";
+          recorder = type ? new MediaRecorder(stream, { mimeType: type }) : new MediaRecorder(stream);
+          chunks = [];
+          recorder.ondataavailable = function (e) { if (e.data && e.data.size) chunks.push(e.data); };
+          recorder.onstop = function () {
+            stream.getTracks().forEach(function (t) { t.stop(); });
+            clearInterval(timer);
+            say("Saving…");
+            var blob = new Blob(chunks, { type: recorder.mimeType || "audio/webm" });
+            fetch(box.getAttribute("data-url"), {
+              method: "POST", credentials: "same-origin", body: blob,
+              headers: { "Content-Type": blob.type, "X-CSRF-Token": box.getAttribute("data-csrf"), Accept: "application/json" },
+            }).then(function (r) {
+              if (!r.ok) return r.text().then(function () { throw new Error("the server refused the recording (" + r.status + ")"); });
+              return r.json();
+            }).then(function (d) { location.href = d.location; })
+              .catch(function (e) { say("Not saved: " + e.message); rec.disabled = false; });
+          };
+          recorder.start(250);
+          started = Date.now();
+          rec.disabled = true; stop.disabled = false;
+          box.classList.add("recording");
+          say("Recording… 0:00");
+          timer = setInterval(function () {
+            var s = Math.floor((Date.now() - started) / 1000);
+            say("Recording… " + Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0"));
+          }, 500);
+        }).catch(function () { say("The microphone is not available."); });
+      });
+      stop.addEventListener("click", function () {
+        if (!recorder) return;
+        stop.disabled = true;
+        box.classList.remove("recording");
+        recorder.stop();
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    initChart(); initLive(); initWaveform(); initArrivals(); initBulk(); initConfirm(); initRecorders();
+  });
 })();

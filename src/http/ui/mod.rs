@@ -9,6 +9,8 @@
 
 mod assets;
 mod auth;
+mod keys;
+mod messages;
 mod pages;
 mod views;
 
@@ -58,6 +60,42 @@ pub fn router() -> Router<AppState> {
             &format!("{ctx}/mailboxes/{{mbx}}/delete"),
             get(pages::confirm_delete).post(pages::delete_mailbox),
         )
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}/messages"),
+            get(messages::list).post(messages::bulk),
+        )
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}/messages/{{id}}"),
+            get(messages::show).post(messages::act),
+        )
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}/messages/{{id}}/audio"),
+            get(messages::audio),
+        )
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}/messages/{{id}}/peaks"),
+            get(messages::peaks),
+        )
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}/greetings"),
+            get(messages::greetings),
+        )
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}/greetings/{{kind}}"),
+            // The service bounds the audio (the mailbox's maxsecs), as for API deposits.
+            post(messages::put_greeting).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}/greetings/{{kind}}/audio"),
+            get(messages::greeting_audio),
+        )
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}/greetings/{{kind}}/delete"),
+            post(messages::delete_greeting),
+        )
+        .route("/ui/api-keys", get(keys::list).post(keys::create))
+        .route("/ui/api-keys/{id}/revoke", post(keys::revoke))
+        .route("/ui/audit", get(keys::audit))
         .route(&format!("{ctx}/events"), get(pages::events))
         .route("/ui/static/{file}", get(assets::serve))
         .route("/ui/{*rest}", get(not_found).post(not_found))

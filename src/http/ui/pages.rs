@@ -19,7 +19,7 @@ use crate::domain::{EventView, MailboxAddress};
 use crate::http::AppState;
 use crate::service::{AdminSession, MailboxSettings, ServiceError, StreamItem};
 
-fn frame<'a>(s: &'a AdminSession, section: &'static str) -> Frame<'a> {
+pub(super) fn frame<'a>(s: &'a AdminSession, section: &'static str) -> Frame<'a> {
     Frame {
         admin: &s.admin,
         csrf: &s.csrf,
@@ -202,7 +202,7 @@ pub async fn mailboxes(
     }))
 }
 
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -358,7 +358,7 @@ pub async fn create_mailbox(
     }
 }
 
-fn address(ctx: &str, mbx: &str) -> Result<MailboxAddress, UiError> {
+pub(super) fn address(ctx: &str, mbx: &str) -> Result<MailboxAddress, UiError> {
     MailboxAddress::new(mbx, ctx).map_err(|_| UiError::NotFound)
 }
 

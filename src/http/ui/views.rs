@@ -4,8 +4,9 @@
 use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::service::{Admin, Dashboard, MailboxWithCounts, QueueHealth};
-use crate::store::{ContextRecord, MailboxRecord};
+use crate::domain::{Flag, Folder, GreetingKind};
+use crate::service::{Admin, AuditEntry, Dashboard, MailboxWithCounts, QueueHealth};
+use crate::store::{ApiKeyRecord, ContextRecord, GreetingRecord, MailboxRecord, MessageRecord};
 
 /// Renders a page; a template failure is logged and answered with a plain 500.
 pub fn html<T: Template>(t: &T) -> Response {
@@ -222,6 +223,195 @@ pub struct ConfirmDeletePage<'a> {
     pub messages: u32,
 }
 
+/// `m:ss` (or `h:mm:ss`) of a length in milliseconds, cut to whole seconds as players show it.
+pub fn duration(ms: &i64) -> String {
+    let secs = ms.max(&0) / 1000;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+/// A Unix time in a mailbox's time zone (UTC when it has none or an unknown one).
+pub fn local_time(secs: i64, tz: &str, fmt: &str) -> String {
+    use chrono::TimeZone;
+    let utc = chrono::Utc
+        .timestamp_opt(secs, 0)
+        .single()
+        .unwrap_or_default();
+    match tz.parse::<chrono_tz::Tz>() {
+        Ok(zone) => utc.with_timezone(&zone).format(fmt).to_string(),
+        Err(_) => utc.format(fmt).to_string(),
+    }
+}
+
+/// Who called: name and number, or the raw caller ID, or "Unknown caller".
+pub fn caller(m: &MessageRecord) -> (String, String) {
+    let (name, num) = (m.caller_id_name.trim(), m.caller_id_num.trim());
+    match (name.is_empty(), num.is_empty()) {
+        (false, false) => (name.to_owned(), num.to_owned()),
+        (false, true) => (name.to_owned(), String::new()),
+        (true, false) => (num.to_owned(), String::new()),
+        (true, true) if !m.callerid.trim().is_empty() => {
+            (m.callerid.trim().to_owned(), String::new())
+        }
+        _ => ("Unknown caller".to_owned(), String::new()),
+    }
+}
+
+/// Label of a folder tab.
+pub fn folder_label(f: &Folder) -> &str {
+    match f {
+        Folder::Inbox => "New",
+        Folder::Old => "Old",
+        other => other.as_str(),
+    }
+}
+
+/// Methods the message templates share.
+pub trait MessageView {
+    /// The mailbox whose time zone dates are shown in.
+    fn tz(&self) -> &str;
+
+    fn when(&self, m: &MessageRecord) -> String {
+        local_time(m.origtime, self.tz(), "%b %-d, %Y %H:%M")
+    }
+    fn when_long(&self, m: &MessageRecord) -> String {
+        local_time(m.origtime, self.tz(), "%A %B %-d, %Y at %H:%M:%S %Z")
+    }
+    fn length(&self, m: &MessageRecord) -> String {
+        duration(&m.duration_ms)
+    }
+    fn caller(&self, m: &MessageRecord) -> (String, String) {
+        caller(m)
+    }
+    /// Asterisk's spool name of the message (`msg0000`).
+    fn file(&self, m: &MessageRecord) -> String {
+        format!("msg{:04}", m.msgnum)
+    }
+    fn urgent(&self, m: &MessageRecord) -> bool {
+        m.flag == Flag::Urgent
+    }
+    fn label<'f>(&self, f: &'f Folder) -> &'f str {
+        folder_label(f)
+    }
+    fn zone(&self) -> String {
+        if self.tz().is_empty() {
+            "UTC".into()
+        } else {
+            self.tz().to_owned()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "messages.html", config = "web/askama.toml")]
+pub struct MessagesPage<'a> {
+    pub frame: Frame<'a>,
+    pub context: &'a str,
+    pub mailbox: &'a MailboxRecord,
+    /// The shown folder's name.
+    pub folder: &'a str,
+    pub folders: &'a [(Folder, u32, u32)],
+    pub messages: &'a [MessageRecord],
+    /// Folders a message may be moved to.
+    pub targets: &'a [Folder],
+    pub notice: Option<&'a str>,
+}
+
+impl MessageView for MessagesPage<'_> {
+    fn tz(&self) -> &str {
+        &self.mailbox.tz
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html", config = "web/askama.toml")]
+pub struct MessagePage<'a> {
+    pub frame: Frame<'a>,
+    pub context: &'a str,
+    pub mailbox: &'a MailboxRecord,
+    pub m: &'a MessageRecord,
+    pub targets: &'a [Folder],
+    pub notice: Option<&'a str>,
+}
+
+impl MessageView for MessagePage<'_> {
+    fn tz(&self) -> &str {
+        &self.mailbox.tz
+    }
+}
+
+#[derive(Template)]
+#[template(path = "greetings.html", config = "web/askama.toml")]
+pub struct GreetingsPage<'a> {
+    pub frame: Frame<'a>,
+    pub context: &'a str,
+    pub mailbox: &'a MailboxRecord,
+    pub greetings: &'a [(GreetingKind, Option<GreetingRecord>)],
+    pub notice: Option<&'a str>,
+}
+
+impl GreetingsPage<'_> {
+    /// What a greeting is for.
+    pub fn describe(&self, k: &GreetingKind) -> (&'static str, &'static str) {
+        match k {
+            GreetingKind::Unavailable => (
+                "Unavailable",
+                "Played when the mailbox owner does not answer.",
+            ),
+            GreetingKind::Busy => ("Busy", "Played when the line is busy."),
+            GreetingKind::Temp => (
+                "Temporary",
+                "Replaces the others while it exists (holidays, absence).",
+            ),
+            GreetingKind::Name => ("Name", "The owner's recorded name, used by the directory."),
+        }
+    }
+    pub fn length(&self, ms: &i64) -> String {
+        duration(ms)
+    }
+    pub fn when(&self, secs: &i64) -> String {
+        local_time(*secs, &self.mailbox.tz, "%b %-d, %Y %H:%M")
+    }
+}
+
+#[derive(Template)]
+#[template(path = "api_keys.html", config = "web/askama.toml")]
+pub struct ApiKeysPage<'a> {
+    pub frame: Frame<'a>,
+    pub keys: &'a [ApiKeyRecord],
+    pub contexts: &'a [ContextRecord],
+    /// A key just created: `(name, token)`, shown once.
+    pub created: Option<(&'a str, &'a str)>,
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+}
+
+impl ApiKeysPage<'_> {
+    pub fn when(&self, secs: &i64) -> String {
+        local_time(*secs, "", "%Y-%m-%d %H:%M UTC")
+    }
+}
+
+#[derive(Template)]
+#[template(path = "audit.html", config = "web/askama.toml")]
+pub struct AuditPage<'a> {
+    pub frame: Frame<'a>,
+    pub entries: &'a [AuditEntry],
+    /// Link of the next (older) page.
+    pub next: Option<String>,
+    pub paged: bool,
+}
+
+impl AuditPage<'_> {
+    pub fn when(&self, secs: &i64) -> String {
+        local_time(*secs, "", "%Y-%m-%d %H:%M:%S UTC")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +422,9 @@ mod tests {
         assert_eq!(count(&12), "12");
         assert_eq!(bytes(&999), "999 B");
         assert_eq!(bytes(&1_500_000), "1.5 MB");
+        assert_eq!(duration(&3_900), "0:03");
+        assert_eq!(duration(&3_725_000), "1:02:05");
+        assert_eq!(local_time(0, "Europe/Paris", "%H:%M"), "01:00");
+        assert_eq!(local_time(0, "", "%H:%M"), "00:00");
     }
 }
