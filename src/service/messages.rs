@@ -253,8 +253,12 @@ impl Voicemail {
             .ok_or_else(|| ServiceError::Unavailable("the stored audio key is malformed".into()))?;
         let mut copied = Vec::new();
         for t in &targets {
-            let key =
-                BlobKey::from_stored(&t.message.audio_key).expect("keys built from ids are valid");
+            let Some(key) = BlobKey::from_stored(&t.message.audio_key) else {
+                self.remove_blobs(copied).await;
+                return Err(ServiceError::Unavailable(
+                    "a forwarded copy's audio key is malformed".into(),
+                ));
+            };
             if let Err(e) = self.blobs.copy(&src_key, &key).await {
                 self.remove_blobs(copied).await;
                 return Err(e.into());
