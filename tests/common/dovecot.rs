@@ -10,11 +10,10 @@
 //! test. (Not `VOXMAIL_*`: the configuration loader reads those and refuses unknown keys.)
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The path of the `dovecot` binary (e.g. `/usr/sbin/dovecot`).
@@ -47,23 +46,9 @@ pub struct TestDovecot {
     dir: tempfile::TempDir,
 }
 
-/// Whether a missing server fails the test (`TEST_REQUIRE_DOVECOT=1`).
+/// Whether a missing server fails the test (`REQUIRE_VAR=1`).
 pub fn required() -> bool {
-    std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1")
-}
-
-/// Says once per process, on the real stderr, that the IMAP cases were skipped and how to run
-/// them.
-fn warn_skipped() {
-    static WARNED: OnceLock<()> = OnceLock::new();
-    WARNED.get_or_init(|| {
-        let bar = "!".repeat(78);
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n{bar}\n!!! SKIPPED: the IMAP (Dovecot) test cases. Install Debian dovecot-imapd and set\n\
-             !!! {BIN_VAR}=/usr/sbin/dovecot to run them.\n{bar}\n"
-        );
-    });
+    super::peer::required(REQUIRE_VAR)
 }
 
 fn free_port() -> Result<u16, String> {
@@ -75,28 +60,18 @@ impl TestDovecot {
     /// Starts a server; `None` (after a loud message) when `TEST_DOVECOT` is not set. Panics when
     /// it is required but not set, or set but the server does not start.
     pub fn start() -> Option<TestDovecot> {
-        let bin = match std::env::var(BIN_VAR) {
-            Ok(b) if !b.is_empty() => PathBuf::from(b),
-            _ => {
-                if required() {
-                    panic!("{REQUIRE_VAR}=1 but {BIN_VAR} is not set");
-                }
-                warn_skipped();
-                return None;
-            }
-        };
-        let mut last_err = String::new();
-        // A retry covers a port taken between choosing it and Dovecot binding it.
-        for _ in 0..3 {
-            match Self::try_start(&bin) {
-                Ok(s) => return Some(s),
-                Err(e) => last_err = e,
-            }
-        }
-        panic!(
-            "{BIN_VAR}={} is set but Dovecot does not start: {last_err}",
-            bin.display()
-        );
+        let bin = super::peer::bin(
+            BIN_VAR,
+            REQUIRE_VAR,
+            "IMAP (Dovecot)",
+            "Install Debian dovecot-imapd and set\n!!! TEST_DOVECOT=/usr/sbin/dovecot to run them.",
+        )?;
+        Some(super::peer::start_with_retries(
+            BIN_VAR,
+            &bin,
+            "Dovecot",
+            Self::try_start,
+        ))
     }
 
     fn try_start(bin: &Path) -> Result<TestDovecot, String> {

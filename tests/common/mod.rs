@@ -4,6 +4,7 @@
 pub mod audio;
 pub mod db;
 pub mod dovecot;
+pub mod peer;
 pub mod receiver;
 pub mod s3;
 pub mod smtp;

@@ -14,8 +14,8 @@
 //! crashing the server when a DELETE emptied its directory; partial objects visible mid-PUT).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -45,23 +45,9 @@ pub struct TestS3 {
     dir: tempfile::TempDir,
 }
 
-/// Whether a missing server fails the test (`TEST_REQUIRE_S3=1`).
+/// Whether a missing server fails the test (`REQUIRE_VAR=1`).
 pub fn required() -> bool {
-    std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1")
-}
-
-/// Says once per process, on the real stderr (the test harness captures `eprintln!` of passing
-/// tests), that the S3 cases were skipped and how to run them.
-fn warn_skipped() {
-    static WARNED: OnceLock<()> = OnceLock::new();
-    WARNED.get_or_init(|| {
-        let bar = "!".repeat(78);
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n{bar}\n!!! SKIPPED: the S3 (s3rver) test cases. Set {BIN_VAR} to the s3rver command\n\
-             !!! (npm ci --prefix DIR with tests/s3/package.json; then DIR/node_modules/.bin/s3rver).\n{bar}\n"
-        );
-    });
+    super::peer::required(REQUIRE_VAR)
 }
 
 /// A fresh random hex string, for prefixes.
@@ -73,29 +59,18 @@ impl TestS3 {
     /// Starts a server; `None` (after a loud message) when `TEST_S3RVER` is not set. Panics when
     /// it is required but not set, or set but the server does not start.
     pub fn start() -> Option<TestS3> {
-        let bin = match std::env::var(BIN_VAR) {
-            Ok(b) if !b.is_empty() => PathBuf::from(b),
-            _ => {
-                if required() {
-                    panic!("{REQUIRE_VAR}=1 but {BIN_VAR} is not set");
-                }
-                warn_skipped();
-                return None;
-            }
-        };
-        let mut last_err = String::new();
-        // The port is chosen by s3rver (`-p 0`) and read from its first line; a retry covers a
-        // server that dies while starting.
-        for _ in 0..3 {
-            match Self::try_start(&bin) {
-                Ok(s) => return Some(s),
-                Err(e) => last_err = e,
-            }
-        }
-        panic!(
-            "{BIN_VAR}={} is set but s3rver does not start: {last_err}",
-            bin.display()
-        );
+        let bin = super::peer::bin(
+            BIN_VAR,
+            REQUIRE_VAR,
+            "S3 (s3rver)",
+            "Set TEST_S3RVER to the s3rver command\n!!! (npm ci --prefix DIR with tests/s3/package.json; then DIR/node_modules/.bin/s3rver).",
+        )?;
+        Some(super::peer::start_with_retries(
+            BIN_VAR,
+            &bin,
+            "s3rver",
+            Self::try_start,
+        ))
     }
 
     fn try_start(bin: &Path) -> Result<TestS3, String> {

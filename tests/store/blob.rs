@@ -3,6 +3,8 @@
 //! `TEST_S3RVER` is set (tests/common/s3.rs; `TEST_REQUIRE_S3=1` turns a missing server into a
 //! failure). A new store joins with one `#[tokio::test]` that opens it and calls [`story`].
 
+#[path = "../common/peer.rs"]
+mod peer;
 #[path = "../common/s3.rs"]
 mod s3;
 
