@@ -97,4 +97,17 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// Waits until nothing new has arrived for `quiet`, and returns what came.
+    pub async fn settle(&self, quiet: Duration) -> Vec<Received> {
+        let mut last = self.received().await.len();
+        loop {
+            tokio::time::sleep(quiet).await;
+            let got = self.received().await;
+            if got.len() == last {
+                return got;
+            }
+            last = got.len();
+        }
+    }
 }
