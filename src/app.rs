@@ -118,11 +118,14 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     vm.start_webhooks(shutdown.clone(), &tracker);
     vm.start_mwi_pushes(shutdown.clone(), &tracker).await;
     vm.start_orphan_collector(shutdown.clone(), &tracker);
+    vm.start_imap_watchers(shutdown.clone(), &tracker);
     let vm = vm.with_hub(hub);
     let router = crate::http::router(vm.clone());
     let stop = shutdown.clone();
     tracker.spawn(async move {
-        let serve = axum::serve(listener, router)
+        // The peer address reaches handlers (the admin audit log records it).
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let serve = axum::serve(listener, service)
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future();
         tokio::pin!(serve);

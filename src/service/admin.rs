@@ -4,7 +4,9 @@
 //! dashboard. Every change an admin makes goes through the same services the API uses, with a
 //! principal limited to what the admin may see, and is written to the audit log.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -75,6 +77,32 @@ impl Admin {
     }
 }
 
+/// An admin user as the admins page lists it (never the password hash).
+#[derive(Debug, Clone)]
+pub struct AdminAccount {
+    pub id: String,
+    pub email: String,
+    /// Contexts this admin may see; empty = every context.
+    pub contexts: Vec<String>,
+    /// Unix seconds of the last successful sign-in.
+    pub last_login_at: Option<i64>,
+    pub created_at: i64,
+    pub disabled: bool,
+}
+
+impl From<AdminUserRecord> for AdminAccount {
+    fn from(r: AdminUserRecord) -> Self {
+        Self {
+            id: r.id,
+            email: r.email,
+            contexts: r.contexts,
+            last_login_at: r.last_login_at,
+            created_at: r.created_at,
+            disabled: r.disabled,
+        }
+    }
+}
+
 /// A signed-in browser.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -115,6 +143,37 @@ pub struct Dashboard {
     pub totals: Totals,
     pub usage: Vec<ContextUsage>,
     pub health: DeliveryHealth,
+}
+
+/// How long dashboard numbers are reused while nothing changed.
+const DASHBOARD_TTL: Duration = Duration::from_secs(5);
+/// How long they are reused even while changes are being committed (a reload storm during heavy
+/// traffic rescans at most this often per admin scope).
+const DASHBOARD_MIN_TTL: Duration = Duration::from_secs(1);
+/// Scopes remembered at most (the cache is emptied when full).
+const DASHBOARD_SCOPES: usize = 256;
+
+/// Dashboards computed lately, per admin scope (the sorted contexts of the admin; empty = all),
+/// with when and at which change counter (`Voicemail::changed`) they were computed.
+#[derive(Default)]
+pub struct DashboardCache(Mutex<HashMap<Vec<String>, (Instant, u64, Dashboard)>>);
+
+impl DashboardCache {
+    fn get(&self, scope: &[String], changes: u64) -> Option<Dashboard> {
+        let map = self.0.lock().ok()?;
+        let (at, seen, d) = map.get(scope)?;
+        let age = at.elapsed();
+        (age < DASHBOARD_MIN_TTL || (age < DASHBOARD_TTL && *seen == changes)).then(|| d.clone())
+    }
+
+    fn put(&self, scope: Vec<String>, changes: u64, d: Dashboard) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= DASHBOARD_SCOPES && !map.contains_key(&scope) {
+                map.clear();
+            }
+            map.insert(scope, (Instant::now(), changes, d));
+        }
+    }
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -230,14 +289,7 @@ impl Voicemail {
         contexts: &[String],
     ) -> Result<(Admin, Option<String>)> {
         let email = normalize_email(email)?;
-        for c in contexts {
-            crate::domain::validate_context_name(c)
-                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-            self.sql.get_context(c).await.map_err(|e| match e {
-                StoreError::NotFound => ServiceError::NotFound(format!("context {c}")),
-                other => other.into(),
-            })?;
-        }
+        self.check_contexts(contexts).await?;
         let (password, generated) = match password {
             Some(p) if p.chars().count() < 10 || p.len() > 256 => {
                 return Err(ServiceError::Invalid(
@@ -256,6 +308,19 @@ impl Voicemail {
         contexts.dedup();
         let record = self.sql.create_admin_user(&email, &hash, &contexts).await?;
         Ok((record.into(), generated))
+    }
+
+    /// Checks that every context of an admin's limit exists.
+    async fn check_contexts(&self, contexts: &[String]) -> Result<()> {
+        for c in contexts {
+            crate::domain::validate_context_name(c)
+                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+            self.sql.get_context(c).await.map_err(|e| match e {
+                StoreError::NotFound => ServiceError::NotFound(format!("context {c}")),
+                other => other.into(),
+            })?;
+        }
+        Ok(())
     }
 
     /// Signs an admin in. Failures count towards a lockout (`[ui] login_*`); an unknown email
@@ -389,14 +454,24 @@ impl Voicemail {
         Ok(self.sql.list_audit(before, limit.clamp(1, 500)).await?)
     }
 
-    /// Totals, storage per context and the delivery queues, over the admin's contexts.
+    /// Totals, storage per context and the delivery queues, over the admin's contexts. Reused
+    /// for up to 5 s per admin scope while nothing is committed (1 s while changes are), so a
+    /// storm of reloads does not rescan the messages.
     pub async fn admin_dashboard(&self, admin: &Admin) -> Result<Dashboard> {
+        let mut scope = admin.contexts.clone();
+        scope.sort();
+        let changes = *self.changed.borrow();
+        if let Some(d) = self.dashboards.get(&scope, changes) {
+            return Ok(d);
+        }
         let limit = admin.limit();
-        Ok(Dashboard {
+        let d = Dashboard {
             totals: self.sql.admin_totals(limit).await?,
             usage: self.sql.usage_by_context(limit).await?,
             health: self.sql.delivery_health(limit).await?,
-        })
+        };
+        self.dashboards.put(scope, changes, d.clone());
+        Ok(d)
     }
 
     /// Messages left per day over the last `days` days, oldest first: `(start of the day as Unix
@@ -582,6 +657,162 @@ impl Voicemail {
     }
 }
 
+/// Admin user management (`/ui/admins`): unlimited admins only; for others the page does not
+/// exist. An admin cannot limit, disable, reset or delete their own account here (the CLI can),
+/// so nobody locks themselves out by a click. Every change is audited.
+impl Voicemail {
+    fn manages_admins(admin: &Admin) -> Result<()> {
+        if admin.contexts.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound("page".into()))
+        }
+    }
+
+    fn not_self(admin: &Admin, id: &str, what: &str) -> Result<()> {
+        if admin.id == id {
+            Err(ServiceError::Forbidden(format!(
+                "you cannot {what} your own account here; ask another admin or use the \
+                 `voxmail admin` command"
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn admin_account(&self, id: &str) -> Result<AdminAccount> {
+        self.sql
+            .get_admin_user(id)
+            .await
+            .map(Into::into)
+            .map_err(|e| match e {
+                StoreError::NotFound => ServiceError::NotFound(format!("admin {id}")),
+                other => other.into(),
+            })
+    }
+
+    /// Every admin user, by email.
+    pub async fn admin_accounts(&self, admin: &Admin) -> Result<Vec<AdminAccount>> {
+        Self::manages_admins(admin)?;
+        Ok(self
+            .sql
+            .list_admin_users()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// One admin user.
+    pub async fn admin_get_account(&self, admin: &Admin, id: &str) -> Result<AdminAccount> {
+        Self::manages_admins(admin)?;
+        self.admin_account(id).await
+    }
+
+    /// Creates an admin user with a random password, returned to be shown once.
+    pub async fn admin_create_account(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        email: &str,
+        contexts: &[String],
+    ) -> Result<(Admin, String)> {
+        Self::manages_admins(admin)?;
+        let (created, password) = self.create_admin(email, None, contexts).await?;
+        let password = password.ok_or_else(|| {
+            ServiceError::Unavailable("no password was generated for the new admin".into())
+        })?;
+        let scope = if created.contexts.is_empty() {
+            "all contexts".to_owned()
+        } else {
+            created.contexts.join(", ")
+        };
+        self.audit(admin, client, "admin.create", &created.email, &scope)
+            .await?;
+        Ok((created, password))
+    }
+
+    /// Limits an admin to some contexts (empty = every context).
+    pub async fn admin_limit_account(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        id: &str,
+        contexts: &[String],
+    ) -> Result<AdminAccount> {
+        Self::manages_admins(admin)?;
+        Self::not_self(admin, id, "limit")?;
+        let target = self.admin_account(id).await?;
+        self.check_contexts(contexts).await?;
+        let mut contexts = contexts.to_vec();
+        contexts.sort();
+        contexts.dedup();
+        self.sql.set_admin_contexts(id, &contexts).await?;
+        let scope = if contexts.is_empty() {
+            "all contexts".to_owned()
+        } else {
+            contexts.join(", ")
+        };
+        self.audit(admin, client, "admin.limit", &target.email, &scope)
+            .await?;
+        self.admin_account(id).await
+    }
+
+    /// Disables an admin (ending their sessions) or enables them again.
+    pub async fn admin_disable_account(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        id: &str,
+        disabled: bool,
+    ) -> Result<AdminAccount> {
+        Self::manages_admins(admin)?;
+        Self::not_self(admin, id, "disable")?;
+        let target = self.admin_account(id).await?;
+        self.sql.set_admin_disabled(id, disabled).await?;
+        let action = if disabled {
+            "admin.disable"
+        } else {
+            "admin.enable"
+        };
+        self.audit(admin, client, action, &target.email, "").await?;
+        self.admin_account(id).await
+    }
+
+    /// Gives an admin a new random password (returned, to be shown once) and ends their sessions.
+    pub async fn admin_reset_account_password(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        id: &str,
+    ) -> Result<(AdminAccount, String)> {
+        Self::manages_admins(admin)?;
+        Self::not_self(admin, id, "reset the password of")?;
+        let target = self.admin_account(id).await?;
+        let password = random_token(15);
+        let hash = self.hash_password(password.clone()).await?;
+        self.sql.reset_admin_password(id, &hash).await?;
+        self.audit(admin, client, "admin.password", &target.email, "reset")
+            .await?;
+        Ok((target, password))
+    }
+
+    /// Deletes an admin user and their sessions.
+    pub async fn admin_delete_account(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        id: &str,
+    ) -> Result<()> {
+        Self::manages_admins(admin)?;
+        Self::not_self(admin, id, "delete")?;
+        let target = self.admin_account(id).await?;
+        self.sql.delete_admin_user(id).await?;
+        self.audit(admin, client, "admin.delete", &target.email, "")
+            .await
+    }
+}
+
 /// The names of the settings a form changed, for the audit log (never the PIN itself).
 fn describe_settings(s: &MailboxSettings) -> String {
     let mut names = Vec::new();
@@ -620,6 +851,32 @@ mod tests {
         assert!(normalize_email("no-at-sign").is_err());
         assert!(normalize_email("a@b@c").is_err());
         assert!(normalize_email("a b@c").is_err());
+    }
+
+    #[test]
+    fn dashboards_are_reused_per_scope_until_something_changes() {
+        let cache = DashboardCache::default();
+        let d = Dashboard {
+            totals: Totals {
+                messages: 7,
+                ..Totals::default()
+            },
+            usage: vec![],
+            health: DeliveryHealth::default(),
+        };
+        let acme = vec!["acme".to_owned()];
+        cache.put(acme.clone(), 3, d);
+        assert_eq!(cache.get(&acme, 3).map(|d| d.totals.messages), Some(7));
+        assert!(cache.get(&[], 3).is_none(), "another scope");
+        // A change within the first second is tolerated (storms), later it is not.
+        assert!(cache.get(&acme, 4).is_some());
+        if let Ok(mut map) = cache.0.lock()
+            && let Some(entry) = map.get_mut(&acme)
+        {
+            entry.0 -= DASHBOARD_MIN_TTL;
+        }
+        assert!(cache.get(&acme, 4).is_none());
+        assert!(cache.get(&acme, 3).is_some());
     }
 
     #[test]

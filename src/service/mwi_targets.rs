@@ -1,5 +1,7 @@
 //! MWI push targets: where a context's message-waiting counts are pushed (Asterisk ARI, AMI, SIP).
 
+use std::time::{Duration, Instant};
+
 use super::{Result, ServiceError, Voicemail};
 use crate::domain::Principal;
 use crate::events::sip::SipUri;
@@ -175,5 +177,36 @@ impl Voicemail {
         let n = self.sql.resync_mwi(context, None).await?;
         self.notify_changed();
         Ok(n)
+    }
+
+    /// Sends the current counts of every mailbox of a target's context (or of its one mailbox) to
+    /// that target now (admin): its push state is reset and every mailbox queued, as a resync does
+    /// for one target. Waits up to `wait` until each queued push was tried once and returns how
+    /// many were queued and the push states as they then stand. A disabled target gets nothing.
+    pub async fn test_mwi_target(
+        &self,
+        p: &Principal,
+        id: &str,
+        wait: Duration,
+    ) -> Result<(u64, Vec<MwiPushRecord>)> {
+        let t = self.visible_target(p, id).await?;
+        if !t.active {
+            return Err(ServiceError::Invalid(
+                "this target is disabled: enable it first".into(),
+            ));
+        }
+        let queued = self.sql.resync_mwi(None, Some(&t.id)).await?;
+        self.notify_changed();
+        let started = Instant::now();
+        loop {
+            let pushes = self.sql.list_mwi_pushes(&t.id).await?;
+            let settled = pushes
+                .iter()
+                .all(|r| r.pushed_version >= r.wanted_version || r.attempts > 0);
+            if settled || started.elapsed() >= wait {
+                return Ok((queued, pushes));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

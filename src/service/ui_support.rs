@@ -8,12 +8,17 @@ use futures_util::Stream;
 
 use super::admin::{Admin, Client};
 use super::rendition::StoredReader;
-use super::{ForwardRequest, NewApiKey, Result, ServiceError, Voicemail};
+use super::{
+    ForwardRequest, MwiTargetSettings, NewApiKey, Result, ServiceError, Voicemail, WebhookSettings,
+};
 use crate::audio::decode::MAX_DECODE_SECS;
 use crate::audio::{AudioError, Decoder, RawHint};
 use crate::blob::BlobKey;
 use crate::domain::{ApiKeyId, Folder, GreetingKind, MailboxAddress, MessageId, Principal, Role};
-use crate::store::{ApiKeyRecord, GreetingRecord, MailboxRecord, MessageRecord};
+use crate::store::{
+    ApiKeyRecord, DeliveryRecord, GreetingRecord, MailboxRecord, MessageRecord, MwiPushRecord,
+    MwiTargetRecord, WebhookRecord,
+};
 
 /// The folders every mailbox shows, in Asterisk's order.
 pub const UI_FOLDERS: [Folder; 7] = [
@@ -59,7 +64,7 @@ fn unlimited(admin: &Admin) -> Result<()> {
     }
 }
 
-/// Most messages the folder listing reads from one mailbox.
+/// Most messages the folder listing reads from one folder (or one IMAP mailbox).
 const LIST_CAP: usize = 10_000;
 
 impl Voicemail {
@@ -72,10 +77,75 @@ impl Voicemail {
     ) -> Result<FolderListing> {
         let p = principal(admin, &address.context)?;
         let mailbox = self.get_mailbox(&p, address).await?;
+        if self.is_imap(&mailbox) {
+            return self.imap_folder(&p, mailbox, folder).await;
+        }
+        let folders = self.folder_counts_of(&mailbox).await?;
+        let mut messages = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .list_messages(&p, address, Some(folder), after, 1000)
+                .await?;
+            after = page.items.last().map(|m| m.id);
+            messages.extend(page.items);
+            if !page.has_more || after.is_none() || messages.len() >= LIST_CAP {
+                break;
+            }
+        }
+        messages.sort_by(|a, b| b.origtime.cmp(&a.origtime).then(b.msgnum.cmp(&a.msgnum)));
+        Ok(FolderListing {
+            mailbox,
+            folders,
+            messages,
+        })
+    }
+
+    /// `(folder, messages, unread)` of the standard folders and any custom one in use, from the
+    /// counts query (the `messages_mailbox_folder_counts` index), not from the messages.
+    async fn folder_counts_of(&self, mailbox: &MailboxRecord) -> Result<Vec<(Folder, u32, u32)>> {
+        let mut folders: Vec<(Folder, u32, u32)> =
+            UI_FOLDERS.iter().map(|f| (f.clone(), 0, 0)).collect();
+        let n = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
+        for (name, total, unread) in self.sql.folder_counts(mailbox.id).await? {
+            let Ok(f) = Folder::parse(&name) else {
+                continue;
+            };
+            match folders.iter_mut().find(|(g, _, _)| *g == f) {
+                Some(slot) => (slot.1, slot.2) = (n(total), n(unread)),
+                None => folders.push((f, n(total), n(unread))),
+            }
+        }
+        Ok(folders)
+    }
+
+    /// The folder counts of a mailbox the admin may see (for the live folder tabs).
+    pub async fn admin_folder_counts(
+        &self,
+        admin: &Admin,
+        address: &MailboxAddress,
+    ) -> Result<Vec<(Folder, u32, u32)>> {
+        let p = principal(admin, &address.context)?;
+        let mailbox = self.get_mailbox(&p, address).await?;
+        if self.is_imap(&mailbox) {
+            return Ok(self.imap_folder(&p, mailbox, &Folder::Inbox).await?.folders);
+        }
+        self.folder_counts_of(&mailbox).await
+    }
+
+    /// A folder of a mailbox whose messages live in IMAP: the messages are read (at most
+    /// `LIST_CAP`) and counted per folder, as the SQL counts query is not there.
+    async fn imap_folder(
+        &self,
+        p: &Principal,
+        mailbox: MailboxRecord,
+        folder: &Folder,
+    ) -> Result<FolderListing> {
+        let address = mailbox.address.clone();
         let mut all = Vec::new();
         let mut after = None;
         loop {
-            let page = self.list_messages(&p, address, None, after, 1000).await?;
+            let page = self.list_messages(p, &address, None, after, 1000).await?;
             after = page.items.last().map(|m| m.id);
             all.extend(page.items);
             if !page.has_more || after.is_none() || all.len() >= LIST_CAP {
@@ -355,6 +425,276 @@ impl Voicemail {
             .await?;
         Ok(k)
     }
+
+    /// The webhooks of a context the admin may see.
+    pub async fn admin_webhooks(&self, admin: &Admin, context: &str) -> Result<Vec<WebhookRecord>> {
+        self.admin_visible_context(admin, context).await?;
+        let p = principal(admin, context)?;
+        self.list_webhooks(&p, Some(context)).await
+    }
+
+    /// One webhook of a context the admin may see, with its most recent deliveries.
+    pub async fn admin_webhook(
+        &self,
+        admin: &Admin,
+        context: &str,
+        id: &str,
+        deliveries: u32,
+    ) -> Result<(WebhookRecord, Vec<DeliveryRecord>)> {
+        let p = principal(admin, context)?;
+        let w = self.get_webhook(&p, id).await?;
+        if w.context != context {
+            return Err(ServiceError::NotFound(format!("webhook {id}")));
+        }
+        let d = self
+            .list_deliveries(&p, id, None, deliveries.clamp(1, 200))
+            .await?;
+        Ok((w, d))
+    }
+
+    /// Creates a webhook in a context the admin may see.
+    pub async fn admin_create_webhook(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        context: &str,
+        settings: WebhookSettings,
+    ) -> Result<WebhookRecord> {
+        self.admin_visible_context(admin, context).await?;
+        let p = principal(admin, context)?;
+        let w = self.create_webhook(&p, context, settings).await?;
+        self.audit(
+            admin,
+            client,
+            "webhook.create",
+            &w.url,
+            &describe_webhook(&w),
+        )
+        .await?;
+        Ok(w)
+    }
+
+    /// Changes a webhook of a context the admin may see.
+    pub async fn admin_update_webhook(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        context: &str,
+        id: &str,
+        settings: WebhookSettings,
+    ) -> Result<WebhookRecord> {
+        self.admin_webhook(admin, context, id, 1).await?;
+        let p = principal(admin, context)?;
+        let new_secret = settings.secret.is_some();
+        let w = self.update_webhook(&p, id, settings).await?;
+        let mut detail = describe_webhook(&w);
+        if new_secret {
+            detail.push_str(", new secret");
+        }
+        self.audit(admin, client, "webhook.update", &w.url, &detail)
+            .await?;
+        Ok(w)
+    }
+
+    /// Deletes a webhook of a context the admin may see, with its delivery history.
+    pub async fn admin_delete_webhook(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        context: &str,
+        id: &str,
+    ) -> Result<()> {
+        let (w, _) = self.admin_webhook(admin, context, id, 1).await?;
+        let p = principal(admin, context)?;
+        self.delete_webhook(&p, id).await?;
+        self.audit(admin, client, "webhook.delete", &w.url, &w.context)
+            .await
+    }
+
+    /// Sends a test delivery to a webhook now and returns it after its first attempt (or after
+    /// the wait, still pending).
+    pub async fn admin_test_webhook(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        context: &str,
+        id: &str,
+    ) -> Result<DeliveryRecord> {
+        let (w, _) = self.admin_webhook(admin, context, id, 1).await?;
+        let p = principal(admin, context)?;
+        let wait =
+            std::time::Duration::from_secs(self.config.webhooks.timeout_secs.clamp(1, 20) + 2);
+        let d = self.send_test_webhook(&p, id, wait).await?;
+        let detail = match (&d.status[..], d.last_status, &d.last_error) {
+            ("delivered", Some(s), _) => format!("delivered, HTTP {s}"),
+            (_, _, Some(e)) => format!("{}: {e}", d.status),
+            (status, _, None) => status.to_owned(),
+        };
+        self.audit(admin, client, "webhook.test", &w.url, &detail)
+            .await?;
+        Ok(d)
+    }
+
+    /// The MWI push targets of a context the admin may see.
+    pub async fn admin_mwi_targets(
+        &self,
+        admin: &Admin,
+        context: &str,
+    ) -> Result<Vec<MwiTargetRecord>> {
+        self.admin_visible_context(admin, context).await?;
+        let p = principal(admin, context)?;
+        self.list_mwi_targets(&p, Some(context)).await
+    }
+
+    /// One MWI push target of a context the admin may see, with its push state per mailbox.
+    pub async fn admin_mwi_target(
+        &self,
+        admin: &Admin,
+        context: &str,
+        id: &str,
+    ) -> Result<(MwiTargetRecord, Vec<MwiPushRecord>)> {
+        let p = principal(admin, context)?;
+        let t = self.get_mwi_target(&p, id).await?;
+        if t.context != context {
+            return Err(ServiceError::NotFound(format!("MWI target {id}")));
+        }
+        let pushes = self.mwi_target_pushes(&p, id).await?;
+        Ok((t, pushes))
+    }
+
+    /// Creates an MWI push target in a context the admin may see.
+    pub async fn admin_create_mwi_target(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        context: &str,
+        settings: MwiTargetSettings,
+    ) -> Result<MwiTargetRecord> {
+        self.admin_visible_context(admin, context).await?;
+        let p = principal(admin, context)?;
+        let t = self.create_mwi_target(&p, context, settings).await?;
+        self.audit(
+            admin,
+            client,
+            "mwi_target.create",
+            &t.url,
+            &describe_target(&t),
+        )
+        .await?;
+        Ok(t)
+    }
+
+    /// Changes an MWI push target of a context the admin may see (its counts are pushed again).
+    pub async fn admin_update_mwi_target(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        context: &str,
+        id: &str,
+        settings: MwiTargetSettings,
+    ) -> Result<MwiTargetRecord> {
+        self.admin_mwi_target(admin, context, id).await?;
+        let p = principal(admin, context)?;
+        let t = self.update_mwi_target(&p, id, settings).await?;
+        self.audit(
+            admin,
+            client,
+            "mwi_target.update",
+            &t.url,
+            &describe_target(&t),
+        )
+        .await?;
+        Ok(t)
+    }
+
+    /// Deletes an MWI push target of a context the admin may see.
+    pub async fn admin_delete_mwi_target(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        context: &str,
+        id: &str,
+    ) -> Result<()> {
+        let (t, _) = self.admin_mwi_target(admin, context, id).await?;
+        let p = principal(admin, context)?;
+        self.delete_mwi_target(&p, id).await?;
+        self.audit(
+            admin,
+            client,
+            "mwi_target.delete",
+            &t.url,
+            &describe_target(&t),
+        )
+        .await
+    }
+
+    /// Pushes the current counts to one target now; returns the pushes queued and the push
+    /// states after each was tried once (or after the wait).
+    pub async fn admin_test_mwi_target(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        context: &str,
+        id: &str,
+    ) -> Result<(u64, Vec<MwiPushRecord>)> {
+        let (t, _) = self.admin_mwi_target(admin, context, id).await?;
+        let p = principal(admin, context)?;
+        let wait = std::time::Duration::from_secs(self.config.mwi.timeout_secs.clamp(1, 20) + 2);
+        let (queued, pushes) = self.test_mwi_target(&p, id, wait).await?;
+        let pushed = pushes
+            .iter()
+            .filter(|r| r.pushed_version >= r.wanted_version)
+            .count();
+        let failed = pushes.iter().filter(|r| r.last_error.is_some()).count();
+        let detail = format!("{queued} queued, {pushed} pushed, {failed} failing");
+        self.audit(admin, client, "mwi_target.test", &t.url, &detail)
+            .await?;
+        Ok((queued, pushes))
+    }
+
+    /// Queues the current counts of every mailbox of a context for every target of it.
+    pub async fn admin_resync_mwi(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        context: &str,
+    ) -> Result<u64> {
+        self.admin_visible_context(admin, context).await?;
+        let p = principal(admin, context)?;
+        let n = self.resync_mwi(&p, Some(context)).await?;
+        self.audit(admin, client, "mwi.resync", context, &format!("{n} queued"))
+            .await?;
+        Ok(n)
+    }
+}
+
+/// A webhook's settings for the audit log (never the secret).
+fn describe_webhook(w: &WebhookRecord) -> String {
+    let types = if w.event_types.is_empty() {
+        "all events".to_owned()
+    } else {
+        w.event_types.join(" ")
+    };
+    format!(
+        "{}, {types}, {}",
+        w.context,
+        if w.active { "active" } else { "disabled" }
+    )
+}
+
+/// A target's settings for the audit log (never the secret).
+fn describe_target(t: &MwiTargetRecord) -> String {
+    let mailbox = if t.mailbox.is_empty() {
+        "every mailbox"
+    } else {
+        &t.mailbox
+    };
+    format!(
+        "{} {}, {mailbox}, {}",
+        t.kind.as_str(),
+        t.context,
+        if t.active { "active" } else { "disabled" }
+    )
 }
 
 /// The peaks of a decoded recording of about `expected` samples, in about `buckets` slices.

@@ -3,8 +3,10 @@
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::Engine;
 
+use std::time::{Duration, Instant};
+
 use super::{Result, ServiceError, Voicemail};
-use crate::domain::{EVENT_TYPES, Principal};
+use crate::domain::{EVENT_TYPES, Principal, now_secs};
 use crate::store::{DeliveryRecord, NewWebhook, StoreError, WebhookRecord};
 
 /// Settings of a webhook (`None` = unchanged on update).
@@ -16,6 +18,9 @@ pub struct WebhookSettings {
     pub secret: Option<Option<String>>,
     pub active: Option<bool>,
 }
+
+/// The `X-Voxmail-Event` type of a test delivery (not an outbox event type).
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
 
 fn check_url(url: &str) -> Result<()> {
     let parsed = reqwest::Url::parse(url)
@@ -162,5 +167,47 @@ impl Voicemail {
     ) -> Result<Vec<DeliveryRecord>> {
         self.visible_webhook(p, id).await?;
         Ok(self.sql.list_deliveries(id, before, limit).await?)
+    }
+
+    /// Sends a test delivery to a webhook now (admin), even while it is disabled: a signed POST
+    /// of a `webhook.test` body through the durable queue, like any delivery. Waits up to
+    /// `wait` for the first attempt and returns the delivery as it then stands; a test that failed
+    /// is not retried (it is marked dead).
+    pub async fn send_test_webhook(
+        &self,
+        p: &Principal,
+        id: &str,
+        wait: Duration,
+    ) -> Result<DeliveryRecord> {
+        let w = self.visible_webhook(p, id).await?;
+        let body = serde_json::json!({
+            "seq": 0,
+            "type": TEST_EVENT_TYPE,
+            "mailbox": "",
+            "context": w.context,
+            "message_id": null,
+            "node": self.config.node_id(),
+            "time": now_secs(),
+            "test": true,
+        })
+        .to_string();
+        let delivery = self
+            .sql
+            .queue_test_delivery(&w.id, TEST_EVENT_TYPE, &body)
+            .await?;
+        let started = Instant::now();
+        loop {
+            let d = self.sql.get_delivery(&w.id, delivery).await?;
+            if d.attempt_count > 0 || started.elapsed() >= wait {
+                if d.status == "pending"
+                    && d.attempt_count > 0
+                    && self.sql.give_up_delivery(delivery).await?
+                {
+                    return Ok(self.sql.get_delivery(&w.id, delivery).await?);
+                }
+                return Ok(d);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

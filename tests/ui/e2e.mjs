@@ -2,6 +2,8 @@
 // server and passes everything in the environment). Exits non-zero on the first failure.
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
+import crypto from "node:crypto";
+import http from "node:http";
 import path from "node:path";
 
 const env = (k) => {
@@ -36,6 +38,29 @@ async function signIn(page, email, password) {
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();
 }
+
+// A local receiver for webhooks and ARI MWI pushes: records every request, answers 204.
+const received = [];
+const receiver = http.createServer((req, res) => {
+  let body = "";
+  req.on("data", (c) => (body += c));
+  req.on("end", () => {
+    received.push({ method: req.method, url: req.url, headers: req.headers, body });
+    res.writeHead(204);
+    res.end();
+  });
+});
+await new Promise((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+const RECEIVER = `http://127.0.0.1:${receiver.address().port}`;
+const waitFor = async (what, pred, ms = 10000) => {
+  const until = Date.now() + ms;
+  for (;;) {
+    const hit = pred();
+    if (hit) return hit;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+};
 
 const browser = await chromium.launch({
   executablePath: env("TEST_CHROMIUM"),
@@ -236,6 +261,11 @@ try {
   check(d2.status === 201, `second deposit answered ${d2.status}`);
   const second = (await d2.json()).id;
   await page.locator("#arrived:not([hidden])").waitFor({ timeout: 10000 });
+  await page.waitForFunction(
+    () => document.querySelector('[data-folder-count="INBOX"]')?.textContent.trim() === "1",
+    null,
+    { timeout: 10000 },
+  );
   await shot(page, "21-message-arrived");
   await page.getByRole("link", { name: "Refresh the list" }).click();
   await page.waitForURL(/folder=Old/);
@@ -328,9 +358,148 @@ try {
   check((await useKey()).status === 401, "revoked key gets 401");
   await shot(page, "17-api-keys");
 
+
+  log("webhooks: create one to a local receiver; the secret is shown once");
+  await page.goto(`${BASE}/ui/contexts/acme/mailboxes`);
+  await page.getByRole("link", { name: "Webhooks" }).click();
+  await page.waitForURL(/\/ui\/contexts\/acme\/webhooks$/);
+  await page.getByLabel("Receiver URL").fill(`${RECEIVER}/hook`);
+  await page.getByLabel("message.deposited").check();
+  await page.getByLabel("message.moved").check();
+  await page.getByRole("button", { name: "Create webhook" }).click();
+  const secret = await page.locator("#new-secret").inputValue();
+  check(secret.startsWith("whsec_"), `secret shown: ${secret}`);
+  await shot(page, "22-webhook-created");
+  await page.getByRole("link", { name: "Webhooks", exact: true }).first().click();
+  check((await page.locator(`tr[data-webhook="${RECEIVER}/hook"]`).count()) === 1, "webhook listed");
+  check(!(await page.content()).includes(secret), "secret not shown again");
+  await shot(page, "23-webhooks");
+
+  log("webhooks: test-send delivers a signed POST now and shows it");
+  await page.getByRole("link", { name: `Open the webhook ${RECEIVER}/hook` }).click();
+  await page.getByRole("button", { name: "Send test" }).click();
+  await page.locator('#test-result[data-status="delivered"]').waitFor({ timeout: 20000 });
+  check((await page.locator('#deliveries tr[data-status="delivered"]').count()) === 1, "delivered row");
+  const test = received.find((r) => r.headers["x-voxmail-event"] === "webhook.test");
+  check(test && test.method === "POST" && test.url === "/hook", "the receiver got the test");
+  const mac = crypto.createHmac("sha256", secret).update(`${test.headers["x-voxmail-timestamp"]}.${test.body}`).digest("hex");
+  check(test.headers["x-voxmail-signature"] === `sha256=${mac}`, "test signed with the secret");
+  check(JSON.parse(test.body).context === "acme", "test body names the context");
+  await shot(page, "24-webhook-tested");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shot(page, "24b-webhook-phone");
+  await page.setViewportSize({ width: 1280, height: 860 });
+
+  log("webhooks: a real event shows up in the recent deliveries");
+  const d3 = await api("/v1/mailboxes/1001@acme/messages", {
+    method: "POST", headers: { "content-type": "audio/wav" }, body: readFileSync(AUDIO),
+  });
+  check(d3.status === 201, `deposit answered ${d3.status}`);
+  await waitFor("the deposit's webhook", () => received.find((r) => r.headers["x-voxmail-event"] === "message.deposited"));
+  for (let i = 0; i < 50 && (await page.locator('#deliveries tr[data-status="delivered"]').count()) < 2; i++) {
+    await page.waitForTimeout(200);
+    await page.reload();
+  }
+  check((await page.locator('#deliveries tr[data-status="delivered"]').count()) === 2, "two deliveries listed");
+  await shot(page, "25-webhook-deliveries");
+
+  log("webhooks: disable, then delete with confirmation");
+  await page.getByLabel("Active (deliver events)").uncheck();
+  await page.getByRole("button", { name: "Save webhook" }).click();
+  await page.getByText("Webhook saved.").waitFor();
+  check((await page.locator("h1 .badge").textContent()).trim() === "Disabled", "disabled");
+  await page.getByRole("link", { name: "Delete", exact: true }).click();
+  await page.getByRole("heading", { name: "Delete this webhook?" }).waitFor();
+  await page.getByRole("button", { name: "Delete webhook" }).click();
+  await page.getByText("Webhook deleted.").waitFor();
+  check((await page.locator("tr[data-webhook]").count()) === 0, "webhook gone");
+
+  log("MWI push: an ARI target to the local receiver; test-send pushes the current counts");
+  await page.getByRole("link", { name: "MWI push" }).click();
+  await page.waitForURL(/\/mwi-targets$/);
+  await page.getByLabel("Kind").selectOption("ari");
+  await page.getByLabel("Address").fill(RECEIVER);
+  await page.getByLabel("Username").fill("voxmail");
+  await page.getByLabel("Password").fill("ari-secret");
+  await page.getByRole("button", { name: "Create target" }).click();
+  await page.getByText("Target created").waitFor();
+  const pushesBefore = received.filter((r) => r.method === "PUT").length;
+  await page.getByRole("button", { name: "Send test" }).click();
+  await page.locator("#test-result").waitFor({ timeout: 20000 });
+  check((await page.locator("#test-result").textContent()).includes("were pushed"), await page.locator("#test-result").textContent());
+  check((await page.locator('tr[data-push="1001@acme"][data-state="Pushed"]').count()) === 1, "1001 pushed");
+  const put = await waitFor("the ARI push", () =>
+    received.slice(pushesBefore).find((r) => r.method === "PUT" && r.url.startsWith("/ari/mailboxes/1001@acme?")));
+  const mwiNow = await (await api("/v1/mailboxes/1001@acme/mwi")).json();
+  check(put.url.includes(`newMessages=${mwiNow.new}`) && put.url.includes(`oldMessages=${mwiNow.old}`), `ARI push ${put.url} vs ${JSON.stringify(mwiNow)}`);
+  check(put.headers.authorization === `Basic ${Buffer.from("voxmail:ari-secret").toString("base64")}`, "basic auth");
+  await shot(page, "26-mwi-target");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shot(page, "27-mwi-target-phone");
+  await page.setViewportSize({ width: 1280, height: 860 });
+  await page.getByRole("link", { name: "MWI push", exact: true }).first().click();
+  await page.getByRole("button", { name: "Resync all" }).click();
+  await page.getByText("Current counts queued for every target").waitFor();
+  await shot(page, "28-mwi-targets");
+  const del2 = await api(`/v1/mailboxes/1001@acme/messages/${(await d3.json()).id}`, { method: "DELETE" });
+  check(del2.status === 204, `cleanup answered ${del2.status}`);
+
+  log("admins: create one limited to tenant-b; the one-time password is shown once");
+  await page.getByRole("link", { name: "Admins" }).click();
+  await page.waitForURL(`${BASE}/ui/admins`);
+  await page.getByLabel("Email address").fill("tenant@example.org");
+  await page.getByLabel("tenant-b").check();
+  await page.getByRole("button", { name: "Create admin" }).click();
+  const otp = await page.locator("#new-password").inputValue();
+  check(otp.length >= 16, "one-time password shown");
+  check((await page.locator('tr[data-admin="tenant@example.org"]').textContent()).includes("tenant-b"), "limit listed");
+  await shot(page, "29-admins");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shot(page, "29b-admins-phone");
+  await page.setViewportSize({ width: 1280, height: 860 });
+
+  log("the new admin signs in, sees only tenant-b and no admins page");
+  const other2 = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const p3 = await other2.newPage();
+  p3.on("pageerror", (e) => errors.push(String(e)));
+  await signIn(p3, "tenant@example.org", otp);
+  await p3.waitForURL(`${BASE}/ui/`);
+  check((await p3.getByRole("link", { name: "Admins" }).count()) === 0, "no Admins link");
+  const adminsPage = await p3.goto(`${BASE}/ui/admins`);
+  check(adminsPage.status() === 404, `limited admin's admins page answered ${adminsPage.status()}`);
+  const hooksOther = await p3.goto(`${BASE}/ui/contexts/acme/webhooks`);
+  check(hooksOther.status() === 404, `other context's webhooks answered ${hooksOther.status()}`);
+  const hooksOwn = await p3.goto(`${BASE}/ui/contexts/tenant-b/webhooks`);
+  check(hooksOwn.status() === 200, `own context's webhooks answered ${hooksOwn.status()}`);
+
+  log("admins: disable ends their session; enable, reset the password, delete");
+  await page.getByRole("link", { name: "Manage tenant@example.org" }).click();
+  await page.getByRole("button", { name: "Disable account" }).click();
+  await page.getByText("Account disabled").waitFor();
+  await shot(page, "30-admin-user");
+  await p3.goto(`${BASE}/ui/`);
+  check(p3.url().endsWith("/ui/login"), "disabled admin signed out");
+  await page.getByRole("button", { name: "Enable account" }).click();
+  await page.getByText("Account enabled.").waitFor();
+  await page.getByRole("button", { name: "Reset password" }).click();
+  const otp2 = await page.locator("#new-password").inputValue();
+  check(otp2.length >= 16 && otp2 !== otp, "new one-time password");
+  await signIn(p3, "tenant@example.org", otp2);
+  await p3.waitForURL(`${BASE}/ui/`);
+  await other2.close();
+  await page.goto(`${BASE}/ui/admins`);
+  await page.getByRole("link", { name: `Manage ${ADMIN}` }).click();
+  check((await page.getByRole("button", { name: "Disable account" }).count()) === 0, "cannot disable yourself");
+  await page.goto(`${BASE}/ui/admins`);
+  await page.getByRole("link", { name: "Manage tenant@example.org" }).click();
+  await page.getByRole("link", { name: "Delete admin" }).click();
+  await page.getByRole("button", { name: "Delete admin" }).click();
+  await page.getByText("Admin deleted.").waitFor();
+  check((await page.locator('tr[data-admin="tenant@example.org"]').count()) === 0, "admin deleted");
+
   log("the audit log lists those actions");
   await page.getByRole("link", { name: "Audit log" }).click();
-  for (const a of ["message.unread", "message.read", "message.move", "message.forward", "message.delete", "greeting.put", "greeting.delete", "apikey.create", "apikey.revoke"]) {
+  for (const a of ["message.unread", "message.read", "message.move", "message.forward", "message.delete", "greeting.put", "greeting.delete", "apikey.create", "apikey.revoke", "webhook.create", "webhook.test", "webhook.update", "webhook.delete", "mwi_target.create", "mwi_target.test", "mwi.resync", "admin.create", "admin.disable", "admin.enable", "admin.password", "admin.delete"]) {
     check((await page.locator(`tr[data-action="${a}"]`).count()) >= 1, `audit lists ${a}`);
   }
   await shot(page, "18-audit");
@@ -385,4 +554,5 @@ try {
   process.exitCode = 1;
 } finally {
   await browser.close();
+  receiver.close();
 }

@@ -89,6 +89,7 @@ async fn ui_pages_carry_security_headers_and_strict_cookies() {
         .post(app.url("/ui/login"))
         .header("cookie", cookie.split(';').next().unwrap())
         .header("x-forwarded-proto", "https")
+        .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
         .form(&[
             ("csrf", token.as_str()),
             ("email", "ROOT@example.org"),
@@ -98,6 +99,15 @@ async fn ui_pages_carry_security_headers_and_strict_cookies() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "signed in");
+    // The audit log records the address the nearest proxy saw, not the client's own claim.
+    let root = voxmail::service::Admin {
+        id: String::new(),
+        email: "root@example.org".into(),
+        contexts: vec![],
+    };
+    let log = vm.admin_audit_log(&root, None, 10).await.unwrap();
+    let login = log.iter().find(|e| e.action == "login").unwrap();
+    assert!(login.ip.starts_with("203.0.113.9"), "{:?}", login.ip);
     let session = r
         .headers()
         .get_all("set-cookie")
@@ -254,6 +264,23 @@ async fn messages_and_greetings_over_http() {
     assert!(peaks.iter().any(|p| p.as_f64().unwrap() > 0.1), "{v}");
     assert_eq!(v["duration_ms"], m["duration_ms"]);
 
+    // The folder counts behind the live tabs: from the counts query, every standard folder.
+    let r = get(format!("{base}/messages/counts")).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let v: serde_json::Value = r.json().await.unwrap();
+    let inbox = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["folder"] == "INBOX")
+        .unwrap();
+    assert_eq!(
+        (inbox["total"].as_u64(), inbox["unread"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v.as_array().unwrap().len(), 7, "{v}");
+
     // The Opus rendition with a byte range; without a session, sign-in.
     let r = c
         .get(app.url(&format!("{base}/messages/{id}/audio?format=opus")))
@@ -341,6 +368,119 @@ async fn messages_and_greetings_over_http() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("no mailbox 9999@acme"));
+}
+
+/// The first `…/{kind}/{id}/test` form action of a page: the id.
+fn test_action_id(page: &str, kind: &str) -> String {
+    let pat = format!("/{kind}/");
+    page.match_indices(&pat)
+        .map(|(at, _)| &page[at + pat.len()..])
+        .find_map(|rest| {
+            let id = rest.split('/').next()?;
+            rest[id.len()..].starts_with("/test").then(|| id.to_owned())
+        })
+        .expect("a test-send form")
+}
+
+#[tokio::test]
+async fn test_sends_to_an_unreachable_receiver_show_the_failure() {
+    let app = TestApp::spawn().await;
+    let vm = app.services().await;
+    vm.create_admin("root@example.org", Some(PASSWORD), &[])
+        .await
+        .unwrap();
+    app.create_context("acme").await;
+    app.create_mailbox("1001@acme", serde_json::json!({})).await;
+    // A port nobody listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = browserish();
+    let pair = sign_in(&app, &c, "root@example.org").await;
+    let page = |path: String| {
+        let c = c.clone();
+        let pair = pair.clone();
+        let url = app.url(&path);
+        async move {
+            let r = c.get(url).header("cookie", pair).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.text().await.unwrap()
+        }
+    };
+    let csrf = csrf_of(&page("/ui/contexts/acme/webhooks".into()).await);
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        c.post(app.url(&path))
+            .header("cookie", &pair)
+            .form(&form)
+            .send()
+    };
+
+    // A webhook: the test is tried once, fails, and is not retried.
+    let r = post(
+        "/ui/contexts/acme/webhooks".into(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("url", format!("http://127.0.0.1:{closed}/hook")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let created = r.text().await.unwrap();
+    assert!(created.contains("whsec_"), "the secret is shown once");
+    let hook = test_action_id(&created, "webhooks");
+    let r = post(
+        format!("/ui/contexts/acme/webhooks/{hook}/test"),
+        vec![("csrf", csrf.clone())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    let shown = page(r.headers()["location"].to_str().unwrap().to_owned()).await;
+    assert!(shown.contains("Test failed: connection failed"), "{shown}");
+    assert!(shown.contains(r#"data-status="dead""#), "{shown}");
+
+    // An MWI target: the failure and the retry are shown per mailbox.
+    let r = post(
+        "/ui/contexts/acme/mwi-targets".into(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("kind", "ari".into()),
+            ("url", format!("http://127.0.0.1:{closed}")),
+            ("active", "on".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    let target_page = page(r.headers()["location"].to_str().unwrap().to_owned()).await;
+    let target = test_action_id(&target_page, "mwi-targets");
+    let r = post(
+        format!("/ui/contexts/acme/mwi-targets/{target}/test"),
+        vec![("csrf", csrf.clone())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    let shown = page(r.headers()["location"].to_str().unwrap().to_owned()).await;
+    assert!(
+        shown.contains("0 of 1 mailbox pushed; 1 failing"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(r#"data-push="1001@acme" data-state="Failing""#),
+        "{shown}"
+    );
+
+    // Without the token, nothing is sent.
+    let r = post(
+        format!("/ui/contexts/acme/mwi-targets/{target}/test"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403);
 }
 
 fn playwright_dir() -> Option<PathBuf> {

@@ -150,22 +150,58 @@
     });
   }
 
-  // The messages page: a banner when a message is left in this mailbox meanwhile.
+  // The messages page: the folder tabs' counts follow the mailbox's live events (refetched from
+  // the counts endpoint), and a banner says when a message is left meanwhile.
   function initArrivals() {
     var box = document.getElementById("arrived");
     if (!box || !window.EventSource) return;
-    var mailbox = box.getAttribute("data-mailbox"), n = 0;
+    var mailbox = box.getAttribute("data-mailbox"), n = 0, pending = null;
+    var countsUrl = box.getAttribute("data-counts");
+    function refreshCounts() {
+      if (!countsUrl) return;
+      fetch(countsUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+        .then(function (folders) {
+          folders.forEach(function (f) {
+            var c = document.querySelector('[data-folder-count="' + f.folder + '"]');
+            if (!c || c.textContent === String(f.total)) return;
+            c.textContent = String(f.total);
+            c.classList.toggle("tab-count-new", f.unread > 0);
+            c.classList.add("flash");
+            setTimeout(function () { c.classList.remove("flash"); }, 900);
+          });
+        })
+        .catch(function () {});
+    }
     var es = new EventSource(box.getAttribute("data-events"));
+    es.onopen = function () { box.setAttribute("data-live", "on"); };
     es.onmessage = function (m) {
       var e;
       try { e = JSON.parse(m.data); } catch (_) { return; }
-      if (!e || e.mailbox !== mailbox || e.type !== "message.deposited") return;
+      if (!e || e.mailbox !== mailbox) return;
+      // Several events in a burst (a bulk move) cost one refetch.
+      clearTimeout(pending);
+      pending = setTimeout(refreshCounts, 150);
+      if (e.type !== "message.deposited") return;
       if (e.message_id && document.querySelector('tr[data-message="' + e.message_id + '"]')) return;
       n++;
       box.querySelector("[data-text]").textContent = n === 1 ? "A new message arrived." : n + " new messages arrived.";
       box.hidden = false;
     };
+    es.addEventListener("resync", refreshCounts);
     window.addEventListener("pagehide", function () { es.close(); });
+  }
+
+  // MWI target forms: the address hint follows the chosen kind.
+  function initKindHints() {
+    document.querySelectorAll("select[data-kind-hints]").forEach(function (sel) {
+      var hint = document.getElementById(sel.getAttribute("data-kind-hints"));
+      if (!hint) return;
+      sel.addEventListener("change", function () {
+        var o = sel.options[sel.selectedIndex];
+        hint.textContent = o ? o.getAttribute("data-hint") : "";
+      });
+    });
   }
 
   // Bulk selection of messages.
@@ -263,6 +299,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    initChart(); initLive(); initWaveform(); initArrivals(); initBulk(); initConfirm(); initRecorders();
+    initChart(); initLive(); initWaveform(); initArrivals(); initKindHints(); initBulk(); initConfirm(); initRecorders();
   });
 })();

@@ -73,6 +73,33 @@ pub async fn list(
     }))
 }
 
+#[derive(Serialize)]
+struct FolderCount {
+    folder: String,
+    total: u32,
+    unread: u32,
+}
+
+/// `GET …/mailboxes/{mbx}/messages/counts`: messages and unread messages per folder (JSON), for
+/// the folder tabs to follow the mailbox's live events.
+pub async fn counts(
+    State(s): State<AppState>,
+    Signed(session): Signed,
+    Path((ctx, mbx)): Path<(String, String)>,
+) -> Result<Response, UiError> {
+    let addr = address(&ctx, &mbx)?;
+    let folders = s.vm.admin_folder_counts(&session.admin, &addr).await?;
+    let body: Vec<FolderCount> = folders
+        .into_iter()
+        .map(|(f, total, unread)| FolderCount {
+            folder: f.as_str().to_owned(),
+            total,
+            unread,
+        })
+        .collect();
+    Ok(axum::Json(body).into_response())
+}
+
 /// `POST …/mailboxes/{mbx}/messages`: moves or deletes the checked messages.
 pub async fn bulk(
     State(s): State<AppState>,

@@ -7,8 +7,10 @@
 //! page; every response has a strict Content-Security-Policy (no inline script or style) and
 //! `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`.
 
+mod admins;
 mod assets;
 mod auth;
+mod integrations;
 mod keys;
 mod messages;
 mod pages;
@@ -96,10 +98,59 @@ pub fn router() -> Router<AppState> {
         .route("/ui/api-keys", get(keys::list).post(keys::create))
         .route("/ui/api-keys/{id}/revoke", post(keys::revoke))
         .route("/ui/audit", get(keys::audit))
+        .route("/ui/admins", get(admins::list).post(admins::create))
+        .route("/ui/admins/{id}", get(admins::show).post(admins::limit))
+        .route("/ui/admins/{id}/state", post(admins::set_state))
+        .route("/ui/admins/{id}/password", post(admins::reset_password))
+        .route(
+            "/ui/admins/{id}/delete",
+            get(admins::confirm_delete).post(admins::delete),
+        )
+        .route(
+            &format!("{ctx}/webhooks"),
+            get(integrations::webhooks).post(integrations::create_webhook),
+        )
+        .route(
+            &format!("{ctx}/webhooks/{{id}}"),
+            get(integrations::webhook).post(integrations::update_webhook),
+        )
+        .route(
+            &format!("{ctx}/webhooks/{{id}}/test"),
+            post(integrations::test_webhook),
+        )
+        .route(
+            &format!("{ctx}/webhooks/{{id}}/delete"),
+            get(integrations::confirm_delete_webhook).post(integrations::delete_webhook),
+        )
+        .route(
+            &format!("{ctx}/mwi-targets"),
+            get(integrations::targets).post(integrations::create_target),
+        )
+        .route(
+            &format!("{ctx}/mwi-targets/resync"),
+            post(integrations::resync),
+        )
+        .route(
+            &format!("{ctx}/mwi-targets/{{id}}"),
+            get(integrations::target).post(integrations::update_target),
+        )
+        .route(
+            &format!("{ctx}/mwi-targets/{{id}}/test"),
+            post(integrations::test_target),
+        )
+        .route(
+            &format!("{ctx}/mwi-targets/{{id}}/delete"),
+            get(integrations::confirm_delete_target).post(integrations::delete_target),
+        )
+        .route(
+            &format!("{ctx}/mailboxes/{{mbx}}/messages/counts"),
+            get(messages::counts),
+        )
         .route(&format!("{ctx}/events"), get(pages::events))
         .route("/ui/static/{file}", get(assets::serve))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_request(record_peer))
 }
 
 async fn not_found() -> Response {
@@ -206,14 +257,38 @@ fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> St
     c
 }
 
-/// Who is calling, for the audit log.
+/// Internal header carrying the TCP peer's address to `client` (a client's own is removed).
+const PEER_HEADER: &str = "x-voxmail-peer";
+
+/// Puts the TCP peer's address (known when the server is served with connect info) where
+/// `client` finds it, after removing any such header the client sent.
+async fn record_peer(mut req: axum::extract::Request) -> axum::extract::Request {
+    req.headers_mut().remove(PEER_HEADER);
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    if let Some(v) = peer.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        req.headers_mut().insert(PEER_HEADER, v);
+    }
+    req
+}
+
+/// Who is calling, for the audit log: the address the nearest proxy saw (the last
+/// `X-Forwarded-For` entry; earlier ones are the client's own claims) and the TCP peer, as
+/// `203.0.113.9 via 10.0.0.2`, or whichever of the two is known.
 fn client(headers: &HeaderMap) -> AdminClient {
-    let ip = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_default();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let forwarded = text("x-forwarded-for")
+        .and_then(|v| v.rsplit(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let ip = match (forwarded, text(PEER_HEADER)) {
+        (Some(f), Some(p)) if f != p => format!("{f} via {p}"),
+        (Some(f), _) => f.to_owned(),
+        (None, Some(p)) => p.to_owned(),
+        (None, None) => String::new(),
+    };
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -288,6 +363,51 @@ async fn read_form(session: &AdminSession, req: axum::extract::Request) -> Resul
     }
 }
 
+/// A submitted form whose fields may repeat (checkbox groups), with this session's CSRF token.
+pub struct MultiForm(Vec<(String, String)>);
+
+impl MultiForm {
+    /// The first value of a field, trimmed (absent = empty).
+    fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+            .unwrap_or("")
+    }
+
+    /// Every non-empty value of a field, trimmed.
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, v)| k == name && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_owned())
+            .collect()
+    }
+
+    /// A checkbox.
+    fn checked(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+}
+
+/// Reads an urlencoded body with repeated fields (a missing or wrong token is the CSRF refusal).
+async fn read_multi_form(
+    session: &AdminSession,
+    req: axum::extract::Request,
+) -> Result<MultiForm, UiError> {
+    use axum::extract::FromRequest;
+    let axum::Form(fields) = axum::Form::<Vec<(String, String)>>::from_request(req, &())
+        .await
+        .map_err(|_| UiError::Csrf)?;
+    let form = MultiForm(fields);
+    if crate::service::same_token(form.get("csrf"), &session.csrf) {
+        Ok(form)
+    } else {
+        Err(UiError::Csrf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +421,21 @@ mod tests {
         );
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
         assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn the_client_address_is_what_the_nearest_proxy_saw() {
+        let mut h = HeaderMap::new();
+        assert_eq!(client(&h).ip, "");
+        h.insert(PEER_HEADER, HeaderValue::from_static("10.0.0.2"));
+        assert_eq!(client(&h).ip, "10.0.0.2");
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.7, 203.0.113.9"),
+        );
+        assert_eq!(client(&h).ip, "203.0.113.9 via 10.0.0.2");
+        h.remove(PEER_HEADER);
+        assert_eq!(client(&h).ip, "203.0.113.9");
     }
 
     #[test]

@@ -5,8 +5,11 @@ use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::domain::{Flag, Folder, GreetingKind};
-use crate::service::{Admin, AuditEntry, Dashboard, MailboxWithCounts, QueueHealth};
-use crate::store::{ApiKeyRecord, ContextRecord, GreetingRecord, MailboxRecord, MessageRecord};
+use crate::service::{Admin, AdminAccount, AuditEntry, Dashboard, MailboxWithCounts, QueueHealth};
+use crate::store::{
+    ApiKeyRecord, ContextRecord, DeliveryRecord, GreetingRecord, MailboxRecord, MessageRecord,
+    MwiPushRecord, MwiTargetRecord, WebhookRecord,
+};
 
 /// Renders a page; a template failure is logged and answered with a plain 500.
 pub fn html<T: Template>(t: &T) -> Response {
@@ -409,6 +412,244 @@ pub struct AuditPage<'a> {
 impl AuditPage<'_> {
     pub fn when(&self, secs: &i64) -> String {
         local_time(*secs, "", "%Y-%m-%d %H:%M:%S UTC")
+    }
+}
+
+/// A Unix time in milliseconds, in UTC.
+pub fn utc_ms(ms: &i64) -> String {
+    local_time(ms.div_euclid(1000), "", "%Y-%m-%d %H:%M:%S UTC")
+}
+
+/// A Unix time in seconds, in UTC.
+pub fn utc(secs: &i64) -> String {
+    local_time(*secs, "", "%Y-%m-%d %H:%M:%S UTC")
+}
+
+#[derive(Template)]
+#[template(path = "confirm.html", config = "web/askama.toml")]
+pub struct ConfirmPage<'a> {
+    pub frame: Frame<'a>,
+    /// The breadcrumb: `(label, link)`; the last one is the page itself.
+    pub crumbs: Vec<(String, String)>,
+    pub heading: String,
+    pub text: String,
+    pub action: String,
+    pub button: &'a str,
+    pub cancel: String,
+}
+
+/// Event types a webhook may pick (every type the outbox records), with their descriptions.
+pub fn webhook_events() -> Vec<(&'static str, &'static str)> {
+    crate::domain::EVENT_TYPES
+        .iter()
+        .map(|t| {
+            let about = match *t {
+                "message.deposited" => "A message was left",
+                "message.updated" => "Marked read or unread",
+                "message.moved" => "Moved to another folder",
+                "message.deleted" => "A message was deleted",
+                "greeting.changed" => "A greeting was recorded or uploaded",
+                "greeting.deleted" => "A greeting was removed",
+                "mailbox.created" => "A mailbox was created",
+                "mailbox.deleted" => "A mailbox was deleted",
+                "mailbox.changed" => "Counts changed outside voxmail (IMAP)",
+                _ => "",
+            };
+            (*t, about)
+        })
+        .collect()
+}
+
+/// A webhook form's values, as shown.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookForm {
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub active: bool,
+}
+
+impl WebhookForm {
+    /// Whether an event type is ticked.
+    pub fn has(&self, t: &str) -> bool {
+        self.event_types.iter().any(|e| e == t)
+    }
+}
+
+/// Methods the integration pages share.
+pub trait IntegrationView {
+    fn ms(&self, ms: &i64) -> String {
+        utc_ms(ms)
+    }
+    fn secs(&self, secs: &i64) -> String {
+        utc(secs)
+    }
+    /// The badge class of a delivery status.
+    fn status_class(&self, status: &str) -> &'static str {
+        match status {
+            "delivered" => "badge-ok",
+            "dead" => "badge-urgent",
+            _ => "badge-new",
+        }
+    }
+    /// A push's state: `(label, badge class)`.
+    fn push_state(&self, p: &MwiPushRecord) -> (&'static str, &'static str) {
+        if p.pushed_version >= p.wanted_version {
+            ("Pushed", "badge-ok")
+        } else if p.last_error.is_some() {
+            ("Failing", "badge-urgent")
+        } else {
+            ("Queued", "badge-new")
+        }
+    }
+    fn kind_label(&self, t: &MwiTargetRecord) -> &'static str {
+        match t.kind.as_str() {
+            "ari" => "ARI",
+            "ami" => "AMI",
+            _ => "SIP",
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "webhooks.html", config = "web/askama.toml")]
+pub struct WebhooksPage<'a> {
+    pub frame: Frame<'a>,
+    pub context: &'a ContextRecord,
+    pub hooks: &'a [WebhookRecord],
+    pub form: WebhookForm,
+    pub events: Vec<(&'static str, &'static str)>,
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+}
+
+impl IntegrationView for WebhooksPage<'_> {}
+
+#[derive(Template)]
+#[template(path = "webhook.html", config = "web/askama.toml")]
+pub struct WebhookPage<'a> {
+    pub frame: Frame<'a>,
+    pub context: &'a str,
+    pub hook: &'a WebhookRecord,
+    pub deliveries: &'a [DeliveryRecord],
+    pub form: WebhookForm,
+    pub events: Vec<(&'static str, &'static str)>,
+    /// A secret just set or generated, shown once.
+    pub secret: Option<&'a str>,
+    /// The test delivery just sent, if any.
+    pub tested: Option<&'a DeliveryRecord>,
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+}
+
+impl IntegrationView for WebhookPage<'_> {}
+
+/// An MWI target form's values, as shown.
+#[derive(Debug, Clone, Default)]
+pub struct TargetForm {
+    pub kind: String,
+    pub url: String,
+    pub username: String,
+    pub mailbox: String,
+    pub active: bool,
+    /// Whether the target has a secret (the secret itself is never shown).
+    pub has_secret: bool,
+}
+
+/// The kinds of MWI targets, with their labels and URL hints.
+pub const TARGET_KINDS: [(&str, &str, &str); 3] = [
+    (
+        "ari",
+        "ARI — Asterisk REST interface",
+        "The Asterisk HTTP base, e.g. http://pbx1:8088",
+    ),
+    (
+        "ami",
+        "AMI — Asterisk manager",
+        "host:port of the manager, e.g. pbx1:5038",
+    ),
+    (
+        "sip",
+        "SIP NOTIFY",
+        "A SIP URI, e.g. sip:mwi@pbx1:5060;transport=udp",
+    ),
+];
+
+#[derive(Template)]
+#[template(path = "mwi_targets.html", config = "web/askama.toml")]
+pub struct MwiTargetsPage<'a> {
+    pub frame: Frame<'a>,
+    pub context: &'a ContextRecord,
+    pub targets: &'a [MwiTargetRecord],
+    pub form: TargetForm,
+    pub kinds: &'static [(&'static str, &'static str, &'static str)],
+    pub error: Option<&'a str>,
+    pub notice: Option<String>,
+}
+
+impl IntegrationView for MwiTargetsPage<'_> {}
+
+#[derive(Template)]
+#[template(path = "mwi_target.html", config = "web/askama.toml")]
+pub struct MwiTargetPage<'a> {
+    pub frame: Frame<'a>,
+    pub context: &'a str,
+    pub target: &'a MwiTargetRecord,
+    pub pushes: &'a [MwiPushRecord],
+    pub form: TargetForm,
+    pub kinds: &'static [(&'static str, &'static str, &'static str)],
+    /// The outcome of a test-send, as a sentence, and whether every push went out.
+    pub tested: Option<(String, bool)>,
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+}
+
+impl IntegrationView for MwiTargetPage<'_> {}
+
+#[derive(Template)]
+#[template(path = "admins.html", config = "web/askama.toml")]
+pub struct AdminsPage<'a> {
+    pub frame: Frame<'a>,
+    pub admins: &'a [AdminAccount],
+    pub contexts: &'a [ContextRecord],
+    /// An admin just created: `(email, one-time password)`.
+    pub created: Option<(&'a str, &'a str)>,
+    pub email: &'a str,
+    pub picked: &'a [String],
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+}
+
+impl AdminsPage<'_> {
+    pub fn when(&self, secs: &i64) -> String {
+        local_time(*secs, "", "%Y-%m-%d %H:%M UTC")
+    }
+    pub fn picked(&self, c: &str) -> bool {
+        self.picked.iter().any(|p| p == c)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin_user.html", config = "web/askama.toml")]
+pub struct AdminUserPage<'a> {
+    pub frame: Frame<'a>,
+    pub account: &'a AdminAccount,
+    pub contexts: &'a [ContextRecord],
+    /// A password just reset, shown once.
+    pub password: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+}
+
+impl AdminUserPage<'_> {
+    pub fn when(&self, secs: &i64) -> String {
+        local_time(*secs, "", "%Y-%m-%d %H:%M UTC")
+    }
+    pub fn limited_to(&self, c: &str) -> bool {
+        self.account.contexts.iter().any(|p| p == c)
+    }
+    /// Whether this is the signed-in admin's own account.
+    pub fn is_self(&self) -> bool {
+        self.account.id == self.frame.admin.id
     }
 }
 

@@ -24,6 +24,8 @@ pub struct AdminUserRecord {
     pub contexts: Vec<String>,
     pub last_login_at: Option<i64>,
     pub created_at: i64,
+    /// A disabled admin cannot sign in and has no sessions.
+    pub disabled: bool,
 }
 
 impl std::fmt::Debug for AdminUserRecord {
@@ -33,6 +35,7 @@ impl std::fmt::Debug for AdminUserRecord {
             .field("email", &self.email)
             .field("password_hash", &"***")
             .field("contexts", &self.contexts)
+            .field("disabled", &self.disabled)
             .finish()
     }
 }
@@ -45,6 +48,7 @@ struct AdminUserRow {
     contexts: String,
     last_login_at: Option<i64>,
     created_at: i64,
+    disabled: i64,
 }
 
 impl From<AdminUserRow> for AdminUserRecord {
@@ -56,6 +60,7 @@ impl From<AdminUserRow> for AdminUserRecord {
             contexts: split_contexts(&r.contexts),
             last_login_at: r.last_login_at,
             created_at: r.created_at,
+            disabled: r.disabled != 0,
         }
     }
 }
@@ -69,7 +74,7 @@ fn split_contexts(s: &str) -> Vec<String> {
 }
 
 const USER_COLUMNS: &str =
-    "u.id, u.email, u.password_hash, u.contexts, u.last_login_at, u.created_at";
+    "u.id, u.email, u.password_hash, u.contexts, u.last_login_at, u.created_at, u.disabled";
 
 /// A signed-in browser.
 #[derive(Debug, Clone)]
@@ -235,6 +240,7 @@ impl SqlStore {
                 contexts: contexts.to_vec(),
                 last_login_at: None,
                 created_at: now,
+                disabled: false,
             }),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
                 "admin {email} already exists"
@@ -268,17 +274,29 @@ impl SqlStore {
     /// Reserves a sign-in attempt: refuses while the admin is locked out.
     pub async fn begin_login(&self, email: &str) -> Result<LoginAttempt, StoreError> {
         let row = self
-            .qa_owned::<(String, String, String, String, Option<i64>, i64, i64)>(format!(
+            .qa_owned::<(String, String, String, String, Option<i64>, i64, i64, i64)>(format!(
                 "SELECT {USER_COLUMNS}, u.locked_until FROM admin_users u WHERE u.email = ?"
             ))
             .bind(email.to_owned())
             .fetch_optional(&self.pool)
             .await?;
-        let Some((id, email, password_hash, contexts, last_login_at, created_at, locked_until)) =
-            row
+        let Some((
+            id,
+            email,
+            password_hash,
+            contexts,
+            last_login_at,
+            created_at,
+            disabled,
+            locked_until,
+        )) = row
         else {
             return Ok(LoginAttempt::Unknown);
         };
+        // A disabled admin is refused like an unknown one (same answer, same work).
+        if disabled != 0 {
+            return Ok(LoginAttempt::Unknown);
+        }
         if locked_until > now_secs() {
             return Ok(LoginAttempt::Locked {
                 until: locked_until,
@@ -291,6 +309,7 @@ impl SqlStore {
             contexts,
             last_login_at,
             created_at,
+            disabled,
         })))
     }
 
@@ -399,17 +418,28 @@ impl SqlStore {
                 i64,
                 i64,
                 i64,
+                i64,
             )>(format!(
                 "SELECT {USER_COLUMNS}, s.created_at, s.last_seen_at, s.expires_at \
                      FROM admin_sessions s JOIN admin_users u ON u.id = s.admin_id \
-                     WHERE s.token_hash = ?"
+                     WHERE s.token_hash = ? AND u.disabled = 0"
             ))
             .bind(token_hash.to_owned())
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let (id, email, password_hash, contexts, last_login_at, created_at, s_created, seen, exp) =
-            row;
+        let (
+            id,
+            email,
+            password_hash,
+            contexts,
+            last_login_at,
+            created_at,
+            disabled,
+            s_created,
+            seen,
+            exp,
+        ) = row;
         Ok(AdminSessionRecord {
             admin: AdminUserRow {
                 id,
@@ -418,6 +448,7 @@ impl SqlStore {
                 contexts,
                 last_login_at,
                 created_at,
+                disabled,
             }
             .into(),
             created_at: s_created,
@@ -443,6 +474,139 @@ impl SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Every admin user, by email.
+    pub async fn list_admin_users(&self) -> Result<Vec<AdminUserRecord>, StoreError> {
+        Ok(self
+            .qa_owned::<AdminUserRow>(format!(
+                "SELECT {USER_COLUMNS} FROM admin_users u ORDER BY u.email"
+            ))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// One admin user by id.
+    pub async fn get_admin_user(&self, id: &str) -> Result<AdminUserRecord, StoreError> {
+        self.qa_owned::<AdminUserRow>(format!(
+            "SELECT {USER_COLUMNS} FROM admin_users u WHERE u.id = ?"
+        ))
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(Into::into)
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// Sets the contexts an admin is limited to (empty = every context).
+    pub async fn set_admin_contexts(
+        &self,
+        id: &str,
+        contexts: &[String],
+    ) -> Result<(), StoreError> {
+        let res = self
+            .q("UPDATE admin_users SET contexts = ?, updated_at = ? WHERE id = ?")
+            .bind(contexts.join(","))
+            .bind(now_secs())
+            .bind(id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Disables (ending their sessions) or enables an admin.
+    pub async fn set_admin_disabled(&self, id: &str, disabled: bool) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let res = self
+            .q(
+                "UPDATE admin_users SET disabled = ?, failed_logins = 0, locked_until = 0, \
+                updated_at = ? WHERE id = ?",
+            )
+            .bind(i64::from(disabled))
+            .bind(now_secs())
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if disabled {
+            self.q("DELETE FROM admin_sessions WHERE admin_id = ?")
+                .bind(id.to_owned())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets an admin's password by id, clears a lockout and ends their sessions.
+    pub async fn reset_admin_password(
+        &self,
+        id: &str,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let res = self
+            .q(
+                "UPDATE admin_users SET password_hash = ?, failed_logins = 0, locked_until = 0, \
+                updated_at = ? WHERE id = ?",
+            )
+            .bind(password_hash.to_owned())
+            .bind(now_secs())
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.q("DELETE FROM admin_sessions WHERE admin_id = ?")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes an admin and their sessions (the audit log keeps their email).
+    pub async fn delete_admin_user(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        self.q("DELETE FROM admin_sessions WHERE admin_id = ?")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        let res = self
+            .q("DELETE FROM admin_users WHERE id = ?")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Messages and unread messages per folder of one mailbox (folders without messages are
+    /// absent), read from the `messages_mailbox_folder_counts` index alone.
+    pub async fn folder_counts(
+        &self,
+        mailbox: MailboxId,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        Ok(self
+            .qa::<(String, i64, i64)>(
+                "SELECT folder, COUNT(*), COUNT(CASE WHEN is_read = 0 THEN 1 END) \
+                 FROM messages WHERE mailbox_id = ? GROUP BY folder",
+            )
+            .bind(mailbox.to_string())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Appends to the audit log.

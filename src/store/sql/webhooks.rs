@@ -484,4 +484,83 @@ impl SqlStore {
         }
         Ok(out)
     }
+
+    /// Queues a test delivery of `payload` to a webhook, due now. Test deliveries take negative
+    /// event numbers (the outbox's are positive) and the mailbox key `test`, so they never hold
+    /// up a mailbox's events. Returns the delivery's id.
+    pub async fn queue_test_delivery(
+        &self,
+        webhook_id: &str,
+        event_type: &str,
+        payload: &str,
+    ) -> Result<i64, StoreError> {
+        let now = now_secs();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut tx = self.begin().await?;
+        let (lowest,): (Option<i64>,) = self
+            .qa("SELECT MIN(event_seq) FROM webhook_deliveries WHERE webhook_id = ?")
+            .bind(webhook_id.to_owned())
+            .fetch_one(&mut *tx)
+            .await?;
+        let seq = lowest.unwrap_or(0).min(0) - 1;
+        self.q(
+            "INSERT INTO webhook_deliveries (webhook_id, event_seq, event_type, mailbox_id, \
+             payload, status, attempts, next_attempt_ms, lease_until_ms, created_at, updated_at) \
+             VALUES (?, ?, ?, 'test', ?, 'pending', 0, ?, 0, ?, ?)",
+        )
+        .bind(webhook_id.to_owned())
+        .bind(seq)
+        .bind(event_type.to_owned())
+        .bind(payload.to_owned())
+        .bind(now_ms)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if super::is_unique_violation(&e) {
+                StoreError::Conflict("another test delivery was queued at the same time".into())
+            } else {
+                e.into()
+            }
+        })?;
+        let (id,): (i64,) = self
+            .qa("SELECT id FROM webhook_deliveries WHERE webhook_id = ? AND event_seq = ?")
+            .bind(webhook_id.to_owned())
+            .bind(seq)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// One delivery of a webhook, with its attempts.
+    pub async fn get_delivery(
+        &self,
+        webhook_id: &str,
+        id: i64,
+    ) -> Result<DeliveryRecord, StoreError> {
+        self.list_deliveries(webhook_id, Some(id.saturating_add(1)), 1)
+            .await?
+            .into_iter()
+            .find(|d| d.id == id)
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Marks a pending delivery dead unless it is being sent right now (a test delivery is tried
+    /// once, not retried for a day). Returns whether it was marked.
+    pub async fn give_up_delivery(&self, id: i64) -> Result<bool, StoreError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let res = self
+            .q(
+                "UPDATE webhook_deliveries SET status = 'dead', updated_at = ? \
+                WHERE id = ? AND status = 'pending' AND lease_until_ms < ?",
+            )
+            .bind(now_secs())
+            .bind(id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
 }
