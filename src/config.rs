@@ -519,6 +519,27 @@ pub struct ImapContextConfig {
     pub timeout_secs: u64,
     /// The `Retry-After` (seconds) of the 503 answered while the server is unreachable.
     pub retry_after_secs: u64,
+    /// Most connections this node opens to the server for API work (in use + idle); past it a
+    /// request waits up to `timeout_secs`, then answers 503. Watchers come on top.
+    pub max_connections: u32,
+    /// Seconds an unused pooled connection stays open.
+    pub idle_timeout_secs: u64,
+    /// Watch every mailbox of the context for changes made outside voxmail (a mail client) and
+    /// turn them into MWI events; `false` = only voxmail's own changes produce events.
+    pub watch: bool,
+    /// Mailboxes watched with a dedicated IDLE connection each (per node); the others are
+    /// polled in turn every `poll_interval_secs` over the pooled connections.
+    pub max_idle_watchers: u32,
+    /// Use IDLE where the server has it; `false` polls every mailbox.
+    pub use_idle: bool,
+    /// Seconds between two looks at a polled mailbox (no IDLE, or past `max_idle_watchers`).
+    pub poll_interval_secs: u64,
+    /// Where the mailboxes' greetings live: `"sql"` (the database and audio store, default) or
+    /// `"imap"` (Asterisk's `imapgreetings = yes`: one message per greeting in `greeting_folder`).
+    pub greetings: String,
+    /// The IMAP folder greetings are kept in with `greetings = "imap"` (Asterisk's
+    /// `greetingfolder`; Asterisk's default is the voicemail folder, INBOX).
+    pub greeting_folder: String,
 }
 
 impl ImapContextConfig {
@@ -544,6 +565,14 @@ impl Default for ImapContextConfig {
             parent_folder: String::new(),
             timeout_secs: 30,
             retry_after_secs: 5,
+            max_connections: 8,
+            idle_timeout_secs: 60,
+            watch: true,
+            max_idle_watchers: 100,
+            use_idle: true,
+            poll_interval_secs: 5,
+            greetings: "sql".into(),
+            greeting_folder: "INBOX".into(),
         }
     }
 }
@@ -564,6 +593,14 @@ impl std::fmt::Debug for ImapContextConfig {
             .field("parent_folder", &self.parent_folder)
             .field("timeout_secs", &self.timeout_secs)
             .field("retry_after_secs", &self.retry_after_secs)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("watch", &self.watch)
+            .field("max_idle_watchers", &self.max_idle_watchers)
+            .field("use_idle", &self.use_idle)
+            .field("poll_interval_secs", &self.poll_interval_secs)
+            .field("greetings", &self.greetings)
+            .field("greeting_folder", &self.greeting_folder)
             .finish()
     }
 }
@@ -779,6 +816,12 @@ impl Config {
             }
             if c.folder.is_empty() {
                 return bad("folder must not be empty (Asterisk's default is INBOX)");
+            }
+            if !matches!(c.greetings.as_str(), "sql" | "imap") {
+                return bad("greetings must be \"sql\" or \"imap\"");
+            }
+            if c.greeting_folder.is_empty() {
+                return bad("greeting_folder must not be empty (Asterisk's default is INBOX)");
             }
         }
         match self.audio.store.as_str() {

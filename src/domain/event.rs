@@ -4,7 +4,7 @@ use utoipa::ToSchema;
 use super::{MailboxAddress, MailboxId, MessageId, MwiCounts};
 
 /// Every event type the outbox records.
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 9] = [
     "message.deposited",
     "message.updated",
     "message.moved",
@@ -13,6 +13,7 @@ pub const EVENT_TYPES: [&str; 8] = [
     "greeting.deleted",
     "mailbox.created",
     "mailbox.deleted",
+    "mailbox.changed",
 ];
 
 /// A change of a mailbox, as recorded in the outbox in the changing transaction.
@@ -21,7 +22,9 @@ pub struct Event {
     /// Position in the outbox; grows with every event (the SSE event id).
     pub seq: i64,
     /// `message.deposited`, `message.updated`, `message.moved`, `message.deleted`,
-    /// `greeting.changed`, `greeting.deleted`, `mailbox.created`, `mailbox.deleted`.
+    /// `greeting.changed`, `greeting.deleted`, `mailbox.created`, `mailbox.deleted`, and
+    /// `mailbox.changed` (the counts of an IMAP-backed mailbox changed outside voxmail, e.g. in
+    /// a mail client).
     pub event_type: String,
     pub address: MailboxAddress,
     pub mailbox_id: MailboxId,

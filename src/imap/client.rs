@@ -314,6 +314,12 @@ pub struct ImapClient {
     /// The selected folder and whether it is read-only (EXAMINE).
     selected: Option<(String, bool)>,
     broken: bool,
+    /// The server reported a change of the selected folder (EXISTS, EXPUNGE, a FETCH of flags
+    /// we did not ask for) since [`ImapClient::clear_changed`].
+    changed: bool,
+    /// The selected folder's view may be behind other sessions' changes: the next operation on
+    /// it sends NOOP first ([`ImapClient::resync_next`]).
+    stale: bool,
 }
 
 impl fmt::Debug for ImapClient {
@@ -362,6 +368,8 @@ impl ImapClient {
             delimiter: None,
             selected: None,
             broken: false,
+            changed: false,
+            stale: false,
         };
         let caps = op!(client, "CAPABILITY", |s| {
             let caps = s.capabilities().await?;
@@ -398,6 +406,11 @@ impl ImapClient {
         self.broken
     }
 
+    /// `NOOP`: checks that the connection still works (and lets the server report changes).
+    pub async fn noop(&mut self) -> Result<()> {
+        op!(self, "NOOP", |s| s.noop().await)
+    }
+
     /// Logs out politely (best effort, within the timeout).
     pub async fn logout(mut self) {
         if let Some(mut s) = self.session.take() {
@@ -411,9 +424,36 @@ impl ImapClient {
         if self.broken {
             return Err(ImapError::Broken);
         }
-        let session = self.session.as_mut().ok_or(ImapError::Broken)?;
-        while session.unsolicited_responses.try_recv().is_ok() {}
-        Ok(session)
+        self.drain_unsolicited();
+        self.session.as_mut().ok_or(ImapError::Broken)
+    }
+
+    /// Empties the channel of unsolicited responses (so that it never fills up), noting whether
+    /// any of them reports a change of the selected folder.
+    fn drain_unsolicited(&mut self) {
+        use async_imap::types::UnsolicitedResponse as U;
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        while let Ok(r) = session.unsolicited_responses.try_recv() {
+            let change = match &r {
+                U::Exists(_) | U::Expunge(_) | U::Recent(_) => true,
+                U::Other(data) => matches!(
+                    data.parsed(),
+                    Response::Fetch(..) | Response::Vanished { .. }
+                ),
+                _ => false,
+            };
+            self.changed |= change;
+        }
+    }
+
+    /// Forgets the changes reported so far: call it before reading the state, and
+    /// [`ImapClient::wait_for_change`] returns at once when the server reported a change
+    /// meanwhile (a change made while the state was read is never slept through).
+    pub fn clear_changed(&mut self) {
+        self.drain_unsolicited();
+        self.changed = false;
     }
 
     /// Maps the outcome of one operation; a timeout or a connection failure marks the client
@@ -538,9 +578,26 @@ impl ImapClient {
     /// Makes `name` the selected folder (read-write when `write`), unless it already is.
     async fn ensure_selected(&mut self, name: &str, write: bool) -> Result<()> {
         match &self.selected {
-            Some((n, ro)) if n == name && (!write || !ro) => Ok(()),
-            _ => self.select_name(name, !write).await.map(|_| ()),
+            Some((n, ro)) if n == name && (!write || !ro) => {
+                if std::mem::take(&mut self.stale) {
+                    // Servers need not tell a session of other sessions' appends before a
+                    // command that syncs: NOOP is that command.
+                    op!(self, "NOOP", |s| s.noop().await)?;
+                }
+                Ok(())
+            }
+            _ => {
+                self.stale = false;
+                self.select_name(name, !write).await.map(|_| ())
+            }
         }
+    }
+
+    /// Makes the next operation on the selected folder ask the server for changes other
+    /// sessions made first (for a connection taken from a pool, or looking again after a wait
+    /// that another session's change may not have ended).
+    pub fn resync_next(&mut self) {
+        self.stale = true;
     }
 
     /// Lists the owner's voicemails in `folder` (not `\Deleted`), by UID. `Old` lists the seen
@@ -565,7 +622,8 @@ impl ImapClient {
     pub async fn counts(&mut self) -> Result<Counts> {
         let list = self.list(&Folder::Inbox).await?;
         let mut c = Counts::default();
-        for m in &list {
+        // Greetings kept in INBOX (Asterisk's imapgreetings) are not messages.
+        for m in list.iter().filter(|m| !format::is_greeting(&m.meta)) {
             match (m.seen, m.flagged) {
                 (false, f) => {
                     c.new += 1;
@@ -607,6 +665,10 @@ impl ImapClient {
         })?;
         let mut out: BTreeMap<u32, VoicemailSummary> = BTreeMap::new();
         for f in &fetches {
+            // A FETCH without one of our UIDs is the server telling of a flag change.
+            if f.uid.is_none_or(|u| !uids.contains(&u)) {
+                self.changed = true;
+            }
             if let Some(s) = self.summary_of(f) {
                 out.insert(s.uid, s);
             }
@@ -834,10 +896,34 @@ impl ImapClient {
     /// account allows it), otherwise polling every `poll_interval` for a change in the folder's
     /// UIDs and flags. The folder is selected read-only for the wait.
     pub async fn wait_for_change(&mut self, folder: &Folder, wait: Duration) -> Result<Change> {
+        self.wait_for_change_or(folder, wait, None).await
+    }
+
+    /// [`Self::wait_for_change`], also ending (as `Changed`, leaving IDLE cleanly) when
+    /// `poke` is notified — e.g. because another connection changed the folder and the
+    /// server may never tell this one (a message appended and expunged before this session
+    /// synced is reported to it as nothing at all).
+    pub async fn wait_for_change_or(
+        &mut self,
+        folder: &Folder,
+        wait: Duration,
+        poke: Option<&tokio::sync::Notify>,
+    ) -> Result<Change> {
         let name = self.folder_name(folder).await?;
+        self.drain_unsolicited();
+        if std::mem::take(&mut self.changed) {
+            return Ok(Change::Changed);
+        }
+        let poked = async {
+            match poke {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(poked);
         if self.account.use_idle && self.has_capability("IDLE") {
             self.ensure_selected(&name, false).await?;
-            return self.idle(wait).await;
+            return self.idle(wait, poked).await;
         }
         self.ensure_selected(&name, false).await?;
         let start = tokio::time::Instant::now();
@@ -847,7 +933,10 @@ impl ImapClient {
             if left.is_zero() {
                 return Ok(Change::Timeout);
             }
-            tokio::time::sleep(left.min(self.account.poll_interval)).await;
+            tokio::select! {
+                () = tokio::time::sleep(left.min(self.account.poll_interval)) => {}
+                () = &mut poked => return Ok(Change::Changed),
+            }
             // NOOP lets the server report changes; the fingerprint decides.
             op!(self, "NOOP", |s| s.noop().await)?;
             if self.fingerprint().await? != before {
@@ -886,7 +975,11 @@ impl ImapClient {
         Ok(fp)
     }
 
-    async fn idle(&mut self, wait: Duration) -> Result<Change> {
+    async fn idle(
+        &mut self,
+        wait: Duration,
+        poked: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<Change> {
         if self.broken {
             return Err(ImapError::Broken);
         }
@@ -902,12 +995,15 @@ impl ImapClient {
             Ok(Err(e)) => Err(map_err("IDLE", e)),
             Ok(Ok(())) => {
                 let (fut, _stop) = handle.wait_with_timeout(wait);
-                match fut.await {
-                    Ok(async_imap::extensions::idle::IdleResponse::NewData(_)) => {
-                        Ok(Change::Changed)
-                    }
-                    Ok(_) => Ok(Change::Timeout),
-                    Err(e) => Err(map_err("IDLE", e)),
+                tokio::select! {
+                    r = fut => match r {
+                        Ok(async_imap::extensions::idle::IdleResponse::NewData(_)) => {
+                            Ok(Change::Changed)
+                        }
+                        Ok(_) => Ok(Change::Timeout),
+                        Err(e) => Err(map_err("IDLE", e)),
+                    },
+                    () = poked => Ok(Change::Changed),
                 }
             }
         };
@@ -930,6 +1026,28 @@ impl ImapClient {
             self.broken = true;
         }
         outcome
+    }
+
+    /// Which of `folders` exist on the server, in their order: one `LIST`, where asking
+    /// [`Self::list`] folder by folder would cost a round trip for each missing one.
+    pub async fn existing_folders(&mut self, folders: &[Folder]) -> Result<Vec<Folder>> {
+        let mut names = Vec::with_capacity(folders.len());
+        for f in folders {
+            names.push(self.folder_name(f).await?);
+        }
+        let listed = op!(self, "LIST", |s| {
+            s.list(Some(""), Some("*"))
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })?;
+        let have: HashSet<&str> = listed.iter().map(|n| n.name()).collect();
+        Ok(folders
+            .iter()
+            .zip(&names)
+            .filter(|(_, n)| have.contains(n.as_str()))
+            .map(|(f, _)| f.clone())
+            .collect())
     }
 }
 

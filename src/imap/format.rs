@@ -190,13 +190,52 @@ pub fn attachment_content_type(format: &str) -> String {
     }
 }
 
+/// The `X-Asterisk-VM-Message-Type` values of greetings (Asterisk's greeting file names), which
+/// `imapgreetings = yes` stores as messages beside, or apart from, the voicemail.
+pub const GREETING_TYPES: [&str; 4] = ["unavail", "busy", "temp", "greet"];
+
+/// Whether a message is a greeting (`X-Asterisk-VM-Message-Type` names one), not a voicemail.
+pub fn is_greeting(meta: &VoicemailMeta) -> bool {
+    GREETING_TYPES
+        .iter()
+        .any(|g| meta.message_type.eq_ignore_ascii_case(g))
+}
+
 /// Composes a voicemail as Asterisk's `IMAP_STORAGE` appends it (see the module docs), ready for
 /// `APPEND`. Caller-ID values lose control and non-ASCII characters, as in Asterisk.
 pub fn compose(meta: &VoicemailMeta, env: &Envelope, audio: &AudioAttachment<'_>) -> Vec<u8> {
+    compose_any(meta, env, audio, None)
+}
+
+/// Composes a greeting as Asterisk's `IMAP_STORAGE` stores it with `imapgreetings = yes`
+/// (`imap_store_file` with msgnum -1): message number 0, `X-Asterisk-VM-Message-Type: <name>`,
+/// the subject `New greeting '<name>' on <date>.`, Asterisk's "do not delete" text, and the
+/// recording attached as `<name>.<ext>` (`unavail.WAV` for wav49). `name` is one of
+/// [`GREETING_TYPES`]; `meta.msgnum` and `meta.message_type` are ignored.
+pub fn compose_greeting(
+    name: &str,
+    meta: &VoicemailMeta,
+    env: &Envelope,
+    audio: &AudioAttachment<'_>,
+) -> Vec<u8> {
+    compose_any(meta, env, audio, Some(name))
+}
+
+fn compose_any(
+    meta: &VoicemailMeta,
+    env: &Envelope,
+    audio: &AudioAttachment<'_>,
+    greeting: Option<&str>,
+) -> Vec<u8> {
     let mut out = String::with_capacity(audio.data.len() * 4 / 3 + 4096);
     let cidnum = strip_control_and_high(&meta.caller_id_num);
     let cidname = strip_control_and_high(&meta.caller_id_name);
-    let number = meta.msgnum + 1;
+    // A greeting is Asterisk's message -1.
+    let number = if greeting.is_some() {
+        0
+    } else {
+        meta.msgnum + 1
+    };
     let when: DateTime<Tz> = Utc
         .timestamp_opt(meta.orig_time, 0)
         .single()
@@ -243,6 +282,13 @@ pub fn compose(meta: &VoicemailMeta, env: &Envelope, audio: &AudioAttachment<'_>
 
     // Subject
     match &env.subject {
+        _ if greeting.is_some() => {
+            let _ = write!(
+                out,
+                "Subject: New greeting '{}' on {date}.{ENDL}",
+                greeting.unwrap_or_default()
+            );
+        }
         Some(s) if check_mime(s) => {
             let enc = encode_mime(s, charset, "Subject: ".len(), 0);
             write_sections(&mut out, Some("Subject:"), &enc, "");
@@ -281,10 +327,10 @@ pub fn compose(meta: &VoicemailMeta, env: &Envelope, audio: &AudioAttachment<'_>
     let _ = write!(out, "X-Asterisk-VM-Caller-ID-Name: {cidname}{ENDL}");
     let _ = write!(out, "X-Asterisk-VM-Duration: {}{ENDL}", meta.duration_secs);
     let _ = write!(out, "X-Asterisk-VM-Category: {}{ENDL}", meta.category);
-    let message_type = if meta.message_type.is_empty() {
-        MESSAGE_TYPE
-    } else {
-        &meta.message_type
+    let message_type = match greeting {
+        Some(g) => g,
+        None if meta.message_type.is_empty() => MESSAGE_TYPE,
+        None => &meta.message_type,
     };
     let _ = write!(out, "X-Asterisk-VM-Message-Type: {message_type}{ENDL}");
     let _ = write!(out, "X-Asterisk-VM-Orig-date: {date}{ENDL}");
@@ -309,6 +355,11 @@ pub fn compose(meta: &VoicemailMeta, env: &Envelope, audio: &AudioAttachment<'_>
 
     // The text part.
     let body = match &env.body {
+        _ if greeting.is_some() => format!(
+            "This message is to let you know that your greeting '{}' was changed on {date}.\
+             {ENDL}Please do not delete this message, lest your greeting vanish with it.{ENDL}{ENDL}",
+            greeting.unwrap_or_default()
+        ),
         // Asterisk (IMAP build) writes a custom body line by line with CRLF.
         Some(b) => {
             // Asterisk (IMAP build) writes a custom body line by line with CRLF, up to a final
@@ -344,7 +395,10 @@ pub fn compose(meta: &VoicemailMeta, env: &Envelope, audio: &AudioAttachment<'_>
     bytes.extend_from_slice(&body_bytes);
 
     // The recording.
-    let name = attachment_name(meta.msgnum, audio.format);
+    let name = match greeting {
+        Some(g) => format!("{g}.{}", attachment_extension(audio.format)),
+        None => attachment_name(meta.msgnum, audio.format),
+    };
     let mut out = String::new();
     let _ = write!(
         out,

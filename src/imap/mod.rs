@@ -8,11 +8,13 @@
 //!   UIDPLUS), mark read/unread, move, delete (only ever the target UID), counts as Asterisk counts
 //!   them, and waiting for a change (IDLE, or polling where the server has no IDLE).
 //!
-//! Not wired into the service layer yet: see docs/ARCHITECTURE.md, "IMAP storage (building
-//! blocks)", for how a `MessageStore` over this plugs in.
+//! - [`pool`]: a bounded pool of connections per server.
+//!
+//! `service::imap_store` is the message store over these; docs/ARCHITECTURE.md, "IMAP storage".
 
 pub mod client;
 pub mod format;
+pub mod pool;
 
 pub use client::{
     Change, Counts, FetchedVoicemail, ImapAccount, ImapClient, ImapError, ImapTls, Owner,
@@ -21,3 +23,4 @@ pub use client::{
 pub use format::{
     AudioAttachment, Envelope, ParsedAudio, ParsedVoicemail, VoicemailMeta, compose, parse,
 };
+pub use pool::{ImapPool, Lease};

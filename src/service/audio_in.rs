@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{Result, ServiceError, Voicemail};
 use crate::audio::{self, AudioError, GsmFrameCheck, Measured, Probe, RawHint};
-use crate::blob::{BlobKey, BlobWriter};
+use crate::blob::{BlobKey, BlobStore, BlobWriter};
 use crate::domain::{AudioFormat, AudioInfo};
 
 /// A recording written to storage but not yet referenced by any row.
@@ -134,9 +134,29 @@ fn audio_error(e: AudioError, limits: Limits) -> ServiceError {
 }
 
 impl Voicemail {
-    /// Streams `body` into the blob `key`. On any error nothing is left under `key`.
+    /// Streams `body` into the blob `key` of the audio store. On any error nothing is left under
+    /// `key`.
     pub(crate) async fn receive_audio<S, E>(
         &self,
+        key: BlobKey,
+        hint: RawHint,
+        body: S,
+        limits: Limits,
+    ) -> Result<ReceivedAudio>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let store = self.blobs.clone();
+        self.receive_audio_into(&*store, key, hint, body, limits)
+            .await
+    }
+
+    /// Streams `body` into the blob `key` of `store` (the audio store, or the IMAP store's
+    /// deposit scratch). On any error nothing is left under `key`.
+    pub(crate) async fn receive_audio_into<S, E>(
+        &self,
+        store: &dyn BlobStore,
         key: BlobKey,
         hint: RawHint,
         mut body: S,
@@ -192,7 +212,7 @@ impl Voicemail {
                     }
                     let head = Bytes::from(std::mem::take(&mut head));
                     (writer, validator, gsm_check) =
-                        self.start_storing(&key, &p, &head, limits).await?;
+                        self.start_storing(store, &key, &p, &head, limits).await?;
                     probe = Some(p);
                 }
             }
@@ -202,7 +222,7 @@ impl Voicemail {
                 })?;
                 let head = Bytes::from(std::mem::take(&mut head));
                 (writer, validator, gsm_check) =
-                    self.start_storing(&key, &p, &head, limits).await?;
+                    self.start_storing(store, &key, &p, &head, limits).await?;
                 probe = Some(p);
             }
             Ok(())
@@ -247,6 +267,7 @@ impl Voicemail {
     /// and the frame check for raw GSM.
     async fn start_storing(
         &self,
+        store: &dyn BlobStore,
         key: &BlobKey,
         p: &Probe,
         head: &Bytes,
@@ -260,7 +281,7 @@ impl Voicemail {
         if let Some(c) = gsm_check.as_mut() {
             c.feed(head)?;
         }
-        let mut w = self.blobs.writer(key).await?;
+        let mut w = store.writer(key).await?;
         if let Err(e) = w.write(head).await {
             w.abort().await;
             return Err(e.into());

@@ -160,9 +160,16 @@ impl Voicemail {
         // The extension is fixed per id; the real format is only known after sniffing, and the
         // stored row records it, so the key uses a neutral extension.
         let key = BlobKey::message(mailbox.id, id, "audio");
-        let audio = self
-            .receive_audio(key, hint, body, self.limits(mailbox))
-            .await?;
+        let limits = self.limits(mailbox);
+        let audio = match &self.imap {
+            // An IMAP deposit goes from a local file into the APPEND, never to the audio store.
+            Some(imap) if imap.handles(mailbox) => {
+                let store = imap.deposit_store().await?;
+                self.receive_audio_into(&*store, key, hint, body, limits)
+                    .await?
+            }
+            _ => self.receive_audio(key, hint, body, limits).await?,
+        };
         Ok((id, audio))
     }
 
@@ -183,7 +190,7 @@ impl Voicemail {
         match &result {
             Ok((_, true)) => {}
             // A retry that lost the race to the first try: its audio is not needed.
-            Ok((_, false)) | Err(_) => self.remove_blobs([key]).await,
+            Ok((_, false)) | Err(_) => self.remove_deposit_audio(key).await,
         }
         result
     }
@@ -255,6 +262,16 @@ impl Voicemail {
 
     /// Discards audio received for a deposit that will not be committed.
     pub async fn discard_audio(&self, audio: ReceivedAudio) {
-        self.remove_blobs([audio.key.as_str().to_owned()]).await;
+        self.remove_deposit_audio(audio.key.as_str().to_owned())
+            .await;
+    }
+
+    /// Removes a deposit's received audio, wherever it was received (the audio store, or the
+    /// IMAP store's deposit scratch; removing a missing blob is no error).
+    async fn remove_deposit_audio(&self, key: String) {
+        if let (Some(imap), Some(k)) = (&self.imap, BlobKey::from_stored(&key)) {
+            imap.remove_deposit(&k).await;
+        }
+        self.remove_blobs([key]).await;
     }
 }

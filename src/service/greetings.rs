@@ -1,13 +1,16 @@
-//! Greetings: unavailable, busy, temp and name recordings of a mailbox.
+//! Greetings: unavailable, busy, temp and name recordings of a mailbox. They live in SQL and the
+//! audio store, or, for IMAP contexts with `greetings = "imap"`, as messages in the mailbox's
+//! greeting folder in Asterisk's `imapgreetings` format (through the IMAP store directly:
+//! `RoutedStore` sends every greeting to SQL).
 
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::{AudioStream, Result, ServiceError, Voicemail};
+use super::{AudioStream, ReceivedAudio, Result, ServiceError, Voicemail, imap_store};
 use crate::audio::RawHint;
 use crate::blob::BlobKey;
 use crate::domain::{GreetingKind, MailboxAddress, MessageId, Principal, now_secs};
-use crate::store::{GreetingRecord, StoreError};
+use crate::store::{GreetingRecord, MailboxRecord, MessageStore as _, StoreError};
 
 fn greeting_not_found(e: StoreError, kind: GreetingKind) -> ServiceError {
     match e {
@@ -34,19 +37,30 @@ impl Voicemail {
         let key = BlobKey::greeting(mailbox.id, kind, MessageId::new(), "audio");
         let mut limits = self.limits(&mailbox);
         limits.min_secs = 0;
+        if let Some(imap) = self.imap_greetings(&mailbox) {
+            // Received into a local file and APPENDed from there, as a deposit into IMAP.
+            let store = imap.deposit_store().await?;
+            let audio = self
+                .receive_audio_into(&*store, key, hint, body, limits)
+                .await?;
+            let record = self.greeting_record(&mailbox, kind, &audio);
+            return match imap.put_greeting(&mailbox, record).await {
+                Ok(replaced) => {
+                    self.notify_changed();
+                    let stored = imap
+                        .get_greeting(&mailbox, kind)
+                        .await
+                        .map_err(|e| greeting_not_found(e, kind))?;
+                    Ok((stored, replaced.is_none()))
+                }
+                Err(e) => {
+                    imap.remove_deposit(&audio.key).await;
+                    Err(e.into())
+                }
+            };
+        }
         let audio = self.receive_audio(key, hint, body, limits).await?;
-        let record = GreetingRecord {
-            mailbox_id: mailbox.id,
-            kind,
-            audio_key: audio.key.as_str().to_owned(),
-            audio_format: audio.info.format,
-            sample_rate: audio.info.sample_rate,
-            channels: audio.info.channels,
-            duration_ms: audio.info.duration_ms as i64,
-            byte_size: audio.info.byte_size as i64,
-            sha256: audio.info.sha256.clone(),
-            updated_at: now_secs(),
-        };
+        let record = self.greeting_record(&mailbox, kind, &audio);
         match self.messages.put_greeting(&mailbox, record.clone()).await {
             Ok(replaced) => {
                 self.notify_changed();
@@ -61,6 +75,33 @@ impl Voicemail {
         }
     }
 
+    /// The IMAP store, when this mailbox's greetings are kept in IMAP (`greetings = "imap"`).
+    fn imap_greetings(&self, mailbox: &MailboxRecord) -> Option<&imap_store::ImapMessageStore> {
+        self.imap
+            .as_deref()
+            .filter(|i| i.handles(mailbox) && i.keeps_greetings(mailbox))
+    }
+
+    fn greeting_record(
+        &self,
+        mailbox: &MailboxRecord,
+        kind: GreetingKind,
+        audio: &ReceivedAudio,
+    ) -> GreetingRecord {
+        GreetingRecord {
+            mailbox_id: mailbox.id,
+            kind,
+            audio_key: audio.key.as_str().to_owned(),
+            audio_format: audio.info.format,
+            sample_rate: audio.info.sample_rate,
+            channels: audio.info.channels,
+            duration_ms: audio.info.duration_ms as i64,
+            byte_size: audio.info.byte_size as i64,
+            sha256: audio.info.sha256.clone(),
+            updated_at: now_secs(),
+        }
+    }
+
     /// A greeting's record.
     pub async fn get_greeting(
         &self,
@@ -69,10 +110,11 @@ impl Voicemail {
         kind: GreetingKind,
     ) -> Result<GreetingRecord> {
         let mailbox = self.visible_mailbox(p, address).await?;
-        self.messages
-            .get_greeting(&mailbox, kind)
-            .await
-            .map_err(|e| greeting_not_found(e, kind))
+        let got = match self.imap_greetings(&mailbox) {
+            Some(imap) => imap.get_greeting(&mailbox, kind).await,
+            None => self.messages.get_greeting(&mailbox, kind).await,
+        };
+        got.map_err(|e| greeting_not_found(e, kind))
     }
 
     /// Opens a greeting's audio.
@@ -93,6 +135,14 @@ impl Voicemail {
         kind: GreetingKind,
     ) -> Result<()> {
         let mailbox = self.visible_mailbox(p, address).await?;
+        if let Some(imap) = self.imap_greetings(&mailbox) {
+            // The recording goes with the greeting's message.
+            imap.delete_greeting(&mailbox, kind)
+                .await
+                .map_err(|e| greeting_not_found(e, kind))?;
+            self.notify_changed();
+            return Ok(());
+        }
         let g = self
             .messages
             .delete_greeting(&mailbox, kind)

@@ -17,10 +17,12 @@ use crate::blob::{BlobKey, BlobStore};
 use crate::config::{Config, ImapContextConfig};
 use crate::domain::{AudioFormat, Flag, Folder, GreetingKind, MailboxId, MessageId, MwiCounts};
 use crate::imap::format::{self, AudioAttachment, Envelope, VoicemailMeta};
-use crate::imap::{ImapAccount, ImapClient, ImapError, ImapTls, Owner, VoicemailSummary};
+use crate::imap::{
+    ImapAccount, ImapClient, ImapError, ImapPool, ImapTls, Lease, Owner, VoicemailSummary,
+};
 use crate::store::{
-    Changed, ForwardTarget, GreetingRecord, Inserted, MailboxRecord, MessageRecord, MessageStore,
-    NewMessage, Page, SqlStore, StoreError,
+    Changed, ForwardTarget, GreetingRecord, ImapChange, Inserted, MailboxRecord, MessageRecord,
+    MessageStore, NewMessage, Page, SqlStore, StoreError,
 };
 
 /// The IMAP folders a mailbox's messages can be in (Old and Urgent are flags on INBOX).
@@ -32,22 +34,56 @@ const FOLDERS: [Folder; 5] = [
     Folder::Deleted,
 ];
 
-/// The prefix of the `audio_key` of IMAP messages: `imap:<mailbox id>:<folder>:<uid>`.
+/// Asterisk's custom folders (folder numbers 5-9), real IMAP folders like Work; listings scan
+/// the ones that exist. Other custom folder names are refused for IMAP mailboxes: Asterisk
+/// would never see messages in them.
+const CUSTOM_FOLDERS: [&str; 5] = ["Cust1", "Cust2", "Cust3", "Cust4", "Cust5"];
+
+/// The prefix of the `audio_key` of IMAP messages:
+/// `imap:<mailbox id>:<folder>:<uid>:<message id>:<sha-256 of the recording, once known>`.
 pub(crate) const AUDIO_KEY_PREFIX: &str = "imap:";
+
+/// An IMAP message's `audio_key`, parsed: where the recording is now (folder and UID, which
+/// change when the message moves) and what it is (message id and hash, which do not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ImapAudioKey {
+    pub(crate) mailbox: MailboxId,
+    pub(crate) folder: Folder,
+    pub(crate) uid: u32,
+    pub(crate) message: MessageId,
+    /// Hex SHA-256 of the attachment; empty when the record came from a listing (no body).
+    pub(crate) sha256: String,
+}
 
 /// Messages of IMAP-backed contexts.
 pub(crate) struct ImapMessageStore {
-    blobs: Arc<dyn BlobStore>,
     config: Arc<Config>,
     /// Serializes deposits into one mailbox on this node, so two tries with one Idempotency-Key
     /// cannot both APPEND.
     deposit_locks: Mutex<HashMap<MailboxId, Arc<tokio::sync::Mutex<()>>>>,
+    /// One bounded connection pool per IMAP-backed context.
+    pools: HashMap<String, ImapPool>,
+    /// Where deposits into IMAP mailboxes are received (a local store under the node's scratch
+    /// directory), so their audio never travels to the audio store and back; opened on first use.
+    deposits: tokio::sync::OnceCell<Arc<dyn BlobStore>>,
 }
 
-/// A connection that logs out in the background when dropped.
-struct Conn(Option<ImapClient>);
+/// A pooled connection (back to the pool when dropped, unless it broke).
+struct Conn(Lease);
 
 impl Conn {
+    fn client(&mut self) -> Result<&mut ImapClient, StoreError> {
+        self.0
+            .client()
+            .map_err(|_| StoreError::Corrupt("IMAP connection already closed".into()))
+    }
+}
+
+/// A connection to a greeting folder, outside the pool; logged out in the background when
+/// dropped.
+struct GreetingConn(Option<ImapClient>);
+
+impl GreetingConn {
     fn client(&mut self) -> Result<&mut ImapClient, StoreError> {
         self.0
             .as_mut()
@@ -55,7 +91,7 @@ impl Conn {
     }
 }
 
-impl Drop for Conn {
+impl Drop for GreetingConn {
     fn drop(&mut self) {
         if let Some(c) = self.0.take()
             && !c.is_broken()
@@ -66,19 +102,74 @@ impl Drop for Conn {
     }
 }
 
+/// The prefix of the `audio_key` of greetings kept in IMAP:
+/// `imapgreeting:<mailbox id>:<greeting name>:<uid>`.
+pub(crate) const GREETING_KEY_PREFIX: &str = "imapgreeting:";
+
+/// Parses an IMAP greeting's audio key into (mailbox id, UID in the greeting folder).
+pub(crate) fn parse_greeting_key(key: &str) -> Option<(MailboxId, u32)> {
+    let rest = key.strip_prefix(GREETING_KEY_PREFIX)?;
+    let mut parts = rest.splitn(3, ':');
+    let mailbox = parts.next()?.parse().ok()?;
+    let _name = parts.next()?;
+    let uid = parts.next()?.parse().ok()?;
+    Some((mailbox, uid))
+}
+
 impl ImapMessageStore {
     /// The store, when at least one context is configured for IMAP.
-    pub(crate) fn new(blobs: Arc<dyn BlobStore>, config: Arc<Config>) -> Option<Self> {
+    pub(crate) fn new(config: Arc<Config>) -> Option<Self> {
         config
             .imap
             .contexts
             .values()
             .any(ImapContextConfig::is_imap)
             .then(|| Self {
-                blobs,
+                pools: config
+                    .imap
+                    .contexts
+                    .iter()
+                    .filter(|(_, c)| c.is_imap())
+                    .map(|(name, c)| {
+                        let pool = ImapPool::new(
+                            c.max_connections as usize,
+                            Duration::from_secs(c.idle_timeout_secs),
+                        );
+                        (name.clone(), pool)
+                    })
+                    .collect(),
                 config,
                 deposit_locks: Mutex::new(HashMap::new()),
+                deposits: tokio::sync::OnceCell::new(),
             })
+    }
+
+    /// The store deposits into IMAP mailboxes are received into: local files under the node's
+    /// scratch directory (`imap-deposits/`), emptied when first opened — what a previous run
+    /// left there belongs to deposits that ended with it.
+    pub(crate) async fn deposit_store(&self) -> Result<Arc<dyn BlobStore>, crate::blob::BlobError> {
+        self.deposits
+            .get_or_try_init(|| async {
+                let dir = self.config.scratch_dir().join("imap-deposits");
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let store = crate::blob::FsBlobStore::open(dir).await?;
+                Ok(Arc::new(store) as Arc<dyn BlobStore>)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Removes a deposit's received audio (after its APPEND, or when the deposit failed).
+    pub(crate) async fn remove_deposit(&self, key: &BlobKey) {
+        if let Some(store) = self.deposits.get()
+            && let Err(e) = store.remove(key).await
+        {
+            tracing::warn!(audio.key = %key.as_str(), error = %e, "could not remove a received IMAP deposit");
+        }
     }
 
     fn settings(&self, context: &str) -> Option<&ImapContextConfig> {
@@ -156,16 +247,51 @@ impl ImapMessageStore {
         a.folder = c.folder.clone();
         a.parent_folder = (!c.parent_folder.is_empty()).then(|| c.parent_folder.clone());
         a.timeout = Duration::from_secs(c.timeout_secs.max(1));
+        a.use_idle = c.use_idle;
+        a.poll_interval = Duration::from_secs(c.poll_interval_secs.max(1));
         Ok(a)
     }
 
+    /// A connection for the mailbox from its context's pool.
     async fn connect(&self, mailbox: &MailboxRecord) -> Result<Conn, StoreError> {
         let account = Arc::new(self.account(mailbox)?);
         let owner = Owner::new(&mailbox.address.mailbox, &mailbox.address.context);
-        match ImapClient::connect(account, owner).await {
-            Ok(c) => Ok(Conn(Some(c))),
+        let pool = self
+            .pools
+            .get(&mailbox.address.context)
+            .ok_or_else(|| StoreError::Unsupported("this context does not use IMAP".into()))?;
+        match pool.get(account, owner).await {
+            Ok(c) => Ok(Conn(c)),
             Err(e) => Err(self.err(mailbox, e)),
         }
+    }
+
+    /// Closes pooled connections idle for too long (the watchers' supervisor calls it).
+    pub(crate) fn reap_idle(&self) {
+        for p in self.pools.values() {
+            p.reap();
+        }
+    }
+
+    /// The contexts whose messages are in IMAP, with their settings.
+    pub(crate) fn contexts(&self) -> impl Iterator<Item = (&String, &ImapContextConfig)> {
+        self.config
+            .imap
+            .contexts
+            .iter()
+            .filter(|(_, c)| c.is_imap())
+    }
+
+    /// The account and owner a watcher of the mailbox logs in with (its own connection, outside
+    /// the pool).
+    pub(crate) fn watch_login(
+        &self,
+        mailbox: &MailboxRecord,
+    ) -> Result<(Arc<ImapAccount>, Owner), StoreError> {
+        Ok((
+            Arc::new(self.account(mailbox)?),
+            Owner::new(&mailbox.address.mailbox, &mailbox.address.context),
+        ))
     }
 
     /// Every voicemail of the mailbox with the IMAP folder it is in.
@@ -182,9 +308,35 @@ impl ImapMessageStore {
                 .list(f)
                 .await
                 .map_err(|e| self.err(mailbox, e))?;
-            out.extend(list.into_iter().map(|s| (f.clone(), s)));
+            // Greetings kept beside the voicemail (`greeting_folder` = INBOX) are not messages.
+            out.extend(
+                list.into_iter()
+                    .filter(|s| !format::is_greeting(&s.meta))
+                    .map(|s| (f.clone(), s)),
+            );
         }
         Ok(out)
+    }
+
+    /// Every IMAP folder a voicemail of the mailbox can be in: INBOX, Work, Family, Friends,
+    /// Deleted, and those of Asterisk's Cust1-5 that exist.
+    async fn all_folders(
+        &self,
+        c: &mut Conn,
+        mailbox: &MailboxRecord,
+    ) -> Result<Vec<Folder>, StoreError> {
+        let custom: Vec<Folder> = CUSTOM_FOLDERS
+            .iter()
+            .map(|n| Folder::Custom((*n).to_owned()))
+            .collect();
+        let existing = c
+            .client()?
+            .existing_folders(&custom)
+            .await
+            .map_err(|e| self.err(mailbox, e))?;
+        let mut all = FOLDERS.to_vec();
+        all.extend(existing);
+        Ok(all)
     }
 
     /// The records of scanned voicemails, in deposit order, msgnum per (virtual) folder.
@@ -212,7 +364,8 @@ impl ImapMessageStore {
         mailbox: &MailboxRecord,
         id: MessageId,
     ) -> Result<(Folder, u32, MessageRecord), StoreError> {
-        let items = self.scan(c, mailbox, &FOLDERS).await?;
+        let folders = self.all_folders(c, mailbox).await?;
+        let items = self.scan(c, mailbox, &folders).await?;
         Self::records(mailbox, items)
             .into_iter()
             .find(|(_, _, r)| r.id == id)
@@ -225,18 +378,19 @@ impl ImapMessageStore {
         c: &mut Conn,
         mailbox: &MailboxRecord,
     ) -> Result<MwiCounts, StoreError> {
-        let n = c
-            .client()?
-            .counts()
-            .await
-            .map_err(|e| self.err(mailbox, e))?;
-        Ok(MwiCounts {
-            new: n.new,
-            old: n.old,
-            urgent_new: n.urgent_new,
-            urgent_old: n.urgent_old,
-            version: 0,
-        })
+        // Asterisk's `messagecount` over INBOX, without greetings kept there.
+        let mut n = MwiCounts::default();
+        for (_, m) in self.scan(c, mailbox, &[Folder::Inbox]).await? {
+            let urgent = u32::from(m.flagged);
+            if m.seen {
+                n.old += 1;
+                n.urgent_old += urgent;
+            } else {
+                n.new += 1;
+                n.urgent_new += urgent;
+            }
+        }
+        Ok(n)
     }
 
     /// The recording of the voicemail with this UID in this IMAP folder.
@@ -274,29 +428,212 @@ impl ImapMessageStore {
             .await
             .map_err(|e| self.err(mailbox, e))?;
         if let Some(a) = m.parsed.audio {
-            let hint = match a.format.as_str() {
-                "gsm" => RawHint::Gsm,
-                "ulaw" | "mu" | "pcm" => RawHint::Ulaw,
-                "alaw" | "al" => RawHint::Alaw,
-                "sln" | "raw" => RawHint::Slin {
-                    rate: 8000,
-                    big_endian: false,
-                },
-                "sln16" => RawHint::Slin {
-                    rate: 16000,
-                    big_endian: false,
-                },
-                _ => RawHint::Sniff,
-            };
-            if let Ok(Some(p)) = crate::audio::probe(&a.data, hint, true) {
-                r.audio_format = p.format;
-                r.sample_rate = p.sample_rate;
-                r.channels = p.channels;
-            }
-            r.byte_size = a.data.len() as i64;
-            r.sha256 = hex::encode(Sha256::digest(&a.data));
+            describe(&mut r, &a.format, &a.data);
         }
         Ok(r)
+    }
+
+    /// Composes a voicemail for `mailbox` as Asterisk would (attachment `msg<msgnum>` in the
+    /// mailbox's `attachfmt`, the mailbox's name, e-mail and time zone), adds voxmail's id and
+    /// Idempotency-Key headers, APPENDs it to INBOX (`\Flagged` when urgent) and returns its
+    /// record, read back from the server.
+    async fn append_new(
+        &self,
+        c: &mut Conn,
+        mailbox: &MailboxRecord,
+        message: &NewMessage,
+        data: Vec<u8>,
+        msgnum: u32,
+        idempotency_key: Option<&str>,
+    ) -> Result<MessageRecord, StoreError> {
+        let opus = (
+            self.config.audio.opus_bitrate,
+            self.config.audio.opus_complexity,
+        );
+        let (attachfmt, fmt, rate, channels) = (
+            mailbox.attachfmt.clone(),
+            message.audio_format,
+            message.sample_rate,
+            message.channels,
+        );
+        // Transcoding (GSM, Opus, resampling) is CPU work: off the async workers.
+        let (format_name, attached) = tokio::task::spawn_blocking(move || {
+            attachment_in(&attachfmt, fmt, rate, channels, data, opus)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("converting the recording failed: {e}")))?;
+        let urgent = message.flag == Flag::Urgent;
+        let meta = VoicemailMeta {
+            msgnum,
+            server_name: self.config.node_id.clone(),
+            context: mailbox.address.context.clone(),
+            mailbox: mailbox.address.mailbox.clone(),
+            flag: if urgent {
+                format::FLAG_URGENT.into()
+            } else {
+                String::new()
+            },
+            priority: message.priority,
+            caller_id_num: message.caller_id_num.clone(),
+            caller_id_name: message.caller_id_name.clone(),
+            duration_secs: u32::try_from((message.duration_ms + 500) / 1000).unwrap_or(0),
+            category: message.category.clone(),
+            message_type: format::MESSAGE_TYPE.into(),
+            orig_time: message.origtime,
+            msg_id: message.msg_id.clone(),
+        };
+        let account = self.account(mailbox)?;
+        let env = Envelope {
+            from_string: String::new(),
+            server_email: self.config.email.serveremail.clone(),
+            to_name: mailbox.fullname.clone(),
+            to_email: if mailbox.email.is_empty() {
+                account.user.clone()
+            } else {
+                mailbox.email.clone()
+            },
+            tz: mailbox.tz.parse().unwrap_or(chrono_tz::Tz::UTC),
+            ..Envelope::default()
+        };
+        let raw = format::compose(
+            &meta,
+            &env,
+            &AudioAttachment {
+                format: format_name,
+                data: &attached,
+            },
+        );
+        let id = message.id.to_string();
+        let mut extra = vec![(format::VOXMAIL_ID_HEADER, id.as_str())];
+        if let Some(k) = idempotency_key {
+            extra.push((format::VOXMAIL_IDEMPOTENCY_HEADER, k));
+        }
+        let raw = format::with_headers(raw, &extra);
+        c.client()?
+            .append(&Folder::Inbox, &raw, urgent)
+            .await
+            .map_err(|e| self.err(mailbox, e))?;
+        let inbox = self.scan(c, mailbox, &[Folder::Inbox]).await?;
+        let (_, _, mut r) = Self::records(mailbox, inbox)
+            .into_iter()
+            .find(|(_, _, r)| r.id == message.id)
+            .ok_or_else(|| self.unavailable(mailbox, "the appended voicemail is not listed"))?;
+        describe(&mut r, format_name, &attached);
+        r.duration_ms = message.duration_ms;
+        r.forwarded_from = message.forwarded_from;
+        Ok(r)
+    }
+
+    /// Stores a forwarded copy in `mailbox` (IMAP-backed): composed for that mailbox, with its
+    /// own msgnum, headers and `attachfmt`, from the recording's bytes; refused when its INBOX
+    /// holds `maxmsg` voicemails.
+    async fn append_copy(
+        &self,
+        mailbox: &MailboxRecord,
+        message: &NewMessage,
+        data: Vec<u8>,
+        maxmsg: u32,
+    ) -> Result<Changed<MessageRecord>, StoreError> {
+        let lock = self.deposit_lock(mailbox.id);
+        let _guard = lock.lock().await;
+        let mut c = self.connect(mailbox).await?;
+        let in_inbox = self.scan(&mut c, mailbox, &[Folder::Inbox]).await?.len() as u32;
+        if in_inbox >= maxmsg {
+            return Err(StoreError::MailboxFull {
+                mailbox: mailbox.address.to_string(),
+                folder: "INBOX".into(),
+                max: maxmsg,
+            });
+        }
+        let r = self
+            .append_new(&mut c, mailbox, message, data, in_inbox, None)
+            .await?;
+        let counts = self.counts_on(&mut c, mailbox).await?;
+        Ok(Changed { value: r, counts })
+    }
+
+    /// Whether the mailbox's greetings are kept in IMAP (`greetings = "imap"`).
+    pub(crate) fn keeps_greetings(&self, mailbox: &MailboxRecord) -> bool {
+        self.settings(&mailbox.address.context)
+            .is_some_and(|c| c.greetings == "imap")
+    }
+
+    /// A connection to the mailbox's greeting folder (`greeting_folder`, created if missing),
+    /// which it addresses as its INBOX. Outside the pool: greetings change rarely, and the pool's
+    /// connections are bound to the voicemail folder.
+    async fn greeting_client(&self, mailbox: &MailboxRecord) -> Result<GreetingConn, StoreError> {
+        let c = self
+            .settings(&mailbox.address.context)
+            .ok_or_else(|| StoreError::Unsupported("this context does not use IMAP".into()))?;
+        let mut account = self.account(mailbox)?;
+        account.folder = c.greeting_folder.clone();
+        let owner = Owner::new(&mailbox.address.mailbox, &mailbox.address.context);
+        let mut client = ImapClient::connect(Arc::new(account), owner)
+            .await
+            .map_err(|e| self.err(mailbox, e))?;
+        let ready = async {
+            let name = client.folder_name(&Folder::Inbox).await?;
+            client.ensure_folder(&name).await
+        }
+        .await;
+        let conn = GreetingConn(Some(client));
+        ready.map_err(|e| self.err(mailbox, e))?;
+        Ok(conn)
+    }
+
+    /// The greetings of `kind` in the greeting folder, oldest first (normally one): matched by
+    /// `X-Asterisk-VM-Message-Type`, which Asterisk sets to the greeting's name.
+    async fn greetings_of(
+        &self,
+        c: &mut GreetingConn,
+        mailbox: &MailboxRecord,
+        kind: GreetingKind,
+    ) -> Result<Vec<VoicemailSummary>, StoreError> {
+        let list = c
+            .client()?
+            .list(&Folder::Inbox)
+            .await
+            .map_err(|e| self.err(mailbox, e))?;
+        Ok(list
+            .into_iter()
+            .filter(|s| {
+                s.meta
+                    .message_type
+                    .eq_ignore_ascii_case(kind.asterisk_dir())
+            })
+            .collect())
+    }
+
+    /// The recording of the greeting with this UID in the greeting folder.
+    pub(crate) async fn greeting_audio(
+        &self,
+        mailbox: &MailboxRecord,
+        uid: u32,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut c = self.greeting_client(mailbox).await?;
+        let m = c
+            .client()?
+            .fetch(&Folder::Inbox, uid)
+            .await
+            .map_err(|e| self.err(mailbox, e))?;
+        m.parsed
+            .audio
+            .map(|a| a.data)
+            .ok_or_else(|| StoreError::Corrupt("an IMAP greeting has no recording".into()))
+    }
+
+    /// The ids of every voicemail of the mailbox (headers only; for the orphan collector).
+    pub(crate) async fn message_ids(
+        &self,
+        mailbox: &MailboxRecord,
+    ) -> Result<std::collections::HashSet<MessageId>, StoreError> {
+        let mut c = self.connect(mailbox).await?;
+        let folders = self.all_folders(&mut c, mailbox).await?;
+        let items = self.scan(&mut c, mailbox, &folders).await?;
+        Ok(Self::records(mailbox, items)
+            .into_iter()
+            .map(|(_, _, r)| r.id)
+            .collect())
     }
 
     fn deposit_lock(&self, id: MailboxId) -> Arc<tokio::sync::Mutex<()>> {
@@ -307,18 +644,42 @@ impl ImapMessageStore {
         map.entry(id).or_default().clone()
     }
 
-    async fn read_blob(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+    /// The audio a deposit received into [`Self::deposit_store`].
+    async fn read_deposit(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let unreadable = |e: &dyn std::fmt::Display| {
+            tracing::error!(audio.key = %key, error = %e, "reading a deposit's audio for IMAP");
+            StoreError::Corrupt("the deposit's audio could not be read".into())
+        };
         let key = BlobKey::from_stored(key)
             .ok_or_else(|| StoreError::Corrupt("malformed audio key".into()))?;
-        let read = self.blobs.open(&key, None).await.map_err(|e| {
-            tracing::error!(error = %e, "reading a deposit's audio for IMAP");
-            StoreError::Corrupt("the deposit's audio could not be read".into())
-        })?;
-        let chunks: Vec<bytes::Bytes> = read.stream.try_collect().await.map_err(|e| {
-            tracing::error!(error = %e, "reading a deposit's audio for IMAP");
-            StoreError::Corrupt("the deposit's audio could not be read".into())
-        })?;
+        let store = self.deposit_store().await.map_err(|e| unreadable(&e))?;
+        let read = store.open(&key, None).await.map_err(|e| unreadable(&e))?;
+        let chunks: Vec<bytes::Bytes> = read
+            .stream
+            .try_collect()
+            .await
+            .map_err(|e| unreadable(&e))?;
         Ok(chunks.concat())
+    }
+}
+
+/// The folder as Asterisk names it: a custom folder must be one of Asterisk's Cust1-5 (any
+/// case); any other name is refused, since Asterisk (and voxmail's listings) would never look
+/// there.
+fn asterisk_folder(f: &Folder) -> Result<Folder, StoreError> {
+    match f {
+        Folder::Custom(name) => CUSTOM_FOLDERS
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(name))
+            .map(|c| Folder::Custom((*c).to_owned()))
+            .ok_or_else(|| {
+                StoreError::Unsupported(format!(
+                    "mailboxes kept in IMAP have Asterisk's folders only (INBOX, Old, Urgent, \
+                     Work, Family, Friends, {}, Deleted), not {name:?}",
+                    CUSTOM_FOLDERS.join(", ")
+                ))
+            }),
+        other => Ok(other.clone()),
     }
 }
 
@@ -386,10 +747,11 @@ fn record(mailbox: &MailboxRecord, real: &Folder, s: &VoicemailSummary) -> Messa
         callerchan: String::new(),
         msg_id: s.meta.msg_id.clone(),
         audio_key: format!(
-            "{AUDIO_KEY_PREFIX}{}:{}:{}",
+            "{AUDIO_KEY_PREFIX}{}:{}:{}:{}:",
             mailbox.id,
             real.as_str(),
-            s.uid
+            s.uid,
+            message_id(mailbox, real, s)
         ),
         audio_format: AudioFormat::WavPcm,
         sample_rate: 8000,
@@ -403,14 +765,98 @@ fn record(mailbox: &MailboxRecord, real: &Folder, s: &VoicemailSummary) -> Messa
     }
 }
 
-/// Parses an IMAP audio key back into (mailbox id, IMAP folder, UID).
-pub(crate) fn parse_audio_key(key: &str) -> Option<(MailboxId, Folder, u32)> {
+/// Parses an IMAP audio key back (folder names never contain `:`).
+pub(crate) fn parse_audio_key(key: &str) -> Option<ImapAudioKey> {
     let rest = key.strip_prefix(AUDIO_KEY_PREFIX)?;
-    let mut parts = rest.splitn(3, ':');
-    let id = parts.next()?.parse().ok()?;
+    let mut parts = rest.splitn(5, ':');
+    let mailbox = parts.next()?.parse().ok()?;
     let folder = Folder::parse(parts.next()?).ok()?;
     let uid = parts.next()?.parse().ok()?;
-    Some((id, folder, uid))
+    let message = parts.next()?.parse().ok()?;
+    let sha256 = parts.next()?.to_owned();
+    if !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(ImapAudioKey {
+        mailbox,
+        folder,
+        uid,
+        message,
+        sha256,
+    })
+}
+
+/// Sets what the attachment's bytes tell about a record: format, rate, channels, size and hash
+/// (the hash also goes into the audio key, for the rendition cache).
+fn describe(r: &mut MessageRecord, format: &str, data: &[u8]) {
+    let hint = match format {
+        "gsm" => RawHint::Gsm,
+        "ulaw" | "mu" | "pcm" => RawHint::Ulaw,
+        "alaw" | "al" => RawHint::Alaw,
+        "sln" | "raw" => RawHint::Slin {
+            rate: 8000,
+            big_endian: false,
+        },
+        "sln16" => RawHint::Slin {
+            rate: 16000,
+            big_endian: false,
+        },
+        _ => RawHint::Sniff,
+    };
+    if let Ok(Some(p)) = crate::audio::probe(data, hint, true) {
+        r.audio_format = p.format;
+        r.sample_rate = p.sample_rate;
+        r.channels = p.channels;
+    }
+    r.byte_size = data.len() as i64;
+    r.sha256 = hex::encode(Sha256::digest(data));
+    let key = r
+        .audio_key
+        .trim_end_matches(|c: char| c.is_ascii_hexdigit());
+    r.audio_key = format!("{key}{}", r.sha256);
+}
+
+/// The recording in the mailbox's `attachfmt`, as Asterisk attaches it: `wav` is 8 kHz 16-bit
+/// PCM WAV (Asterisk's `wav`), `wav49` GSM 06.10 in WAV (`msg0000.WAV`), `gsm` raw GSM 06.10,
+/// `opus` Ogg Opus (`msg0000.opus`, Asterisk's `format_ogg_opus` name); `original` attaches the
+/// recording as deposited. Returns Asterisk's format name and the bytes. A recording already in
+/// the asked format is attached unchanged; one that cannot be converted (it was validated on
+/// deposit, so this is a bug) is attached as it is, with a warning. CPU work: call from
+/// `spawn_blocking`.
+pub(crate) fn attachment_in(
+    attachfmt: &str,
+    format: AudioFormat,
+    sample_rate: u32,
+    channels: u16,
+    data: Vec<u8>,
+    opus: (u32, u8),
+) -> (&'static str, Vec<u8>) {
+    use crate::audio::{OutputFormat, Rendition};
+    let (name, out, same) = match attachfmt {
+        "wav" => (
+            "wav",
+            OutputFormat::Wav,
+            format == AudioFormat::WavPcm && sample_rate == 8000 && channels == 1,
+        ),
+        "wav49" | "WAV" => ("wav49", OutputFormat::Wav49, format == AudioFormat::WavGsm),
+        "gsm" => ("gsm", OutputFormat::Gsm, format == AudioFormat::RawGsm),
+        "opus" | "ogg" => ("opus", OutputFormat::Opus, format == AudioFormat::OggOpus),
+        _ => return (asterisk_format(format), data),
+    };
+    if same {
+        return (name, data);
+    }
+    let rate = (out == OutputFormat::Wav).then_some(8000);
+    let made = Rendition::new(out, rate, None, opus.0, opus.1)
+        .map_err(|e| e.to_string())
+        .and_then(|r| crate::audio::transcode(format, &data, &r).map_err(|e| e.to_string()));
+    match made {
+        Ok(bytes) => (name, bytes),
+        Err(e) => {
+            tracing::warn!(attachfmt, error = %e, "cannot convert a recording to attachfmt; attached as deposited");
+            (asterisk_format(format), data)
+        }
+    }
 }
 
 #[async_trait]
@@ -425,7 +871,8 @@ impl MessageStore for ImapMessageStore {
         let lock = self.deposit_lock(mailbox.id);
         let _guard = lock.lock().await;
         let mut c = self.connect(mailbox).await?;
-        let items = self.scan(&mut c, mailbox, &FOLDERS).await?;
+        let folders = self.all_folders(&mut c, mailbox).await?;
+        let items = self.scan(&mut c, mailbox, &folders).await?;
         if let Some(k) = idempotency_key
             && let Some((real, s, r)) = Self::records(mailbox, items.clone())
                 .into_iter()
@@ -442,75 +889,14 @@ impl MessageStore for ImapMessageStore {
                 max: maxmsg,
             });
         }
-        let data = self.read_blob(&message.audio_key).await?;
-        let urgent = message.flag == Flag::Urgent;
-        let meta = VoicemailMeta {
-            msgnum: in_inbox,
-            server_name: self.config.node_id.clone(),
-            context: mailbox.address.context.clone(),
-            mailbox: mailbox.address.mailbox.clone(),
-            flag: if urgent {
-                format::FLAG_URGENT.into()
-            } else {
-                String::new()
-            },
-            priority: message.priority,
-            caller_id_num: message.caller_id_num.clone(),
-            caller_id_name: message.caller_id_name.clone(),
-            duration_secs: u32::try_from((message.duration_ms + 500) / 1000).unwrap_or(0),
-            category: message.category.clone(),
-            message_type: format::MESSAGE_TYPE.into(),
-            orig_time: message.origtime,
-            msg_id: message.msg_id.clone(),
-        };
-        let account = self.account(mailbox)?;
-        let env = Envelope {
-            from_string: String::new(),
-            server_email: self.config.email.serveremail.clone(),
-            to_name: mailbox.fullname.clone(),
-            to_email: if mailbox.email.is_empty() {
-                account.user.clone()
-            } else {
-                mailbox.email.clone()
-            },
-            tz: mailbox.tz.parse().unwrap_or(chrono_tz::Tz::UTC),
-            ..Envelope::default()
-        };
-        let raw = format::compose(
-            &meta,
-            &env,
-            &AudioAttachment {
-                format: asterisk_format(message.audio_format),
-                data: &data,
-            },
-        );
-        let id = message.id.to_string();
-        let mut extra = vec![(format::VOXMAIL_ID_HEADER, id.as_str())];
-        if let Some(k) = idempotency_key {
-            extra.push((format::VOXMAIL_IDEMPOTENCY_HEADER, k));
-        }
-        let raw = format::with_headers(raw, &extra);
-        c.client()?
-            .append(&Folder::Inbox, &raw, urgent)
-            .await
-            .map_err(|e| self.err(mailbox, e))?;
-        let inbox = self.scan(&mut c, mailbox, &[Folder::Inbox]).await?;
-        let (_, _, mut r) = Self::records(mailbox, inbox)
-            .into_iter()
-            .find(|(_, _, r)| r.id == message.id)
-            .ok_or_else(|| self.unavailable(mailbox, "the appended voicemail is not listed"))?;
-        r.audio_format = message.audio_format;
-        r.sample_rate = message.sample_rate;
-        r.channels = message.channels;
-        r.byte_size = message.byte_size;
-        r.sha256 = message.sha256.clone();
-        r.duration_ms = message.duration_ms;
+        let data = self.read_deposit(&message.audio_key).await?;
+        let r = self
+            .append_new(&mut c, mailbox, &message, data, in_inbox, idempotency_key)
+            .await?;
         let counts = self.counts_on(&mut c, mailbox).await?;
-        // The recording now lives in IMAP; the deposit's copy in the audio store is not needed.
-        if let Some(key) = BlobKey::from_stored(&message.audio_key)
-            && let Err(e) = self.blobs.remove(&key).await
-        {
-            tracing::warn!(audio.key = %message.audio_key, error = %e, "could not remove audio; left as orphan");
+        // The recording now lives in IMAP; the received copy is not needed.
+        if let Some(key) = BlobKey::from_stored(&message.audio_key) {
+            self.remove_deposit(&key).await;
         }
         Ok(Inserted::Created(Changed { value: r, counts }))
     }
@@ -521,7 +907,8 @@ impl MessageStore for ImapMessageStore {
         key: &str,
     ) -> Result<Option<MessageRecord>, StoreError> {
         let mut c = self.connect(mailbox).await?;
-        let items = self.scan(&mut c, mailbox, &FOLDERS).await?;
+        let folders = self.all_folders(&mut c, mailbox).await?;
+        let items = self.scan(&mut c, mailbox, &folders).await?;
         let found = Self::records(mailbox, items)
             .into_iter()
             .find(|(_, s, _)| s.idempotency_key.as_deref() == Some(key));
@@ -542,15 +929,19 @@ impl MessageStore for ImapMessageStore {
     ) -> Result<Page<MessageRecord>, StoreError> {
         let mut c = self.connect(mailbox).await?;
         let real: Vec<Folder> = match folder {
-            None => FOLDERS.to_vec(),
+            None => self.all_folders(&mut c, mailbox).await?,
             Some(Folder::Inbox | Folder::Old | Folder::Urgent) => vec![Folder::Inbox],
-            Some(f) => vec![f.clone()],
+            Some(f) => match asterisk_folder(f) {
+                Ok(f) => vec![f],
+                // Nothing of the mailbox can be in a folder Asterisk does not have.
+                Err(_) => Vec::new(),
+            },
         };
         let items = self.scan(&mut c, mailbox, &real).await?;
         let mut all: Vec<MessageRecord> = Self::records(mailbox, items)
             .into_iter()
             .map(|(_, _, r)| r)
-            .filter(|r| folder.is_none_or(|f| r.folder == *f))
+            .filter(|r| folder.is_none_or(|f| r.folder.as_str().eq_ignore_ascii_case(f.as_str())))
             .collect();
         if let Some(after) = after {
             match all.iter().position(|r| r.id == after) {
@@ -587,6 +978,7 @@ impl MessageStore for ImapMessageStore {
         read: Option<bool>,
         maxmsg: u32,
     ) -> Result<Changed<MessageRecord>, StoreError> {
+        let folder = folder.map(|f| asterisk_folder(&f)).transpose()?;
         let mut c = self.connect(mailbox).await?;
         let (real, uid, cur) = self.find(&mut c, mailbox, id).await?;
         let (mut real, mut uid) = (real, uid);
@@ -641,17 +1033,65 @@ impl MessageStore for ImapMessageStore {
         Ok(Changed { value: r, counts })
     }
 
+    /// The IMAP side of a forward: a copy in each target mailbox (all IMAP-backed), composed for
+    /// it from the recording the caller put in [`Self::deposit_store`] under the copy's
+    /// `audio_key`; then, without `keep`, the original is deleted (an IMAP original only). All or
+    /// nothing: when a copy cannot be made, the copies already made are deleted again. The SQL
+    /// side of a mixed forward is the service's (service/messages.rs).
     async fn forward_message(
         &self,
-        _source: &MailboxRecord,
-        _id: MessageId,
-        _targets: Vec<ForwardTarget>,
-        _keep: bool,
+        source: &MailboxRecord,
+        id: MessageId,
+        targets: Vec<ForwardTarget>,
+        keep: bool,
     ) -> Result<Vec<MessageRecord>, StoreError> {
-        Err(StoreError::Unsupported(
-            "forwarding from or to a mailbox whose messages are in IMAP is not implemented yet"
-                .into(),
-        ))
+        if let Some(t) = targets.iter().find(|t| !self.handles(&t.mailbox)) {
+            return Err(StoreError::Unsupported(format!(
+                "the IMAP store cannot forward into {}, whose messages are in SQL",
+                t.mailbox.address
+            )));
+        }
+        if !keep && !self.handles(source) {
+            return Err(StoreError::Unsupported(
+                "the IMAP store cannot remove an original kept in SQL".into(),
+            ));
+        }
+        let mut made: Vec<(MailboxRecord, MessageRecord)> = Vec::new();
+        let mut failed = None;
+        for t in &targets {
+            let copy = match self.read_deposit(&t.message.audio_key).await {
+                Ok(data) => {
+                    self.append_copy(&t.mailbox, &t.message, data, t.maxmsg)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match copy {
+                Ok(c) => made.push((t.mailbox.clone(), c.value)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if failed.is_none() && !keep {
+            failed = self.delete_message(source, id).await.err();
+        }
+        for t in &targets {
+            if let Some(key) = BlobKey::from_stored(&t.message.audio_key) {
+                self.remove_deposit(&key).await;
+            }
+        }
+        let Some(e) = failed else {
+            return Ok(made.into_iter().map(|(_, r)| r).collect());
+        };
+        for (mailbox, copy) in made.into_iter().rev() {
+            if let Err(undo) = self.delete_message(&mailbox, copy.id).await {
+                tracing::error!(message.id = %copy.id, mailbox = %mailbox.address, error = %undo,
+                    "a failed forward could not remove its IMAP copy");
+            }
+        }
+        Err(e)
     }
 
     async fn counts(&self, mailbox: &MailboxRecord) -> Result<MwiCounts, StoreError> {
@@ -661,32 +1101,131 @@ impl MessageStore for ImapMessageStore {
 
     async fn put_greeting(
         &self,
-        _mailbox: &MailboxRecord,
-        _greeting: GreetingRecord,
+        mailbox: &MailboxRecord,
+        greeting: GreetingRecord,
     ) -> Result<Option<String>, StoreError> {
-        Err(StoreError::Unsupported(
-            "greetings are kept in SQL (RoutedStore)".into(),
-        ))
+        let data = self.read_deposit(&greeting.audio_key).await?;
+        let mut c = self.greeting_client(mailbox).await?;
+        let old = self.greetings_of(&mut c, mailbox, greeting.kind).await?;
+        let opus = (
+            self.config.audio.opus_bitrate,
+            self.config.audio.opus_complexity,
+        );
+        let (attachfmt, fmt, rate, channels) = (
+            mailbox.attachfmt.clone(),
+            greeting.audio_format,
+            greeting.sample_rate,
+            greeting.channels,
+        );
+        // Transcoding is CPU work: off the async workers.
+        let (format_name, attached) = tokio::task::spawn_blocking(move || {
+            attachment_in(&attachfmt, fmt, rate, channels, data, opus)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("converting the recording failed: {e}")))?;
+        let name = greeting.kind.asterisk_dir();
+        let meta = VoicemailMeta {
+            server_name: self.config.node_id.clone(),
+            context: mailbox.address.context.clone(),
+            mailbox: mailbox.address.mailbox.clone(),
+            duration_secs: u32::try_from((greeting.duration_ms + 500) / 1000).unwrap_or(0),
+            orig_time: greeting.updated_at,
+            ..VoicemailMeta::default()
+        };
+        let account = self.account(mailbox)?;
+        let env = Envelope {
+            server_email: self.config.email.serveremail.clone(),
+            to_name: mailbox.fullname.clone(),
+            to_email: if mailbox.email.is_empty() {
+                account.user.clone()
+            } else {
+                mailbox.email.clone()
+            },
+            tz: mailbox.tz.parse().unwrap_or(chrono_tz::Tz::UTC),
+            ..Envelope::default()
+        };
+        let raw = format::compose_greeting(
+            name,
+            &meta,
+            &env,
+            &AudioAttachment {
+                format: format_name,
+                data: &attached,
+            },
+        );
+        // The new greeting first, then the old ones go (Asterisk deletes first; a failure in
+        // between would leave the mailbox without its greeting).
+        c.client()?
+            .append(&Folder::Inbox, &raw, false)
+            .await
+            .map_err(|e| self.err(mailbox, e))?;
+        for s in &old {
+            c.client()?
+                .delete(&Folder::Inbox, s.uid)
+                .await
+                .map_err(|e| self.err(mailbox, e))?;
+        }
+        if let Some(key) = BlobKey::from_stored(&greeting.audio_key) {
+            self.remove_deposit(&key).await;
+        }
+        Ok(old
+            .last()
+            .map(|s| format!("{GREETING_KEY_PREFIX}{}:{name}:{}", mailbox.id, s.uid)))
     }
 
     async fn get_greeting(
         &self,
-        _mailbox: &MailboxRecord,
-        _kind: GreetingKind,
+        mailbox: &MailboxRecord,
+        kind: GreetingKind,
     ) -> Result<GreetingRecord, StoreError> {
-        Err(StoreError::Unsupported(
-            "greetings are kept in SQL (RoutedStore)".into(),
-        ))
+        let mut c = self.greeting_client(mailbox).await?;
+        let found = self.greetings_of(&mut c, mailbox, kind).await?;
+        let s = found.last().ok_or(StoreError::NotFound)?;
+        let m = c
+            .client()?
+            .fetch(&Folder::Inbox, s.uid)
+            .await
+            .map_err(|e| self.err(mailbox, e))?;
+        let a = m
+            .parsed
+            .audio
+            .ok_or_else(|| StoreError::Corrupt("an IMAP greeting has no recording".into()))?;
+        // `describe` fills format, rate, size and hash from the attachment.
+        let mut r = record(mailbox, &Folder::Inbox, s);
+        describe(&mut r, &a.format, &a.data);
+        Ok(GreetingRecord {
+            mailbox_id: mailbox.id,
+            kind,
+            audio_key: format!(
+                "{GREETING_KEY_PREFIX}{}:{}:{}",
+                mailbox.id,
+                kind.asterisk_dir(),
+                s.uid
+            ),
+            audio_format: r.audio_format,
+            sample_rate: r.sample_rate,
+            channels: r.channels,
+            duration_ms: i64::from(s.meta.duration_secs) * 1000,
+            byte_size: r.byte_size,
+            sha256: r.sha256,
+            updated_at: s.internal_date.unwrap_or(s.meta.orig_time),
+        })
     }
 
     async fn delete_greeting(
         &self,
-        _mailbox: &MailboxRecord,
-        _kind: GreetingKind,
+        mailbox: &MailboxRecord,
+        kind: GreetingKind,
     ) -> Result<GreetingRecord, StoreError> {
-        Err(StoreError::Unsupported(
-            "greetings are kept in SQL (RoutedStore)".into(),
-        ))
+        let g = self.get_greeting(mailbox, kind).await?;
+        let mut c = self.greeting_client(mailbox).await?;
+        for s in self.greetings_of(&mut c, mailbox, kind).await? {
+            c.client()?
+                .delete(&Folder::Inbox, s.uid)
+                .await
+                .map_err(|e| self.err(mailbox, e))?;
+        }
+        Ok(g)
     }
 }
 
@@ -705,6 +1244,48 @@ impl RoutedStore {
             &*self.sql
         }
     }
+
+    /// Records a change voxmail made in a mailbox's IMAP folders: the counts read after it
+    /// become the mailbox's last known counts, and the outbox event goes out with them (and the
+    /// mailbox's new version). The change itself is done; when the database cannot record it,
+    /// the counts are returned unversioned and the watchers record them on their next look.
+    async fn record(
+        &self,
+        mailbox: &MailboxRecord,
+        counts: MwiCounts,
+        event_type: &str,
+        message_id: Option<MessageId>,
+    ) -> MwiCounts {
+        let change = ImapChange::Made {
+            event_type,
+            message_id,
+        };
+        match self.sql.record_imap_counts(mailbox, counts, change).await {
+            Ok(Some(c)) => c,
+            Ok(None) => counts,
+            Err(e) => {
+                tracing::warn!(mailbox = %mailbox.address, error = %e,
+                    "cannot record an IMAP change in the outbox; the watcher will");
+                counts
+            }
+        }
+    }
+
+    /// Records a change whose counts were not read with it (forwards).
+    async fn record_fresh(
+        &self,
+        mailbox: &MailboxRecord,
+        event_type: &str,
+        message_id: Option<MessageId>,
+    ) {
+        match self.imap.counts(mailbox).await {
+            Ok(c) => {
+                self.record(mailbox, c, event_type, message_id).await;
+            }
+            Err(e) => tracing::warn!(mailbox = %mailbox.address, error = %e,
+                "cannot read IMAP counts after a change; the watcher will"),
+        }
+    }
 }
 
 #[async_trait]
@@ -716,9 +1297,19 @@ impl MessageStore for RoutedStore {
         maxmsg: u32,
         idempotency_key: Option<&str>,
     ) -> Result<Inserted, StoreError> {
-        self.pick(mailbox)
+        let inserted = self
+            .pick(mailbox)
             .insert_message(mailbox, message, maxmsg, idempotency_key)
-            .await
+            .await?;
+        Ok(match inserted {
+            Inserted::Created(Changed { value, counts }) if self.imap.handles(mailbox) => {
+                let counts = self
+                    .record(mailbox, counts, "message.deposited", Some(value.id))
+                    .await;
+                Inserted::Created(Changed { value, counts })
+            }
+            other => other,
+        })
     }
 
     async fn find_idempotent(
@@ -757,9 +1348,25 @@ impl MessageStore for RoutedStore {
         read: Option<bool>,
         maxmsg: u32,
     ) -> Result<Changed<MessageRecord>, StoreError> {
-        self.pick(mailbox)
+        // IMAP does not say whether the message changed folder: a named folder, or a read
+        // change of a message in INBOX (which moves it between INBOX and Old), is a move.
+        let named = folder.is_some();
+        let changed = self
+            .pick(mailbox)
             .update_message(mailbox, id, folder, read, maxmsg)
-            .await
+            .await?;
+        if !self.imap.handles(mailbox) {
+            return Ok(changed);
+        }
+        let Changed { value, counts } = changed;
+        let in_inbox = matches!(value.folder, Folder::Inbox | Folder::Old | Folder::Urgent);
+        let event = if named || (read.is_some() && in_inbox) {
+            "message.moved"
+        } else {
+            "message.updated"
+        };
+        let counts = self.record(mailbox, counts, event, Some(id)).await;
+        Ok(Changed { value, counts })
     }
 
     async fn delete_message(
@@ -767,7 +1374,15 @@ impl MessageStore for RoutedStore {
         mailbox: &MailboxRecord,
         id: MessageId,
     ) -> Result<Changed<MessageRecord>, StoreError> {
-        self.pick(mailbox).delete_message(mailbox, id).await
+        let changed = self.pick(mailbox).delete_message(mailbox, id).await?;
+        if !self.imap.handles(mailbox) {
+            return Ok(changed);
+        }
+        let Changed { value, counts } = changed;
+        let counts = self
+            .record(mailbox, counts, "message.deleted", Some(id))
+            .await;
+        Ok(Changed { value, counts })
     }
 
     async fn forward_message(
@@ -777,14 +1392,55 @@ impl MessageStore for RoutedStore {
         targets: Vec<ForwardTarget>,
         keep: bool,
     ) -> Result<Vec<MessageRecord>, StoreError> {
-        if self.imap.handles(source) || targets.iter().any(|t| self.imap.handles(&t.mailbox)) {
-            return self.imap.forward_message(source, id, targets, keep).await;
+        if !self.imap.handles(source) && !targets.iter().any(|t| self.imap.handles(&t.mailbox)) {
+            return self.sql.forward_message(source, id, targets, keep).await;
         }
-        self.sql.forward_message(source, id, targets, keep).await
+        let imap_targets: Vec<MailboxRecord> = targets
+            .iter()
+            .map(|t| t.mailbox.clone())
+            .filter(|m| self.imap.handles(m))
+            .collect();
+        let copies = self.imap.forward_message(source, id, targets, keep).await?;
+        // The SQL sides wrote their own events; the IMAP sides are recorded here.
+        for copy in &copies {
+            if let Some(m) = imap_targets.iter().find(|m| m.id == copy.mailbox_id) {
+                self.record_fresh(m, "message.deposited", Some(copy.id))
+                    .await;
+            }
+        }
+        if !keep && self.imap.handles(source) {
+            self.record_fresh(source, "message.deleted", Some(id)).await;
+        }
+        Ok(copies)
     }
 
     async fn counts(&self, mailbox: &MailboxRecord) -> Result<MwiCounts, StoreError> {
-        self.pick(mailbox).counts(mailbox).await
+        if !self.imap.handles(mailbox) {
+            return self.sql.counts(mailbox).await;
+        }
+        // Live counts; a difference from the last recorded ones is recorded as an observation,
+        // so the answer carries the version every consumer sees.
+        let read_at_ms = crate::domain::now_ms();
+        let counts = self.imap.counts(mailbox).await?;
+        match self
+            .sql
+            .record_imap_counts(mailbox, counts, ImapChange::Observed { read_at_ms })
+            .await
+        {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => {
+                Ok(self
+                    .sql
+                    .imap_counts(mailbox.id)
+                    .await?
+                    .flatten()
+                    .map_or(counts, |known| MwiCounts {
+                        version: known.version,
+                        ..counts
+                    }))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn put_greeting(

@@ -1,9 +1,14 @@
 //! Listing, playing, moving, deleting and forwarding messages; MWI counts.
 
+use futures_util::TryStreamExt as _;
+
 use super::{Result, ServiceError, Voicemail};
 use crate::blob::{BlobKey, ByteStream};
-use crate::domain::{Folder, MailboxAddress, MessageId, MwiCounts, Principal};
-use crate::store::{ForwardTarget, MessageRecord, NewMessage, Page, StoreError};
+use crate::domain::{Folder, MailboxAddress, MailboxId, MessageId, MwiCounts, Principal};
+use crate::store::{
+    ForwardTarget, Inserted, MailboxRecord, MessageRecord, MessageStore as _, NewMessage, Page,
+    StoreError,
+};
 
 /// Audio bytes to send.
 pub struct AudioStream {
@@ -77,7 +82,9 @@ impl Voicemail {
         size: u64,
         range: Option<(u64, u64)>,
     ) -> Result<AudioStream> {
-        if stored_key.starts_with(super::imap_store::AUDIO_KEY_PREFIX) {
+        if stored_key.starts_with(super::imap_store::AUDIO_KEY_PREFIX)
+            || stored_key.starts_with(super::imap_store::GREETING_KEY_PREFIX)
+        {
             return self.open_imap_audio(stored_key, range).await;
         }
         let key = BlobKey::from_stored(stored_key)
@@ -95,22 +102,25 @@ impl Voicemail {
         })
     }
 
-    /// The recording of an IMAP message (`imap:<mailbox>:<folder>:<uid>`), or a range of it.
+    /// The recording of an IMAP message (`imap:<mailbox>:<folder>:<uid>:…`) or greeting
+    /// (`imapgreeting:<mailbox>:<name>:<uid>`), or a range of it.
     async fn open_imap_audio(&self, key: &str, range: Option<(u64, u64)>) -> Result<AudioStream> {
-        let (imap, Some((mailbox_id, folder, uid))) =
-            (&self.imap, super::imap_store::parse_audio_key(key))
-        else {
-            return Err(ServiceError::Unavailable(
-                "the stored audio key is malformed".into(),
-            ));
-        };
-        let Some(imap) = imap else {
+        let Some(imap) = &self.imap else {
             return Err(ServiceError::NotImplemented(
                 "no context is configured for IMAP storage".into(),
             ));
         };
-        let mailbox = self.sql.get_mailbox_by_id(mailbox_id).await?;
-        let data = imap.audio(&mailbox, &folder, uid).await?;
+        let data = if let Some(k) = super::imap_store::parse_audio_key(key) {
+            let mailbox = self.sql.get_mailbox_by_id(k.mailbox).await?;
+            imap.audio(&mailbox, &k.folder, k.uid).await?
+        } else if let Some((mailbox, uid)) = super::imap_store::parse_greeting_key(key) {
+            let mailbox = self.sql.get_mailbox_by_id(mailbox).await?;
+            imap.greeting_audio(&mailbox, uid).await?
+        } else {
+            return Err(ServiceError::Unavailable(
+                "the stored audio key is malformed".into(),
+            ));
+        };
         let size = data.len() as u64;
         let bytes = match range {
             Some((start, end)) if start > end || end >= size => {
@@ -165,7 +175,7 @@ impl Voicemail {
     /// case such as `deletevoicemail`): the MWI event is written, then the audio removed.
     pub(crate) async fn delete_message_of(
         &self,
-        mailbox: &crate::store::MailboxRecord,
+        mailbox: &MailboxRecord,
         id: MessageId,
     ) -> Result<()> {
         let deleted = self
@@ -174,8 +184,21 @@ impl Voicemail {
             .await
             .map_err(|e| message_not_found(e, id))?;
         self.notify_changed();
-        self.remove_blobs([deleted.value.audio_key]).await;
+        self.forget_audio(mailbox, &deleted.value).await;
         Ok(())
+    }
+
+    /// Removes the audio of a message that is gone: its blob and cached renditions, or for an
+    /// IMAP message (whose recording went with it) the renditions cached in the audio store.
+    pub(crate) async fn forget_audio(&self, mailbox: &MailboxRecord, message: &MessageRecord) {
+        if message
+            .audio_key
+            .starts_with(super::imap_store::AUDIO_KEY_PREFIX)
+        {
+            self.remove_imap_renditions(mailbox.id, message.id).await;
+        } else {
+            self.remove_blobs([message.audio_key.clone()]).await;
+        }
     }
 
     /// Forwards a message to other mailboxes, all or nothing.
@@ -190,11 +213,6 @@ impl Voicemail {
             return Err(ServiceError::Invalid("to must list 1-100 mailboxes".into()));
         }
         let source = self.visible_mailbox(p, address).await?;
-        if self.is_imap(&source) {
-            return Err(ServiceError::NotImplemented(
-                "forwarding a message kept in IMAP is not implemented yet".into(),
-            ));
-        }
         let original = self
             .messages
             .get_message(&source, id)
@@ -207,11 +225,6 @@ impl Voicemail {
                 return Err(ServiceError::Invalid(format!("{to} is listed twice")));
             }
             let mailbox = self.visible_mailbox(p, to).await?;
-            if self.is_imap(&mailbox) {
-                return Err(ServiceError::NotImplemented(
-                    "forwarding into a mailbox kept in IMAP is not implemented yet".into(),
-                ));
-            }
             let new_id = MessageId::new();
             let key = BlobKey::message(mailbox.id, new_id, "audio");
             let folder = if original.flag == crate::domain::Flag::Urgent {
@@ -249,22 +262,12 @@ impl Voicemail {
                 mailbox,
             });
         }
-        let src_key = BlobKey::from_stored(&original.audio_key)
-            .ok_or_else(|| ServiceError::Unavailable("the stored audio key is malformed".into()))?;
-        let mut copied = Vec::new();
-        for t in &targets {
-            let Some(key) = BlobKey::from_stored(&t.message.audio_key) else {
-                self.remove_blobs(copied).await;
-                return Err(ServiceError::Unavailable(
-                    "a forwarded copy's audio key is malformed".into(),
-                ));
-            };
-            if let Err(e) = self.blobs.copy(&src_key, &key).await {
-                self.remove_blobs(copied).await;
-                return Err(e.into());
-            }
-            copied.push(t.message.audio_key.clone());
+        if self.is_imap(&source) || targets.iter().any(|t| self.is_imap(&t.mailbox)) {
+            return self
+                .forward_with_imap(&source, &original, targets, req.keep)
+                .await;
         }
+        let copied = self.copy_audio(&original, &targets).await?;
         match self
             .messages
             .forward_message(&source, id, targets, req.keep)
@@ -282,6 +285,232 @@ impl Voicemail {
                 Err(message_not_found(e, id))
             }
         }
+    }
+
+    /// Copies a stored (SQL) message's audio to the keys of the targets' copies; returns the
+    /// keys written (all of them, or none on failure).
+    async fn copy_audio(
+        &self,
+        original: &MessageRecord,
+        targets: &[ForwardTarget],
+    ) -> Result<Vec<String>> {
+        let src_key = BlobKey::from_stored(&original.audio_key)
+            .ok_or_else(|| ServiceError::Unavailable("the stored audio key is malformed".into()))?;
+        let mut copied = Vec::new();
+        for t in targets {
+            let Some(key) = BlobKey::from_stored(&t.message.audio_key) else {
+                self.remove_blobs(copied).await;
+                return Err(ServiceError::Unavailable(
+                    "a forwarded copy's audio key is malformed".into(),
+                ));
+            };
+            if let Err(e) = self.blobs.copy(&src_key, &key).await {
+                self.remove_blobs(copied).await;
+                return Err(e.into());
+            }
+            copied.push(t.message.audio_key.clone());
+        }
+        Ok(copied)
+    }
+
+    /// A forward from or into IMAP-backed mailboxes. Copies into IMAP mailboxes are APPENDed
+    /// first, each composed for its mailbox (own msgnum, headers and `attachfmt`); then the SQL
+    /// copies are stored (in one transaction when the source is in SQL, as an ordinary forward);
+    /// then, without `keep`, the original is deleted. IMAP and SQL share no transaction, so
+    /// "all or nothing" is kept by undoing: when a step fails, the copies already made are
+    /// deleted again and the original is left as it was.
+    async fn forward_with_imap(
+        &self,
+        source: &MailboxRecord,
+        original: &MessageRecord,
+        targets: Vec<ForwardTarget>,
+        keep: bool,
+    ) -> Result<Vec<MessageRecord>> {
+        let id = original.id;
+        let order: Vec<MailboxId> = targets.iter().map(|t| t.mailbox.id).collect();
+        let (into_imap, into_sql): (Vec<_>, Vec<_>) =
+            targets.into_iter().partition(|t| self.is_imap(&t.mailbox));
+        let source_in_imap = self.is_imap(source);
+        let data = if source_in_imap || !into_imap.is_empty() {
+            self.original_bytes(source, original).await?
+        } else {
+            Vec::new()
+        };
+        let mut created: Vec<(MailboxRecord, MessageRecord)> = Vec::new();
+        let done = self
+            .make_copies(source, original, into_imap, into_sql, &data, &mut created)
+            .await;
+        let done = match done {
+            Ok(()) if !keep => self
+                .messages
+                .delete_message(source, id)
+                .await
+                .map(|d| Some(d.value))
+                .map_err(|e| message_not_found(e, id)),
+            Ok(()) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(removed) => {
+                self.notify_changed();
+                if let Some(removed) = removed {
+                    self.forget_audio(source, &removed).await;
+                }
+                let mut out: Vec<MessageRecord> = created.into_iter().map(|(_, r)| r).collect();
+                out.sort_by_key(|r| order.iter().position(|m| *m == r.mailbox_id));
+                Ok(out)
+            }
+            Err(e) => {
+                for (mailbox, copy) in created.into_iter().rev() {
+                    match self.messages.delete_message(&mailbox, copy.id).await {
+                        Ok(_) => self.forget_audio(&mailbox, &copy).await,
+                        Err(undo) => tracing::error!(
+                            message.id = %copy.id, mailbox = %mailbox.address, error = %undo,
+                            "a failed forward could not remove its copy"
+                        ),
+                    }
+                }
+                self.notify_changed();
+                Err(e)
+            }
+        }
+    }
+
+    /// The copies of a forward with IMAP on either side; each one made is pushed to `created`.
+    async fn make_copies(
+        &self,
+        source: &MailboxRecord,
+        original: &MessageRecord,
+        into_imap: Vec<ForwardTarget>,
+        into_sql: Vec<ForwardTarget>,
+        data: &[u8],
+        created: &mut Vec<(MailboxRecord, MessageRecord)>,
+    ) -> Result<()> {
+        let id = original.id;
+        let source_in_imap = self.is_imap(source);
+        if let (Some(imap), false) = (&self.imap, into_imap.is_empty()) {
+            // The IMAP store composes each copy from the recording put in its deposit store
+            // (local files), and undoes its own copies when one fails.
+            let store = imap.deposit_store().await?;
+            let keys: Vec<String> = into_imap
+                .iter()
+                .map(|t| t.message.audio_key.clone())
+                .collect();
+            let mut staged = Ok(());
+            for k in &keys {
+                staged = self.stage(&*store, k, data).await;
+                if staged.is_err() {
+                    break;
+                }
+            }
+            let copies = match staged {
+                Ok(()) => self
+                    .messages
+                    .forward_message(source, id, into_imap.clone(), true)
+                    .await
+                    .map_err(|e| message_not_found(e, id)),
+                Err(e) => Err(e),
+            };
+            if copies.is_err() {
+                for k in keys.iter().filter_map(|k| BlobKey::from_stored(k)) {
+                    imap.remove_deposit(&k).await;
+                }
+            }
+            for c in copies? {
+                if let Some(t) = into_imap.iter().find(|t| t.mailbox.id == c.mailbox_id) {
+                    created.push((t.mailbox.clone(), c));
+                }
+            }
+        }
+        if into_sql.is_empty() {
+            return Ok(());
+        }
+        if !source_in_imap {
+            // A SQL original: its SQL copies are one ordinary forward (one transaction, the
+            // forward e-mails); the original is removed afterwards, if at all.
+            let copied = self.copy_audio(original, &into_sql).await?;
+            let mailboxes: Vec<MailboxRecord> =
+                into_sql.iter().map(|t| t.mailbox.clone()).collect();
+            match self.sql.forward_message(source, id, into_sql, true).await {
+                Ok(copies) => {
+                    for c in copies {
+                        if let Some(m) = mailboxes.iter().find(|m| m.id == c.mailbox_id) {
+                            created.push((m.clone(), c));
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.remove_blobs(copied).await;
+                    return Err(message_not_found(e, id));
+                }
+            }
+        }
+        // An IMAP original: each SQL copy is stored like a deposit of the attachment.
+        for t in into_sql {
+            let key = t.message.audio_key.clone();
+            self.stage(&*self.blobs, &key, data).await?;
+            match self
+                .sql
+                .insert_message(&t.mailbox, t.message, t.maxmsg, None)
+                .await
+            {
+                Ok(Inserted::Created(c)) => created.push((t.mailbox, c.value)),
+                Ok(Inserted::Existing(_)) => {}
+                Err(e) => {
+                    self.remove_blobs([key]).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a recording under `key` into `store`.
+    async fn stage(
+        &self,
+        store: &dyn crate::blob::BlobStore,
+        key: &str,
+        data: &[u8],
+    ) -> Result<()> {
+        let key = BlobKey::from_stored(key).ok_or_else(|| {
+            ServiceError::Unavailable("a forwarded copy's audio key is malformed".into())
+        })?;
+        let mut w = store.writer(&key).await?;
+        if let Err(e) = w.write(data).await {
+            w.abort().await;
+            return Err(e.into());
+        }
+        w.commit().await?;
+        Ok(())
+    }
+
+    /// The bytes of a message's recording: the IMAP attachment, or the stored blob.
+    async fn original_bytes(
+        &self,
+        mailbox: &MailboxRecord,
+        message: &MessageRecord,
+    ) -> Result<Vec<u8>> {
+        if let Some(k) = super::imap_store::parse_audio_key(&message.audio_key) {
+            let Some(imap) = &self.imap else {
+                return Err(ServiceError::NotImplemented(
+                    "no context is configured for IMAP storage".into(),
+                ));
+            };
+            return imap
+                .audio(mailbox, &k.folder, k.uid)
+                .await
+                .map_err(|e| message_not_found(e, message.id));
+        }
+        let key = BlobKey::from_stored(&message.audio_key)
+            .ok_or_else(|| ServiceError::Unavailable("the stored audio key is malformed".into()))?;
+        let read = self.blobs.open(&key, None).await?;
+        let chunks: Vec<bytes::Bytes> = read
+            .stream
+            .try_collect()
+            .await
+            .map_err(crate::blob::BlobError::Io)?;
+        Ok(chunks.concat())
     }
 
     /// A mailbox's MWI counts.

@@ -9,6 +9,7 @@ mod email;
 mod events;
 mod greetings;
 mod imap_store;
+mod imap_watch;
 mod messages;
 mod mwi_targets;
 mod orphans;
@@ -18,8 +19,9 @@ mod ui_support;
 mod webhooks;
 
 pub use admin::{
-    Admin, AuditEntry, Client as AdminClient, ContextUsage, Dashboard, DeliveryHealth,
-    LoginOutcome, MailboxWithCounts, QueueHealth, Session as AdminSession, Totals, same_token,
+    Admin, AdminAccount, AuditEntry, Client as AdminClient, ContextUsage, Dashboard,
+    DeliveryHealth, LoginOutcome, MailboxWithCounts, QueueHealth, Session as AdminSession, Totals,
+    same_token,
 };
 pub use audio_in::ReceivedAudio;
 pub use auth::NewApiKey;
@@ -169,12 +171,22 @@ pub struct Voicemail {
     pub(crate) hub: Option<crate::events::Hub>,
     /// The IMAP message store, when some context keeps its messages in IMAP (`[imap]`).
     pub(crate) imap: Option<Arc<imap_store::ImapMessageStore>>,
+    /// The admin dashboard's recent numbers per admin scope (a short TTL cache).
+    pub(crate) dashboards: Arc<admin::DashboardCache>,
 }
 
 impl Voicemail {
     pub fn new(sql: Arc<SqlStore>, blobs: Arc<dyn BlobStore>, config: Arc<Config>) -> Self {
         let renditions = Arc::new(RenditionCache::new(config.audio.transcode_concurrency));
-        let imap = imap_store::ImapMessageStore::new(blobs.clone(), config.clone()).map(Arc::new);
+        let imap = imap_store::ImapMessageStore::new(config.clone()).map(Arc::new);
+        sql.set_imap_contexts(
+            config
+                .imap
+                .contexts
+                .iter()
+                .filter(|(_, c)| c.is_imap())
+                .map(|(name, _)| name.clone()),
+        );
         let messages: Arc<dyn MessageStore> = match &imap {
             Some(imap) => Arc::new(imap_store::RoutedStore {
                 sql: sql.clone(),
@@ -183,6 +195,7 @@ impl Voicemail {
             None => sql.clone(),
         };
         Self {
+            dashboards: Arc::default(),
             renditions,
             imap,
             messages,

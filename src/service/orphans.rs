@@ -53,10 +53,23 @@ impl Voicemail {
         let mut sweep = OrphanSweep::default();
         let mut listing = self.blobs.list("");
         let mut batch: Vec<BlobMeta> = Vec::with_capacity(BATCH);
+        // Renditions of IMAP messages are judged by asking the IMAP servers, per mailbox.
+        let mut imap_renditions = Vec::new();
         while let Some(item) = listing.next().await {
             let meta = item?;
             sweep.listed += 1;
-            if meta.modified_ms > cutoff || !ours(&meta.key) {
+            if meta.modified_ms > cutoff {
+                continue;
+            }
+            if meta
+                .key
+                .as_str()
+                .starts_with(super::rendition::IMAP_RENDITIONS)
+            {
+                imap_renditions.push(meta);
+                continue;
+            }
+            if !ours(&meta.key) {
                 continue;
             }
             batch.push(meta);
@@ -65,6 +78,8 @@ impl Voicemail {
             }
         }
         self.judge(&mut batch, dry_run, &mut sweep).await?;
+        self.judge_imap_renditions(imap_renditions, dry_run, &mut sweep)
+            .await?;
         if !dry_run {
             sweep.scratch_removed = self.clean_scratch(cutoff).await;
         }

@@ -5,6 +5,14 @@
 //! transcode once and the others wait, then find the blob), then a transcode permit (bounded by
 //! `audio.transcode_concurrency`), and transcodes on the blocking pool: the original streams in
 //! from the audio store, the rendition goes to a temporary file and from there to the store.
+//!
+//! Renditions of messages kept in IMAP are made from the attachment fetched from the server and
+//! cached under `imap/<mailbox id>/<message id>.<16 hex of the attachment's SHA-256>.<suffix>`:
+//! the message id survives moves between folders (its UID does not), and the hash makes a
+//! changed recording a new key. They go when voxmail deletes or moves away the message
+//! ([`Voicemail::remove_imap_renditions`]); for messages deleted by a mail client the orphan
+//! collector asks the IMAP server which messages of the mailbox still exist
+//! ([`Voicemail::judge_imap_renditions`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,10 +24,37 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Semaphore;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::{Result, ServiceError, Voicemail};
+use super::{OrphanSweep, Result, ServiceError, Voicemail};
 use crate::audio::{AudioError, Rendition, SyncSource, transcode_stream};
-use crate::blob::{BlobError, BlobKey, ByteStream};
-use crate::domain::AudioFormat;
+use crate::blob::{BlobError, BlobKey, BlobMeta, ByteStream};
+use crate::domain::{AudioFormat, MailboxId, MessageId};
+use crate::store::StoreError;
+
+/// The prefix of the cached renditions of IMAP messages in the audio store.
+pub(crate) const IMAP_RENDITIONS: &str = "imap/";
+
+/// The base of an IMAP message's cached renditions (never stored itself): the rendition is
+/// `<base>.<suffix>`.
+fn imap_base(mailbox: MailboxId, message: MessageId, sha256: &str) -> Option<BlobKey> {
+    let sha = sha256.get(..16)?;
+    BlobKey::from_stored(&format!("{IMAP_RENDITIONS}{mailbox}/{message}.{sha}"))
+}
+
+/// The mailbox and message an IMAP rendition key belongs to.
+fn imap_owner(key: &BlobKey) -> Option<(MailboxId, MessageId)> {
+    let rest = key.as_str().strip_prefix(IMAP_RENDITIONS)?;
+    let (mailbox, file) = rest.split_once('/')?;
+    let message = file.split('.').next()?;
+    Some((mailbox.parse().ok()?, message.parse().ok()?))
+}
+
+/// Where a rendition's original comes from.
+enum Input {
+    /// A blob of the audio store.
+    Stored(BlobKey),
+    /// Bytes already fetched (an IMAP attachment).
+    Fetched(Vec<u8>),
+}
 
 /// The in-progress renditions and the transcode permits.
 pub struct RenditionCache {
@@ -80,8 +115,14 @@ impl Voicemail {
             .key
             .starts_with(super::imap_store::AUDIO_KEY_PREFIX)
         {
+            return self.imap_rendition(original, r).await;
+        }
+        if original
+            .key
+            .starts_with(super::imap_store::GREETING_KEY_PREFIX)
+        {
             return Err(ServiceError::NotImplemented(
-                "renditions of messages kept in IMAP are not implemented yet; ask for the original"
+                "renditions of greetings kept in IMAP are not implemented yet; ask for the original"
                     .into(),
             ));
         }
@@ -91,17 +132,66 @@ impl Voicemail {
         if let Ok(size) = self.blobs.size(&key).await {
             return Ok((key, size));
         }
-        let lock = self.renditions.lock_for(&key);
+        self.make_once(&key, Input::Stored(src), original.format, r)
+            .await
+            .map(|size| (key, size))
+    }
+
+    /// A rendition of an IMAP message: cached under the message id and the attachment's hash
+    /// (known from the record, so a cached one costs no fetch), else made from the attachment.
+    async fn imap_rendition(
+        &self,
+        original: Original<'_>,
+        r: &Rendition,
+    ) -> Result<(BlobKey, u64)> {
+        let malformed = || ServiceError::Unavailable("the stored audio key is malformed".into());
+        let k = super::imap_store::parse_audio_key(original.key).ok_or_else(malformed)?;
+        let Some(imap) = &self.imap else {
+            return Err(ServiceError::NotImplemented(
+                "no context is configured for IMAP storage".into(),
+            ));
+        };
+        if let Some(base) = imap_base(k.mailbox, k.message, &k.sha256) {
+            let key = BlobKey::rendition(&base, &r.suffix());
+            if let Ok(size) = self.blobs.size(&key).await {
+                return Ok((key, size));
+            }
+        }
+        let mailbox = self.sql.get_mailbox_by_id(k.mailbox).await?;
+        let data = imap
+            .audio(&mailbox, &k.folder, k.uid)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ServiceError::NotFound(format!("message {}", k.message)),
+                e => e.into(),
+            })?;
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+        let base = imap_base(k.mailbox, k.message, &sha).ok_or_else(malformed)?;
+        let key = BlobKey::rendition(&base, &r.suffix());
+        self.make_once(&key, Input::Fetched(data), original.format, r)
+            .await
+            .map(|size| (key, size))
+    }
+
+    /// Makes the rendition `key` unless another request is making it (single flight).
+    async fn make_once(
+        &self,
+        key: &BlobKey,
+        input: Input,
+        format: AudioFormat,
+        r: &Rendition,
+    ) -> Result<u64> {
+        let lock = self.renditions.lock_for(key);
         let guard = lock.lock().await;
-        let made = self.make_rendition(&src, &key, original.format, r).await;
+        let made = self.make_rendition(input, key, format, r).await;
         drop(guard);
-        self.renditions.done(&key);
-        made.map(|size| (key, size))
+        self.renditions.done(key);
+        made
     }
 
     async fn make_rendition(
         &self,
-        src: &BlobKey,
+        input: Input,
         key: &BlobKey,
         format: AudioFormat,
         r: &Rendition,
@@ -110,7 +200,14 @@ impl Voicemail {
         if let Ok(size) = self.blobs.size(key).await {
             return Ok(size);
         }
-        let read = self.blobs.open(src, None).await?;
+        let (mut original, mut fetched) = match input {
+            Input::Stored(src) => {
+                let read = self.blobs.open(&src, None).await?;
+                let handle = tokio::runtime::Handle::current();
+                (Some(StoredReader::new(read.stream, handle)), None)
+            }
+            Input::Fetched(bytes) => (None, Some(std::io::Cursor::new(bytes))),
+        };
         let _permit = self
             .renditions
             .permit()
@@ -118,15 +215,22 @@ impl Voicemail {
             .ok_or_else(|| ServiceError::Unavailable("shutting down".into()))?;
         let r = *r;
         let scratch = self.config.scratch_dir();
-        let mut original = StoredReader::new(read.stream, tokio::runtime::Handle::current());
         // Transcoding is CPU work (decoding, resampling, Opus, GSM): keep it off the async
         // workers. The original is read through a blocking bridge a chunk at a time and the
         // rendition written to an anonymous temporary file, so memory does not grow with length.
         let made = tokio::task::spawn_blocking(move || {
             let file = scratch_file(&scratch)?;
             let mut out = std::io::BufWriter::with_capacity(COPY_CHUNK, file);
-            let size = transcode_stream(format, &mut original, &r, &mut out)
-                .map_err(|e| original.error_for(e))?;
+            let size = match (&mut original, &mut fetched) {
+                (Some(stored), _) => transcode_stream(format, &mut *stored, &r, &mut out)
+                    .map_err(|e| stored.error_for(e))?,
+                (None, Some(bytes)) => transcode_stream(format, &mut *bytes, &r, &mut out)
+                    .map_err(|e| match e {
+                        AudioError::Write(w) => BlobError::Io(std::io::Error::other(w)).into(),
+                        e => ServiceError::from(e),
+                    })?,
+                (None, None) => return Err(ServiceError::Unavailable("no original".into())),
+            };
             let file = out
                 .into_inner()
                 .map_err(|e| ServiceError::from(BlobError::Io(e.into_error())))?;
@@ -145,6 +249,81 @@ impl Voicemail {
         w.commit().await?;
         tracing::debug!(audio.key = %key.as_str(), bytes = size, "rendition stored");
         Ok(size)
+    }
+
+    /// Removes the cached renditions of an IMAP message (after voxmail deleted it or moved it
+    /// away). A failure only leaves them for the orphan collector.
+    pub(crate) async fn remove_imap_renditions(&self, mailbox: MailboxId, message: MessageId) {
+        use futures_util::StreamExt as _;
+        let prefix = format!("{IMAP_RENDITIONS}{mailbox}/{message}.");
+        let mut listing = self.blobs.list(&prefix);
+        while let Some(item) = listing.next().await {
+            let removed = match item {
+                Ok(meta) => self.blobs.remove(&meta.key).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(message.id = %message, error = %e, "could not remove an IMAP message's rendition");
+            }
+        }
+    }
+
+    /// The orphan collector's judgement of cached IMAP renditions (`imap/…`, all older than the
+    /// grace period): a rendition goes when its mailbox is gone or no longer IMAP-backed, or
+    /// when the IMAP server no longer has its message (one header-only listing per mailbox that
+    /// has cached renditions). While the server cannot be asked, nothing of that mailbox goes.
+    pub(crate) async fn judge_imap_renditions(
+        &self,
+        metas: Vec<BlobMeta>,
+        dry_run: bool,
+        sweep: &mut OrphanSweep,
+    ) -> Result<()> {
+        let mut by_mailbox: HashMap<MailboxId, Vec<(MessageId, BlobMeta)>> = HashMap::new();
+        for meta in metas {
+            // Keys of another shape under imap/ are not ours to judge.
+            if let Some((mailbox, message)) = imap_owner(&meta.key) {
+                by_mailbox.entry(mailbox).or_default().push((message, meta));
+            }
+        }
+        for (mailbox_id, items) in by_mailbox {
+            sweep.checked += items.len() as u64;
+            let existing = match self.sql.get_mailbox_by_id(mailbox_id).await {
+                Err(StoreError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+                Ok(m) => match &self.imap {
+                    Some(imap) if imap.handles(&m) => match imap.message_ids(&m).await {
+                        Ok(ids) => Some(ids),
+                        Err(e) => {
+                            tracing::info!(mailbox.id = %mailbox_id, error = %e, "orphan collector: IMAP renditions of this mailbox kept, its server cannot be asked now");
+                            continue;
+                        }
+                    },
+                    _ => None,
+                },
+            };
+            for (message, meta) in items {
+                if existing.as_ref().is_some_and(|ids| ids.contains(&message)) {
+                    continue;
+                }
+                if dry_run {
+                    sweep.removed += 1;
+                    sweep.removed_bytes += meta.size;
+                    continue;
+                }
+                match self.blobs.remove(&meta.key).await {
+                    Ok(()) => {
+                        tracing::info!(audio.key = %meta.key.as_str(), "removed the rendition of a gone IMAP message");
+                        sweep.removed += 1;
+                        sweep.removed_bytes += meta.size;
+                    }
+                    Err(e) => {
+                        tracing::warn!(audio.key = %meta.key.as_str(), error = %e, "could not remove a rendition");
+                        sweep.failed += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod sql;
 
 pub use sql::SqlStore;
+pub use sql::imap::ImapChange;
 
 use async_trait::async_trait;
 

@@ -207,6 +207,45 @@ fn descendants(pid: u32) -> Vec<u32> {
 
 impl Drop for TestDovecot {
     fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl TestDovecot {
+    /// Stops the server (mid-test): the port stops answering, open connections are cut.
+    pub fn stop(&mut self) {
+        self.halt();
+    }
+
+    /// Starts the stopped server again on the same port, maildirs and users.
+    pub fn restart(&mut self) {
+        let bin = std::env::var_os(BIN_VAR).expect("TEST_DOVECOT");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("stdout.log"))
+            .expect("log");
+        let log2 = log.try_clone().expect("log");
+        self.child = Command::new(bin)
+            .arg("-F")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .expect("restart dovecot");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect((self.host.as_str(), self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "dovecot did not come back: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn halt(&mut self) {
         // Dovecot's imap processes may outlive the master for a while; a stopped server must not
         // answer on open connections, so they are ended too (by pid: only this server's).
         let children = descendants(self.child.id());

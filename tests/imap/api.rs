@@ -12,12 +12,12 @@ use voxmail::config::{Config, ImapContextConfig, ImapMailboxLogin};
 use crate::common::dovecot::{MASTER_PASSWORD, MASTER_USER, TestDovecot};
 use crate::common::{TestApp, assert_problem, audio};
 
-const CTX: &str = "imapctx";
+pub(crate) const CTX: &str = "imapctx";
 const MBX: &str = "1234@imapctx";
 
 /// Alice's mailbox 1234 logs in as alice; every other mailbox of the context through the
 /// master user (`<mailbox>*master`, so mailbox "bob" is IMAP user bob).
-fn configure(server: &TestDovecot, c: &mut Config) {
+pub(crate) fn configure(server: &TestDovecot, c: &mut Config) {
     let mut ctx = ImapContextConfig {
         host: server.host.clone(),
         port: server.port,
@@ -40,7 +40,7 @@ fn configure(server: &TestDovecot, c: &mut Config) {
 
 /// Runs a Python imaplib script as `user` with argv[1..5] = host port user password, then
 /// `extra`; returns stdout.
-fn imaplib(server: &TestDovecot, user: &str, script: &str, extra: &[&str]) -> String {
+pub(crate) fn imaplib(server: &TestDovecot, user: &str, script: &str, extra: &[&str]) -> String {
     let prelude = "import imaplib, sys, email\n\
         m = imaplib.IMAP4(sys.argv[1], int(sys.argv[2]))\n\
         m.login(sys.argv[3], sys.argv[4])\n";
@@ -84,7 +84,7 @@ fn inbox(server: &TestDovecot, dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-fn ffmpeg_decodes(path: &std::path::Path) {
+pub(crate) fn ffmpeg_decodes(path: &std::path::Path) {
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
@@ -99,7 +99,7 @@ fn ffmpeg_decodes(path: &std::path::Path) {
     );
 }
 
-async fn json_ok(r: reqwest::Response, want: StatusCode) -> Value {
+pub(crate) async fn json_ok(r: reqwest::Response, want: StatusCode) -> Value {
     let status = r.status();
     let body = r.text().await.unwrap();
     assert_eq!(status, want, "{body}");
@@ -130,7 +130,7 @@ async fn mwi(app: &TestApp) -> (u64, u64) {
 
 /// Deposit through the REST API → an ordinary email in alice's INBOX with a playable
 /// `msg0000.wav`; the Idempotency-Key finds it again; list, get, audio, mark read, MWI and
-/// delete map to IMAP; forward and renditions answer 501.
+/// delete map to IMAP (forward, renditions and attachfmt: tests/imap/store_ops.rs).
 #[tokio::test]
 async fn rest_api_over_an_imap_context() {
     let Some(server) = TestDovecot::start() else {
@@ -203,22 +203,6 @@ async fn rest_api_over_an_imap_context() {
     assert_eq!(mwi(&app).await, (0, 1));
     assert!(inbox(&server, dir.path())[0].starts_with("\\Seen|"));
 
-    // Not there yet: forward and renditions of IMAP messages.
-    app.create_mailbox("2001@plain", json!({})).await;
-    let r = app
-        .post(&format!("{path}/forward"))
-        .json(&json!({"to": ["2001@plain"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(r, 501, "not-implemented").await;
-    let r = app
-        .get(&format!("{path}/audio?format=opus"))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(r, 501, "not-implemented").await;
-
     // Delete: gone from IMAP.
     let r = app.delete(&path).send().await.unwrap();
     assert!(r.status().is_success(), "delete: {}", r.status());
@@ -277,7 +261,7 @@ async fn imap_server_down_is_503_with_retry_after() {
     assert!(files.is_empty(), "audio left behind: {files:?}");
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();

@@ -6,6 +6,8 @@
 mod common;
 
 mod api;
+mod events;
+mod store_ops;
 
 use common::dovecot;
 

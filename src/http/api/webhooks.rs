@@ -48,7 +48,8 @@ pub struct NewWebhookBody {
     pub context: String,
     pub url: String,
     /// Event types to deliver (default all): message.deposited, message.updated, message.moved,
-    /// message.deleted, greeting.changed, greeting.deleted, mailbox.created, mailbox.deleted.
+    /// message.deleted, greeting.changed, greeting.deleted, mailbox.created, mailbox.deleted,
+    /// mailbox.changed.
     #[serde(default)]
     pub event_types: Option<Vec<String>>,
     /// HMAC key (16-255 characters); generated when absent.

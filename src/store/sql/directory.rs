@@ -292,6 +292,7 @@ impl SqlStore {
             "DELETE FROM greetings WHERE mailbox_id = ?",
             "DELETE FROM idempotency_keys WHERE mailbox_id = ?",
             "DELETE FROM email_jobs WHERE mailbox_id = ?",
+            "DELETE FROM imap_counts WHERE mailbox_id = ?",
         ] {
             self.q(sql).bind(id.clone()).execute(&mut *tx).await?;
         }

@@ -81,6 +81,21 @@ impl SqlStore {
         version: i64,
     ) -> Result<MwiCounts, StoreError> {
         let counts = self.counts_in(tx, mailbox, version).await?;
+        self.emit_counts(tx, mailbox, event_type, message_id, counts)
+            .await
+    }
+
+    /// Writes an outbox event with the given counts (the counts carry the version). The IMAP
+    /// store uses it with counts read from the IMAP server.
+    pub(super) async fn emit_counts(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+        event_type: &str,
+        message_id: Option<MessageId>,
+        counts: MwiCounts,
+    ) -> Result<MwiCounts, StoreError> {
+        let version = counts.version;
         let seq = self.next_event_seq(tx).await?;
         self.q(
             "INSERT INTO events (seq, event_type, context, mailbox, mailbox_id, message_id, \

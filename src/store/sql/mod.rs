@@ -8,6 +8,7 @@ mod directory;
 mod email;
 mod events;
 mod gc;
+pub mod imap;
 mod messages;
 mod mwi;
 mod rows;
@@ -101,6 +102,9 @@ pub struct SqlStore {
     email_outbox: std::sync::atomic::AtomicBool,
     /// Whether audio lives in the database (`audio.store = "db"`, see `audio.rs`).
     audio_in_db: std::sync::atomic::AtomicBool,
+    /// Contexts whose messages are in IMAP: their MWI counts are the last ones observed there
+    /// (`imap_counts`), not counts of `messages` rows (see `imap.rs`).
+    imap_contexts: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// A transaction. On SQLite it also holds this process's write lock (see [`SqlStore::begin`]).
@@ -125,6 +129,10 @@ impl std::ops::DerefMut for Tx {
 impl Tx {
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         self.inner.commit().await
+    }
+
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
     }
 }
 
@@ -187,6 +195,7 @@ impl SqlStore {
             node_id: node_id.to_owned(),
             email_outbox: std::sync::atomic::AtomicBool::new(true),
             audio_in_db: std::sync::atomic::AtomicBool::new(false),
+            imap_contexts: std::sync::RwLock::default(),
         };
         store.migrate().await?;
         Ok(store)

@@ -421,14 +421,27 @@ impl SqlStore {
     /// Current counts of a mailbox by id; `None` when it no longer exists.
     pub async fn counts_by_id(&self, id: MailboxId) -> Result<Option<MwiCounts>, StoreError> {
         let mut tx = self.begin_read().await?;
-        let Some((version,)): Option<(i64,)> = self
-            .qa("SELECT version FROM mailboxes WHERE uniqueid = ?")
+        let Some((version, context)): Option<(i64, String)> = self
+            .qa("SELECT version, context FROM mailboxes WHERE uniqueid = ?")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(None);
         };
+        if self.is_imap_context(&context) {
+            tx.commit().await?;
+            // The last counts observed in IMAP; none yet means nothing is pushed (never a guess)
+            // until a watcher or an API call has read them.
+            return match self.imap_counts(id).await? {
+                None => Ok(None),
+                Some(Some(c)) => Ok(Some(c)),
+                Some(None) => Err(StoreError::Unavailable {
+                    message: "the mailbox's IMAP counts were not observed yet".into(),
+                    retry_after: 5,
+                }),
+            };
+        }
         let counts = self.counts_for_id(&mut tx, id, version).await?;
         tx.commit().await?;
         Ok(Some(counts))
