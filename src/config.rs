@@ -543,9 +543,21 @@ pub struct ImapContextConfig {
 }
 
 impl ImapContextConfig {
-    /// Whether the context's messages are in IMAP.
+    /// Whether the context's messages are in IMAP (mailboxes may override it).
     pub fn is_imap(&self) -> bool {
         self.store == "imap"
+    }
+
+    /// Whether this context has any mailbox whose messages are in IMAP.
+    pub fn has_imap(&self) -> bool {
+        self.is_imap() || self.mailboxes.values().any(|m| m.is_imap(self))
+    }
+
+    /// Whether the messages of `mailbox` (a number of this context) are in IMAP.
+    pub fn mailbox_is_imap(&self, mailbox: &str) -> bool {
+        self.mailboxes
+            .get(mailbox)
+            .map_or_else(|| self.is_imap(), |m| m.is_imap(self))
     }
 }
 
@@ -605,14 +617,27 @@ impl std::fmt::Debug for ImapContextConfig {
     }
 }
 
-/// One mailbox's own IMAP login.
+/// One mailbox's own IMAP settings: its login and where its messages live.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImapMailboxLogin {
-    /// The IMAP user (`imapuser`).
+    /// The IMAP user (`imapuser`); empty = the context's master-user login.
     pub user: String,
     /// Its password (`imappassword`). Never logged, never returned by the API.
     pub password: String,
+    /// Where this mailbox's messages live, overriding the context's `store`: `"imap"` (e.g.
+    /// one mailbox in IMAP in a context kept in SQL), `"sql"`, or empty = as the context.
+    pub store: String,
+}
+
+impl ImapMailboxLogin {
+    /// Whether the mailbox's messages are in IMAP, given its context's settings.
+    pub fn is_imap(&self, context: &ImapContextConfig) -> bool {
+        match self.store.as_str() {
+            "" => context.is_imap(),
+            s => s == "imap",
+        }
+    }
 }
 
 impl std::fmt::Debug for ImapMailboxLogin {
@@ -620,6 +645,7 @@ impl std::fmt::Debug for ImapMailboxLogin {
         f.debug_struct("ImapMailboxLogin")
             .field("user", &self.user)
             .field("password", &"<redacted>")
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -805,7 +831,20 @@ impl Config {
             if !matches!(c.tls.as_str(), "implicit" | "starttls" | "none") {
                 return bad("tls must be \"implicit\", \"starttls\" or \"none\"");
             }
-            if c.is_imap() && c.host.is_empty() {
+            for (number, m) in &c.mailboxes {
+                if !matches!(m.store.as_str(), "" | "imap" | "sql") {
+                    return bad(&format!(
+                        "mailboxes.{number}.store must be \"imap\", \"sql\" or empty"
+                    ));
+                }
+                if m.is_imap(c) && m.user.is_empty() && c.master_user.is_empty() {
+                    return bad(&format!(
+                        "mailboxes.{number} is kept in IMAP: give its user and password, or \
+                         master_user"
+                    ));
+                }
+            }
+            if c.has_imap() && c.host.is_empty() {
                 return bad("host is required");
             }
             if c.is_imap() && c.master_user.is_empty() && c.mailboxes.is_empty() {

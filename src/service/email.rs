@@ -20,7 +20,7 @@ use crate::domain::{AudioFormat, MailboxId, Principal, now_secs};
 use crate::mail::compose::{self, Compose, date_format_is_valid};
 use crate::mail::{MailSettings, Mailer, SendError, attachment, template};
 use crate::store::{
-    ContextEmailSettings, EmailJob, EmailKind, EmailState, MessageRecord, StoreError,
+    ContextEmailSettings, EmailJob, EmailKind, EmailState, MailboxRecord, MessageRecord, StoreError,
 };
 
 /// A context's saved email settings and what validation noticed.
@@ -235,10 +235,7 @@ impl Voicemail {
             }
         };
         let (attachment, note) = if job.kind == EmailKind::Email && mailbox.attach {
-            match self
-                .render_attachment(&mailbox.attachfmt, &message, &job)
-                .await
-            {
+            match self.render_attachment(&mailbox, &message, &job).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.record(&job, Err(SendError::Transient(e))).await;
@@ -295,25 +292,39 @@ impl Voicemail {
 
     async fn render_attachment(
         &self,
-        attachfmt: &str,
+        mailbox: &MailboxRecord,
         message: &MessageRecord,
         job: &EmailJob,
     ) -> std::result::Result<(Option<crate::mail::AudioAttachment>, Option<String>), String> {
-        let key = BlobKey::from_stored(&message.audio_key)
-            .ok_or_else(|| "the stored audio key is malformed".to_owned())?;
-        let size = self
-            .blobs
-            .size(&key)
-            .await
-            .map_err(|e| format!("cannot read the recording: {e}"))?;
-        let mut recording = StoredRecording {
-            blobs: self.blobs.clone(),
-            key,
-            format: message.audio_format,
-            size,
-            handle: tokio::runtime::Handle::current(),
-            reader: None,
-        };
+        let attachfmt = mailbox.attachfmt.as_str();
+        let mut recording: Box<dyn attachment::Recording + Send> =
+            if super::imap_store::parse_audio_key(&message.audio_key).is_some() {
+                // A message kept in IMAP: its recording is the mail's attachment.
+                let data = self
+                    .original_bytes(mailbox, message)
+                    .await
+                    .map_err(|e| format!("cannot read the recording from IMAP: {e}"))?;
+                Box::new(FetchedRecording {
+                    format: message.audio_format,
+                    data,
+                })
+            } else {
+                let key = BlobKey::from_stored(&message.audio_key)
+                    .ok_or_else(|| "the stored audio key is malformed".to_owned())?;
+                let size = self
+                    .blobs
+                    .size(&key)
+                    .await
+                    .map_err(|e| format!("cannot read the recording: {e}"))?;
+                Box::new(StoredRecording {
+                    blobs: self.blobs.clone(),
+                    key,
+                    format: message.audio_format,
+                    size,
+                    handle: tokio::runtime::Handle::current(),
+                    reader: None,
+                })
+            };
         let fmt = attachfmt.to_owned();
         let msgnum = job.msgnum;
         let max = self.config.email.attachment_max_bytes;
@@ -329,7 +340,7 @@ impl Voicemail {
             .await
             .ok_or_else(|| "shutting down".to_owned())?;
         let r = tokio::task::spawn_blocking(move || {
-            attachment::render(&fmt, &mut recording, msgnum, max, opus)
+            attachment::render(&fmt, recording.as_mut(), msgnum, max, opus)
         })
         .await
         .map_err(|e| format!("attachment task failed: {e}"))??;
@@ -462,6 +473,30 @@ async fn email_loop(vm: Voicemail, mailer: Arc<Mailer>, shutdown: CancellationTo
 
 /// A message's recording as the attachment code reads it: opened from the audio store on the
 /// blocking thread that makes the attachment, once per try.
+/// A recording already in memory (fetched from IMAP).
+struct FetchedRecording {
+    format: AudioFormat,
+    data: Vec<u8>,
+}
+
+impl attachment::Recording for FetchedRecording {
+    fn format(&self) -> AudioFormat {
+        self.format
+    }
+
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    fn open(&mut self) -> std::result::Result<Box<dyn Source + '_>, String> {
+        Ok(Box::new(std::io::Cursor::new(self.data.as_slice())))
+    }
+
+    fn storage_error(&self) -> Option<String> {
+        None
+    }
+}
+
 struct StoredRecording {
     blobs: Arc<dyn BlobStore>,
     key: BlobKey,

@@ -46,6 +46,8 @@ impl Voicemail {
             let record = self.greeting_record(&mailbox, kind, &audio);
             return match imap.put_greeting(&mailbox, record).await {
                 Ok(replaced) => {
+                    self.record_imap_greeting(imap, &mailbox, "greeting.changed")
+                        .await;
                     self.notify_changed();
                     let stored = imap
                         .get_greeting(&mailbox, kind)
@@ -72,6 +74,37 @@ impl Voicemail {
                 self.discard_audio(audio).await;
                 Err(e.into())
             }
+        }
+    }
+
+    /// Writes the outbox event of a greeting change kept in IMAP (as `put_greeting` and
+    /// `delete_greeting` of the SQL store do), with the mailbox's counts read from IMAP. The change
+    /// is done; when the event cannot be written that is logged.
+    async fn record_imap_greeting(
+        &self,
+        imap: &imap_store::ImapMessageStore,
+        mailbox: &MailboxRecord,
+        event_type: &str,
+    ) {
+        let recorded = match imap.counts(mailbox).await {
+            Ok(c) => self
+                .sql
+                .record_imap_counts(
+                    mailbox,
+                    c,
+                    crate::store::ImapChange::Made {
+                        event_type,
+                        message_id: None,
+                        notify: None,
+                    },
+                )
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(mailbox = %mailbox.address, error = %e,
+                "cannot write the event of an IMAP greeting change");
         }
     }
 
@@ -140,6 +173,8 @@ impl Voicemail {
             imap.delete_greeting(&mailbox, kind)
                 .await
                 .map_err(|e| greeting_not_found(e, kind))?;
+            self.record_imap_greeting(imap, &mailbox, "greeting.deleted")
+                .await;
             self.notify_changed();
             return Ok(());
         }

@@ -117,19 +117,19 @@ pub(crate) fn parse_greeting_key(key: &str) -> Option<(MailboxId, u32)> {
 }
 
 impl ImapMessageStore {
-    /// The store, when at least one context is configured for IMAP.
+    /// The store, when at least one context or mailbox is configured for IMAP.
     pub(crate) fn new(config: Arc<Config>) -> Option<Self> {
         config
             .imap
             .contexts
             .values()
-            .any(ImapContextConfig::is_imap)
+            .any(ImapContextConfig::has_imap)
             .then(|| Self {
                 pools: config
                     .imap
                     .contexts
                     .iter()
-                    .filter(|(_, c)| c.is_imap())
+                    .filter(|(_, c)| c.has_imap())
                     .map(|(name, c)| {
                         let pool = ImapPool::new(
                             c.max_connections as usize,
@@ -177,12 +177,26 @@ impl ImapMessageStore {
             .imap
             .contexts
             .get(context)
-            .filter(|c| c.is_imap())
+            .filter(|c| c.has_imap())
     }
 
-    /// Whether the mailbox's messages are in IMAP.
+    /// Whether the mailbox's messages are in IMAP (its context's `store`, or its own).
     pub(crate) fn handles(&self, mailbox: &MailboxRecord) -> bool {
-        self.settings(&mailbox.address.context).is_some()
+        self.settings(&mailbox.address.context)
+            .is_some_and(|c| c.mailbox_is_imap(&mailbox.address.mailbox))
+    }
+
+    /// The `Retry-After` of the mailbox's 503s.
+    pub(crate) fn retry_after_secs(&self, mailbox: &MailboxRecord) -> u64 {
+        self.retry_after(mailbox)
+    }
+
+    /// The limit of one IMAP operation for the mailbox.
+    pub(crate) fn timeout(&self, mailbox: &MailboxRecord) -> Duration {
+        Duration::from_secs(
+            self.settings(&mailbox.address.context)
+                .map_or(30, |c| c.timeout_secs),
+        )
     }
 
     fn retry_after(&self, mailbox: &MailboxRecord) -> u64 {
@@ -214,7 +228,11 @@ impl ImapMessageStore {
         let c = self
             .settings(&mailbox.address.context)
             .ok_or_else(|| StoreError::Unsupported("this context does not use IMAP".into()))?;
-        let mut a = if let Some(login) = c.mailboxes.get(&mailbox.address.mailbox) {
+        let own = c
+            .mailboxes
+            .get(&mailbox.address.mailbox)
+            .filter(|l| !l.user.is_empty());
+        let mut a = if let Some(login) = own {
             ImapAccount::new(&c.host, &login.user, &login.password)
         } else if !c.master_user.is_empty() {
             let user = c
@@ -279,7 +297,7 @@ impl ImapMessageStore {
             .imap
             .contexts
             .iter()
-            .filter(|(_, c)| c.is_imap())
+            .filter(|(_, c)| c.has_imap())
     }
 
     /// The account and owner a watcher of the mailbox logs in with (its own connection, outside
@@ -1229,6 +1247,14 @@ impl MessageStore for ImapMessageStore {
     }
 }
 
+/// The outcome of [`RoutedStore::claim`].
+enum Claim {
+    /// This try holds the key: deposit.
+    Held,
+    /// Another try's message.
+    Found(Box<MessageRecord>),
+}
+
 /// The message store of the services: IMAP for mailboxes of IMAP contexts, SQL for the others
 /// and for every greeting.
 pub(crate) struct RoutedStore {
@@ -1245,6 +1271,47 @@ impl RoutedStore {
         }
     }
 
+    /// Claims a deposit's Idempotency-Key in SQL, so tries on several nodes append once (the
+    /// deposit lock of `ImapMessageStore` only serializes one node). When another try holds it,
+    /// waits (up to the IMAP timeout) for that try's message to appear in IMAP, found by its
+    /// header; a claim older than twice the timeout plus 30 s is a dead try's and is taken over.
+    async fn claim(
+        &self,
+        mailbox: &MailboxRecord,
+        key: &str,
+        id: MessageId,
+    ) -> Result<Claim, StoreError> {
+        let timeout = self
+            .imap
+            .timeout(mailbox)
+            .max(std::time::Duration::from_secs(1));
+        let stale = 2 * timeout.as_secs() as i64 + 30;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(age) = self.sql.claim_idempotency_key(mailbox.id, key, id).await? else {
+                return Ok(Claim::Held);
+            };
+            if let Some(r) = self.imap.find_idempotent(mailbox, key).await? {
+                return Ok(Claim::Found(Box::new(r)));
+            }
+            if age > stale
+                && self
+                    .sql
+                    .take_over_idempotency_key(mailbox.id, key, id, stale)
+                    .await?
+            {
+                return Ok(Claim::Held);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable {
+                    message: "a deposit with this Idempotency-Key is in progress; retry".into(),
+                    retry_after: self.imap.retry_after_secs(mailbox),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// Records a change voxmail made in a mailbox's IMAP folders: the counts read after it
     /// become the mailbox's last known counts, and the outbox event goes out with them (and the
     /// mailbox's new version). The change itself is done; when the database cannot record it,
@@ -1255,10 +1322,12 @@ impl RoutedStore {
         counts: MwiCounts,
         event_type: &str,
         message_id: Option<MessageId>,
+        notify: Option<i64>,
     ) -> MwiCounts {
         let change = ImapChange::Made {
             event_type,
             message_id,
+            notify,
         };
         match self.sql.record_imap_counts(mailbox, counts, change).await {
             Ok(Some(c)) => c,
@@ -1280,7 +1349,7 @@ impl RoutedStore {
     ) {
         match self.imap.counts(mailbox).await {
             Ok(c) => {
-                self.record(mailbox, c, event_type, message_id).await;
+                self.record(mailbox, c, event_type, message_id, None).await;
             }
             Err(e) => tracing::warn!(mailbox = %mailbox.address, error = %e,
                 "cannot read IMAP counts after a change; the watcher will"),
@@ -1297,14 +1366,47 @@ impl MessageStore for RoutedStore {
         maxmsg: u32,
         idempotency_key: Option<&str>,
     ) -> Result<Inserted, StoreError> {
-        let inserted = self
-            .pick(mailbox)
+        if !self.imap.handles(mailbox) {
+            return self
+                .sql
+                .insert_message(mailbox, message, maxmsg, idempotency_key)
+                .await;
+        }
+        let claimed = match idempotency_key {
+            Some(k) => match self.claim(mailbox, k, message.id).await? {
+                Claim::Held => Some(k),
+                Claim::Found(r) => return Ok(Inserted::Existing(*r)),
+            },
+            None => None,
+        };
+        let id = message.id;
+        let inserted = match self
+            .imap
             .insert_message(mailbox, message, maxmsg, idempotency_key)
-            .await?;
+            .await
+        {
+            Ok(i) => i,
+            Err(e) => {
+                // Nothing was appended, or an APPEND whose answer was lost: either way the next
+                // try may claim the key (and finds such a message by its header).
+                if let Some(k) = claimed
+                    && let Err(e) = self.sql.release_idempotency_key(mailbox.id, k, id).await
+                {
+                    tracing::warn!(error = %e, "cannot release an Idempotency-Key claim");
+                }
+                return Err(e);
+            }
+        };
         Ok(match inserted {
             Inserted::Created(Changed { value, counts }) if self.imap.handles(mailbox) => {
                 let counts = self
-                    .record(mailbox, counts, "message.deposited", Some(value.id))
+                    .record(
+                        mailbox,
+                        counts,
+                        "message.deposited",
+                        Some(value.id),
+                        Some(value.msgnum),
+                    )
                     .await;
                 Inserted::Created(Changed { value, counts })
             }
@@ -1365,7 +1467,7 @@ impl MessageStore for RoutedStore {
         } else {
             "message.updated"
         };
-        let counts = self.record(mailbox, counts, event, Some(id)).await;
+        let counts = self.record(mailbox, counts, event, Some(id), None).await;
         Ok(Changed { value, counts })
     }
 
@@ -1380,7 +1482,7 @@ impl MessageStore for RoutedStore {
         }
         let Changed { value, counts } = changed;
         let counts = self
-            .record(mailbox, counts, "message.deleted", Some(id))
+            .record(mailbox, counts, "message.deleted", Some(id), None)
             .await;
         Ok(Changed { value, counts })
     }

@@ -236,6 +236,8 @@ impl Supervisor {
             }
             keep
         });
+        // Only the mailboxes kept in IMAP (a mailbox may override its context's `store`).
+        let all: Vec<MailboxRecord> = all.into_iter().filter(|m| self.imap.handles(m)).collect();
         let budget = if self.cfg.use_idle {
             self.cfg.max_idle_watchers as usize
         } else {

@@ -486,7 +486,7 @@ impl Voicemail {
     }
 
     /// The bytes of a message's recording: the IMAP attachment, or the stored blob.
-    async fn original_bytes(
+    pub(super) async fn original_bytes(
         &self,
         mailbox: &MailboxRecord,
         message: &MessageRecord,

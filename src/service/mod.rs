@@ -179,14 +179,7 @@ impl Voicemail {
     pub fn new(sql: Arc<SqlStore>, blobs: Arc<dyn BlobStore>, config: Arc<Config>) -> Self {
         let renditions = Arc::new(RenditionCache::new(config.audio.transcode_concurrency));
         let imap = imap_store::ImapMessageStore::new(config.clone()).map(Arc::new);
-        sql.set_imap_contexts(
-            config
-                .imap
-                .contexts
-                .iter()
-                .filter(|(_, c)| c.is_imap())
-                .map(|(name, _)| name.clone()),
-        );
+        sql.set_imap_config(&config.imap);
         let messages: Arc<dyn MessageStore> = match &imap {
             Some(imap) => Arc::new(imap_store::RoutedStore {
                 sql: sql.clone(),

@@ -33,6 +33,7 @@ pub(crate) fn configure(server: &TestDovecot, c: &mut Config) {
         ImapMailboxLogin {
             user: "alice".into(),
             password: TestDovecot::password("alice").into(),
+            ..ImapMailboxLogin::default()
         },
     );
     c.imap.contexts.insert(CTX.into(), ctx);
@@ -384,4 +385,107 @@ async fn asterisk_written_voicemail_through_the_rest_api() {
     assert!(r.status().is_success(), "delete: {}", r.status());
     assert_eq!(count("Work"), "");
     assert_eq!(count("INBOX"), "1");
+}
+
+/// `store` per mailbox: in a context kept in SQL, mailbox 1234 (alice's login) keeps its
+/// messages in IMAP and 5678 stays in SQL.
+#[tokio::test]
+async fn one_mailbox_in_imap_in_a_context_kept_in_sql() {
+    let Some(server) = TestDovecot::start() else {
+        return;
+    };
+    let app = TestApp::spawn_with(|c| {
+        configure(&server, c);
+        let ctx = c.imap.contexts.get_mut(CTX).unwrap();
+        ctx.store = "sql".into();
+        ctx.master_user.clear();
+        ctx.master_password.clear();
+        ctx.mailboxes.get_mut("1234").unwrap().store = "imap".into();
+    })
+    .await;
+    app.create_mailbox(MBX, json!({})).await;
+    app.create_mailbox("5678@imapctx", json!({})).await;
+    let wav = audio::wav_pcm16(1.0, 8000);
+    let r = app.deposit(MBX, wav.clone(), "audio/wav", "").await;
+    let in_imap = json_ok(r, StatusCode::CREATED).await;
+    let r = app.deposit("5678@imapctx", wav, "audio/wav", "").await;
+    let in_sql = json_ok(r, StatusCode::CREATED).await;
+    let dir = tempfile::tempdir().unwrap();
+    let seen = inbox(&server, dir.path());
+    assert_eq!(seen.len(), 1, "only 1234's message is in IMAP: {seen:?}");
+    assert!(
+        seen[0].contains(in_imap["id"].as_str().unwrap()),
+        "{seen:?}"
+    );
+    let r = app
+        .get("/v1/mailboxes/5678@imapctx/messages")
+        .send()
+        .await
+        .unwrap();
+    let v = json_ok(r, StatusCode::OK).await;
+    assert_eq!(v["items"][0]["id"], in_sql["id"]);
+    assert_eq!(mwi(&app).await, (1, 0));
+}
+
+/// Two nodes (two servers on one database) and six simultaneous tries of one deposit with one
+/// Idempotency-Key: one message in IMAP, and every try answers with it. Each node's own lock
+/// cannot see the other's try; the key's claim in SQL does.
+#[tokio::test]
+async fn one_idempotency_key_on_two_nodes_appends_once() {
+    let Some(server) = TestDovecot::start() else {
+        return;
+    };
+    let a = TestApp::spawn_with(|c| configure(&server, c)).await;
+    let url = a.config.database_url();
+    let b = TestApp::spawn_with(|c| {
+        configure(&server, c);
+        c.database.url = url;
+    })
+    .await;
+    a.create_mailbox(MBX, json!({})).await;
+    // Both nodes' connection pools warm (so both tries start at once), and a long recording (a
+    // slow APPEND): without the claim, both nodes find no message with the key and append.
+    for app in [&a, &b] {
+        let r = app
+            .deposit(MBX, audio::wav_pcm16(0.5, 8000), "audio/wav", "")
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    let wav = audio::wav_pcm16(120.0, 8000);
+    let tries = (0..6).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.post(&format!("/v1/mailboxes/{MBX}/messages"))
+            .header("content-type", "audio/wav")
+            .header("idempotency-key", "call-two-nodes")
+            .body(wav.clone())
+            .send()
+    });
+    let answers = futures_util::future::join_all(tries).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for r in answers {
+        let r = r.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let v: Value = r.json().await.unwrap();
+        ids.insert(v["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "every try answers with the one message: {ids:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let seen = inbox(&server, dir.path());
+    let with_id: Vec<&String> = ids.iter().collect();
+    assert_eq!(
+        seen.iter()
+            .filter(|l| l.contains(with_id[0].as_str()))
+            .count(),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.len(),
+        3,
+        "the two warm-ups and one deposit of the key: {seen:?}"
+    );
 }

@@ -266,3 +266,47 @@ async fn a_stopped_server_keeps_the_last_counts_and_watchers_recover() {
     eprintln!("recovered after {t:?}");
     ari_says(&ari, 0, 1).await;
 }
+
+/// A deposit into an IMAP mailbox is e-mailed like any other (Asterisk's `notify_new_message`
+/// sends the notification with IMAP storage too): the recording comes from the IMAP attachment.
+#[tokio::test]
+async fn an_imap_deposit_is_emailed_with_its_recording() {
+    let Some(server) = TestDovecot::start() else {
+        return;
+    };
+    let Some(smtp) = crate::common::smtp::SmtpServer::start().await else {
+        return;
+    };
+    let port = smtp.port;
+    let app = TestApp::spawn_with(|c| {
+        configure(&server, c);
+        c.email.host = "127.0.0.1".into();
+        c.email.port = port;
+        c.email.timeout_secs = 5;
+        c.email.serveremail = "vm@pbx.example.org".into();
+    })
+    .await;
+    app.create_mailbox(
+        MBX,
+        json!({"fullname": "Alice", "email": "alice@example.org", "attach": true, "attachfmt": "wav"}),
+    )
+    .await;
+    let r = app
+        .deposit(MBX, audio::wav_pcm16(1.5, 8000), "audio/wav", "")
+        .await;
+    assert_eq!(r.status(), 201);
+    let mails = smtp.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(mails.len(), 1, "one notification e-mail");
+    assert_eq!(mails[0].rcpt_tos, vec!["alice@example.org".to_owned()]);
+    let p = smtp.parse(&mails[0]);
+    let h = &p["headers"];
+    assert_eq!(h["x-asterisk-vm-extension"], "1234");
+    assert_eq!(h["x-asterisk-vm-context"], CTX);
+    let parts = p["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{p}");
+    assert_eq!(parts[1]["filename"], "msg0000.wav");
+    let secs = crate::common::smtp::audio_duration(std::path::Path::new(
+        parts[1]["path"].as_str().unwrap(),
+    ));
+    assert!((secs - 1.5).abs() < 0.05, "attachment lasts {secs} s");
+}

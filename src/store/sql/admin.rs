@@ -758,7 +758,25 @@ impl SqlStore {
         for id in mailboxes {
             q = q.bind(id.to_string());
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let mut rows = q.fetch_all(&self.pool).await?;
+        if self.has_imap_contexts() {
+            // Mailboxes whose messages are in IMAP: their last observed counts.
+            let mut q = self.qa_owned::<(String, String, String, i64, i64, i64, i64)>(format!(
+                "SELECT i.mailbox_id, m.context, m.mailbox, i.new_count, i.old_count, i.urgent_new, \
+                 i.urgent_old FROM imap_counts i JOIN mailboxes m ON m.uniqueid = i.mailbox_id \
+                 WHERE i.mailbox_id IN ({})",
+                placeholders(mailboxes.len())
+            ));
+            for id in mailboxes {
+                q = q.bind(id.to_string());
+            }
+            for (id, context, number, new, old, un, uo) in q.fetch_all(&self.pool).await? {
+                if self.is_imap_mailbox(&context, &number) {
+                    rows.retain(|r| r.0 != id);
+                    rows.push((id, new, old, un, uo));
+                }
+            }
+        }
         rows.into_iter()
             .map(|(id, new, old, urgent_new, urgent_old)| {
                 let id: MailboxId = id

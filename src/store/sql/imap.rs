@@ -7,8 +7,9 @@
 
 use std::sync::PoisonError;
 
-use super::SqlStore;
-use crate::domain::{MailboxId, MessageId, MwiCounts};
+use super::{SqlStore, is_unique_violation};
+use crate::config::ImapConfig;
+use crate::domain::{MailboxId, MessageId, MwiCounts, now_secs};
 use crate::store::{MailboxRecord, StoreError};
 
 /// What a recording of IMAP counts is for.
@@ -21,6 +22,9 @@ pub enum ImapChange<'a> {
         event_type: &'a str,
         /// The message concerned.
         message_id: Option<MessageId>,
+        /// A new message's msgnum: its notification e-mails (`email`, `pager`) are queued in
+        /// the same transaction, as for a deposit kept in SQL.
+        notify: Option<i64>,
     },
     /// A watcher looked at the mailbox: an event (`mailbox.changed`) only when the counts differ
     /// from the last ones recorded, and nothing when counts recorded since `read_at_ms` (when
@@ -64,22 +68,36 @@ impl CountsRow {
 }
 
 impl SqlStore {
-    /// Sets the contexts whose messages are in IMAP (from `[imap.contexts]`).
-    pub fn set_imap_contexts(&self, contexts: impl IntoIterator<Item = String>) {
+    /// Sets which mailboxes keep their messages in IMAP (from `[imap.contexts]`).
+    pub fn set_imap_config(&self, config: &ImapConfig) {
         let mut set = self
             .imap_contexts
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        set.clear();
-        set.extend(contexts);
+        *set = config
+            .contexts
+            .iter()
+            .filter(|(_, c)| c.has_imap())
+            .map(|(name, c)| (name.clone(), c.clone()))
+            .collect();
     }
 
-    /// Whether the context's messages are in IMAP.
-    pub fn is_imap_context(&self, context: &str) -> bool {
+    /// Whether some mailbox keeps its messages in IMAP.
+    pub fn has_imap_contexts(&self) -> bool {
+        !self
+            .imap_contexts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Whether the messages of `mailbox@context` are in IMAP.
+    pub fn is_imap_mailbox(&self, context: &str, mailbox: &str) -> bool {
         self.imap_contexts
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(context)
+            .get(context)
+            .is_some_and(|c| c.mailbox_is_imap(mailbox))
     }
 
     /// Records counts read from a mailbox's IMAP folders and writes the outbox event of the
@@ -107,6 +125,7 @@ impl SqlStore {
             ImapChange::Made {
                 event_type,
                 message_id,
+                ..
             } => Some((event_type, message_id)),
             ImapChange::Observed { read_at_ms } => match &prior {
                 Some(p) if p.same(&counts) || p.observed_ms > read_at_ms => None,
@@ -135,6 +154,14 @@ impl SqlStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        if let ImapChange::Made {
+            message_id: Some(id),
+            notify: Some(msgnum),
+            ..
+        } = change
+        {
+            self.queue_email(&mut tx, mailbox, id, msgnum, None).await?;
+        }
         let counts = MwiCounts { version, ..counts };
         // The event goes last: it takes the outbox counter's lock.
         self.emit_counts(&mut tx, mailbox, event_type, message_id, counts)
@@ -181,5 +208,84 @@ impl SqlStore {
                 _ => None,
             },
         ))
+    }
+
+    /// Claims an `Idempotency-Key` of a mailbox kept in IMAP before its deposit is appended, so
+    /// that tries with one key on several nodes append once. `Ok(None)` when this try holds the
+    /// key now; `Ok(Some(age_secs))` when another try (any node) claimed it that long ago.
+    pub async fn claim_idempotency_key(
+        &self,
+        mailbox: MailboxId,
+        key: &str,
+        message: MessageId,
+    ) -> Result<Option<i64>, StoreError> {
+        let now = now_secs();
+        let res = self
+            .q(
+                "INSERT INTO idempotency_keys (mailbox_id, idem_key, message_id, created_at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(mailbox.to_string())
+            .bind(key.to_owned())
+            .bind(message.to_string())
+            .bind(now)
+            .execute(&self.pool)
+            .await;
+        match res {
+            Ok(_) => Ok(None),
+            Err(e) if is_unique_violation(&e) => {
+                let row: Option<(i64,)> = self
+                    .qa("SELECT created_at FROM idempotency_keys WHERE mailbox_id = ? AND idem_key = ?")
+                    .bind(mailbox.to_string())
+                    .bind(key.to_owned())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                // Gone meanwhile (released): claimed "just now" by nobody; the caller tries again.
+                Ok(Some(row.map_or(0, |(at,)| (now - at).max(0))))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes over a claim older than `older_than_secs` (its try died between claim and append).
+    pub async fn take_over_idempotency_key(
+        &self,
+        mailbox: MailboxId,
+        key: &str,
+        message: MessageId,
+        older_than_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let now = now_secs();
+        let res = self
+            .q(
+                "UPDATE idempotency_keys SET message_id = ?, created_at = ? \
+                 WHERE mailbox_id = ? AND idem_key = ? AND created_at < ?",
+            )
+            .bind(message.to_string())
+            .bind(now)
+            .bind(mailbox.to_string())
+            .bind(key.to_owned())
+            .bind(now - older_than_secs)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Gives a claim up (the deposit failed before its message was appended).
+    pub async fn release_idempotency_key(
+        &self,
+        mailbox: MailboxId,
+        key: &str,
+        message: MessageId,
+    ) -> Result<(), StoreError> {
+        self.q(
+            "DELETE FROM idempotency_keys WHERE mailbox_id = ? AND idem_key = ? AND message_id = ?",
+        )
+        .bind(mailbox.to_string())
+        .bind(key.to_owned())
+        .bind(message.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

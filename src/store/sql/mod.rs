@@ -104,7 +104,8 @@ pub struct SqlStore {
     audio_in_db: std::sync::atomic::AtomicBool,
     /// Contexts whose messages are in IMAP: their MWI counts are the last ones observed there
     /// (`imap_counts`), not counts of `messages` rows (see `imap.rs`).
-    imap_contexts: std::sync::RwLock<std::collections::HashSet<String>>,
+    imap_contexts:
+        std::sync::RwLock<std::collections::HashMap<String, crate::config::ImapContextConfig>>,
 }
 
 /// A transaction. On SQLite it also holds this process's write lock (see [`SqlStore::begin`]).

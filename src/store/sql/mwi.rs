@@ -421,15 +421,15 @@ impl SqlStore {
     /// Current counts of a mailbox by id; `None` when it no longer exists.
     pub async fn counts_by_id(&self, id: MailboxId) -> Result<Option<MwiCounts>, StoreError> {
         let mut tx = self.begin_read().await?;
-        let Some((version, context)): Option<(i64, String)> = self
-            .qa("SELECT version, context FROM mailboxes WHERE uniqueid = ?")
+        let Some((version, context, number)): Option<(i64, String, String)> = self
+            .qa("SELECT version, context, mailbox FROM mailboxes WHERE uniqueid = ?")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(None);
         };
-        if self.is_imap_context(&context) {
+        if self.is_imap_mailbox(&context, &number) {
             tx.commit().await?;
             // The last counts observed in IMAP; none yet means nothing is pushed (never a guess)
             // until a watcher or an API call has read them.
