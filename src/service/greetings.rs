@@ -96,6 +96,7 @@ impl Voicemail {
                         event_type,
                         message_id: None,
                         notify: None,
+                        forwarded_by: None,
                     },
                 )
                 .await

@@ -1322,12 +1322,13 @@ impl RoutedStore {
         counts: MwiCounts,
         event_type: &str,
         message_id: Option<MessageId>,
-        notify: Option<i64>,
+        notify: Option<(i64, Option<(&str, &str)>)>,
     ) -> MwiCounts {
         let change = ImapChange::Made {
             event_type,
             message_id,
-            notify,
+            notify: notify.map(|n| n.0),
+            forwarded_by: notify.and_then(|n| n.1),
         };
         match self.sql.record_imap_counts(mailbox, counts, change).await {
             Ok(Some(c)) => c,
@@ -1340,16 +1341,19 @@ impl RoutedStore {
         }
     }
 
-    /// Records a change whose counts were not read with it (forwards).
+    /// Records a change whose counts were not read with it (forwards; `notify` queues a
+    /// forwarded copy's e-mails).
     async fn record_fresh(
         &self,
         mailbox: &MailboxRecord,
         event_type: &str,
         message_id: Option<MessageId>,
+        notify: Option<(i64, Option<(&str, &str)>)>,
     ) {
         match self.imap.counts(mailbox).await {
             Ok(c) => {
-                self.record(mailbox, c, event_type, message_id, None).await;
+                self.record(mailbox, c, event_type, message_id, notify)
+                    .await;
             }
             Err(e) => tracing::warn!(mailbox = %mailbox.address, error = %e,
                 "cannot read IMAP counts after a change; the watcher will"),
@@ -1405,7 +1409,7 @@ impl MessageStore for RoutedStore {
                         counts,
                         "message.deposited",
                         Some(value.id),
-                        Some(value.msgnum),
+                        Some((value.msgnum, None)),
                     )
                     .await;
                 Inserted::Created(Changed { value, counts })
@@ -1506,12 +1510,20 @@ impl MessageStore for RoutedStore {
         // The SQL sides wrote their own events; the IMAP sides are recorded here.
         for copy in &copies {
             if let Some(m) = imap_targets.iter().find(|m| m.id == copy.mailbox_id) {
-                self.record_fresh(m, "message.deposited", Some(copy.id))
-                    .await;
+                // Mailed as Asterisk mails a forward: the forwarding mailbox is the caller.
+                let by = (source.address.mailbox.as_str(), source.fullname.as_str());
+                self.record_fresh(
+                    m,
+                    "message.deposited",
+                    Some(copy.id),
+                    Some((copy.msgnum, Some(by))),
+                )
+                .await;
             }
         }
         if !keep && self.imap.handles(source) {
-            self.record_fresh(source, "message.deleted", Some(id)).await;
+            self.record_fresh(source, "message.deleted", Some(id), None)
+                .await;
         }
         Ok(copies)
     }

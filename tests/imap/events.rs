@@ -310,3 +310,57 @@ async fn an_imap_deposit_is_emailed_with_its_recording() {
     ));
     assert!((secs - 1.5).abs() < 0.05, "attachment lasts {secs} s");
 }
+
+/// A forward from one IMAP mailbox into another is mailed as Asterisk mails a forward: the
+/// forwarding mailbox is the caller (`VM_CIDNUM`), the original caller is `ORIG_VM_*`; and both
+/// mailboxes get their events.
+#[tokio::test]
+async fn a_forward_into_an_imap_mailbox_is_mailed_as_a_forward() {
+    let Some(server) = TestDovecot::start() else {
+        return;
+    };
+    let Some(smtp) = crate::common::smtp::SmtpServer::start().await else {
+        return;
+    };
+    let port = smtp.port;
+    let app = TestApp::spawn_with(|c| {
+        configure(&server, c);
+        c.email.host = "127.0.0.1".into();
+        c.email.port = port;
+        c.email.timeout_secs = 5;
+        c.email.serveremail = "vm@pbx.example.org".into();
+        c.email.emailsubject = "${VM_MSGNUM} via ${VM_CIDNUM} from ${ORIG_VM_CIDNUM}".into();
+    })
+    .await;
+    // 1234 logs in as alice; "bob" through the master user as IMAP user bob.
+    app.create_mailbox(MBX, json!({"fullname": "Alice"})).await;
+    app.create_mailbox(
+        "bob@imapctx",
+        json!({"fullname": "Bob", "email": "bob@example.org", "attach": true}),
+    )
+    .await;
+    let m = app
+        .deposit_ok(MBX, audio::wav_pcm16(1.0, 8000), "audio/wav")
+        .await;
+    let mut bob_events =
+        SseClient::connect(&app.url("/v1/events?mailbox=bob@imapctx"), &app.admin, None).await;
+    let r = app
+        .post(&format!(
+            "/v1/mailboxes/{MBX}/messages/{}/forward",
+            m["id"].as_str().unwrap()
+        ))
+        .json(&json!({"to": ["bob@imapctx"], "keep": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let (ev, _) = counts_event(&mut bob_events, 1, 0, LIMIT).await;
+    assert_eq!(ev["type"], "message.deposited");
+    let mails = smtp.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].rcpt_tos, vec!["bob@example.org".to_owned()]);
+    let p = smtp.parse(&mails[0]);
+    let subject = p["headers"]["subject"].as_str().unwrap().to_owned();
+    assert!(subject.starts_with("1 via 1234 from"), "{subject}");
+    assert_eq!(p["parts"][1]["filename"], "msg0000.wav");
+}

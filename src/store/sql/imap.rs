@@ -25,6 +25,9 @@ pub enum ImapChange<'a> {
         /// A new message's msgnum: its notification e-mails (`email`, `pager`) are queued in
         /// the same transaction, as for a deposit kept in SQL.
         notify: Option<i64>,
+        /// For a forwarded copy: the forwarding mailbox's number and name (the e-mail names
+        /// them as Asterisk's forward mail does).
+        forwarded_by: Option<(&'a str, &'a str)>,
     },
     /// A watcher looked at the mailbox: an event (`mailbox.changed`) only when the counts differ
     /// from the last ones recorded, and nothing when counts recorded since `read_at_ms` (when
@@ -157,10 +160,12 @@ impl SqlStore {
         if let ImapChange::Made {
             message_id: Some(id),
             notify: Some(msgnum),
+            forwarded_by,
             ..
         } = change
         {
-            self.queue_email(&mut tx, mailbox, id, msgnum, None).await?;
+            self.queue_email(&mut tx, mailbox, id, msgnum, forwarded_by)
+                .await?;
         }
         let counts = MwiCounts { version, ..counts };
         // The event goes last: it takes the outbox counter's lock.
