@@ -121,10 +121,7 @@ impl Voicemail {
             .key
             .starts_with(super::imap_store::GREETING_KEY_PREFIX)
         {
-            return Err(ServiceError::NotImplemented(
-                "renditions of greetings kept in IMAP are not implemented yet; ask for the original"
-                    .into(),
-            ));
+            return self.imap_greeting_rendition(original, r).await;
         }
         let src = BlobKey::from_stored(original.key)
             .ok_or_else(|| ServiceError::Unavailable("the stored audio key is malformed".into()))?;
@@ -168,6 +165,50 @@ impl Voicemail {
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
         let base = imap_base(k.mailbox, k.message, &sha).ok_or_else(malformed)?;
         let key = BlobKey::rendition(&base, &r.suffix());
+        self.make_once(&key, Input::Fetched(data), original.format, r)
+            .await
+            .map(|size| (key, size))
+    }
+
+    /// A rendition of a greeting kept in IMAP: the greeting is fetched (its key names no hash),
+    /// and the rendition cached under the mailbox, a stable id of the greeting's name and the
+    /// recording's hash, so a new greeting is a new key. The orphan collector, which keeps only
+    /// renditions of messages IMAP still has, removes these after the grace period: they are a
+    /// cache and are made again on demand.
+    async fn imap_greeting_rendition(
+        &self,
+        original: Original<'_>,
+        r: &Rendition,
+    ) -> Result<(BlobKey, u64)> {
+        let malformed = || ServiceError::Unavailable("the stored audio key is malformed".into());
+        let (mailbox_id, uid) =
+            super::imap_store::parse_greeting_key(original.key).ok_or_else(malformed)?;
+        let name = original.key.rsplit(':').nth(1).ok_or_else(malformed)?;
+        let Some(imap) = &self.imap else {
+            return Err(ServiceError::NotImplemented(
+                "no context is configured for IMAP storage".into(),
+            ));
+        };
+        let mailbox = self.sql.get_mailbox_by_id(mailbox_id).await?;
+        let data = imap
+            .greeting_audio(&mailbox, uid)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ServiceError::NotFound(format!("greeting {name}")),
+                e => e.into(),
+            })?;
+        let digest = |b: &[u8]| <sha2::Sha256 as sha2::Digest>::digest(b);
+        let sha = hex::encode(digest(&data));
+        let mut id = [0u8; 16];
+        id.copy_from_slice(
+            &digest(format!("voxmail-imap-greeting\0{mailbox_id}\0{name}").as_bytes())[..16],
+        );
+        let greeting = MessageId(uuid::Builder::from_custom_bytes(id).into_uuid());
+        let base = imap_base(mailbox_id, greeting, &sha).ok_or_else(malformed)?;
+        let key = BlobKey::rendition(&base, &r.suffix());
+        if let Ok(size) = self.blobs.size(&key).await {
+            return Ok((key, size));
+        }
         self.make_once(&key, Input::Fetched(data), original.format, r)
             .await
             .map(|size| (key, size))

@@ -459,6 +459,19 @@ async fn greetings_in_an_imap_greeting_folder() {
     assert_eq!(folder_of(&server, "alice", "Greetings").len(), 1);
     let (_, played) = get_bytes(&app, &path).await;
     assert_eq!(played, second);
+    // A rendition of the greeting kept in IMAP: Ogg Opus that ffmpeg decodes to its length,
+    // the second time from the cache (same bytes).
+    let (h, opus) = get_bytes(&app, &format!("{path}?format=opus")).await;
+    assert_eq!(h["content-type"], "audio/ogg; codecs=opus", "{h:?}");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &opus).unwrap();
+    let secs = crate::common::smtp::audio_duration(file.path());
+    assert!(
+        (secs - 2.0).abs() < 0.1,
+        "the greeting's Opus lasts {secs} s"
+    );
+    let (_, again) = get_bytes(&app, &format!("{path}?format=opus")).await;
+    assert_eq!(again, opus);
     let desc = json_ok(
         app.get(&path)
             .header("accept", "application/json")
