@@ -259,7 +259,7 @@ py append "${IMAP_ARGS[@]}" --count 1 --start 0
 py mwi "${IMAP_ARGS[@]}" "${API_ARGS[@]}" --changes "$CHANGES" --label "1 voicemail, IDLE" \
     --out "$R/mwi-small.json"
 # 2. Fill the mailbox.
-py append "${IMAP_ARGS[@]}" --count "$((MESSAGES - 1))" --start 1
+py append "${IMAP_ARGS[@]}" --count "$((MESSAGES - 1))" --start 1 --out "$R/append.json"
 # 3. Listing.
 py list "${IMAP_ARGS[@]}" "${API_ARGS[@]}" --runs "$RUNS" --out "$R/list.json"
 # 4. MWI with the full mailbox.
@@ -287,4 +287,5 @@ if ((warn > 0)); then
     grep -E 'WARN|ERROR' "$V/voxmail.log" | head -n 5 | cut -c1-300 >&2
 fi
 py report --box 1234@bench --list-json "$R/list.json" --deposit-json "$R/deposit.json" \
+    --append-json "$R/append.json" \
     --mwi-json "${MWI_JSON[@]}"

@@ -194,12 +194,18 @@ def cmd_append(a):
     m = imap_login(a)
     base = int(time.time()) - 86400 * 30
     t0 = now()
+    xs = []
     for k in range(a.start, a.start + a.count):
         orig = base + k * 60
         msg = asterisk_message(k, a.mailbox, a.context, orig, f"{orig}-{k:08x}", audio)
+        t1 = now()
         typ, data = m.append("INBOX", None, None, msg)
+        xs.append((now() - t1) * 1000)
         assert typ == "OK", (typ, data)
     dt = now() - t0
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(dict(stats(xs), bytes=len(msg)), f, indent=1)
     m.select("INBOX", readonly=True)
     n = len(owner_search(m, a.mailbox, a.context))
     m.logout()
@@ -576,6 +582,10 @@ def cmd_report(a):
         d = json.load(open(a.deposit_json))
         print(f"{'voxmail: POST a 1 s WAV into this mailbox':<46} | {f2(d['p50'])} {f2(d['p99'])} "
               f"{f2(d['max'])} | {d['n']:>8}")
+    if a.append_json and os.path.exists(a.append_json):
+        d = json.load(open(a.append_json))
+        print(f"{'peer: imaplib APPEND, one voicemail, ' + str(round(d['bytes'] / 1000, 1)) + ' kB':<46} | "
+              f"{f2(d['p50'], d=2)} {f2(d['p99'], d=2)} {f2(d['max'], d=2)} | {d['n']:>8}")
     print()
     rows = [json.load(open(x)) for x in a.mwi_json if os.path.exists(x)]
     if rows:
@@ -644,6 +654,7 @@ def main():
     p.add_argument("--box")
     p.add_argument("--list-json")
     p.add_argument("--deposit-json")
+    p.add_argument("--append-json")
     p.add_argument("--mwi-json", nargs="*", default=[])
     a = ap.parse_args()
     {"append": cmd_append, "list": cmd_list, "deposit": cmd_deposit, "mwi": cmd_mwi,
