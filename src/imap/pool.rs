@@ -29,7 +29,6 @@ struct Idle {
 }
 
 struct Inner {
-    max: usize,
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<Idle>>,
     idle_timeout: Duration,
@@ -94,7 +93,6 @@ impl ImapPool {
         let max = max.max(1);
         Self {
             inner: Arc::new(Inner {
-                max,
                 permits: Arc::new(Semaphore::new(max)),
                 idle: Mutex::new(Vec::new()),
                 idle_timeout,
@@ -195,14 +193,5 @@ impl ImapPool {
         for c in expired {
             close(c.client);
         }
-    }
-
-    /// (connections open, of which idle): for logs and tests.
-    pub fn stats(&self) -> (usize, usize) {
-        let idle = self.inner.idle().len();
-        (
-            self.inner.max - self.inner.permits.available_permits(),
-            idle,
-        )
     }
 }

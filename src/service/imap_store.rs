@@ -270,6 +270,28 @@ impl ImapMessageStore {
         Ok(a)
     }
 
+    /// Converts a recording into the mailbox's `attachfmt` (see [`attachment_in`]) on the
+    /// blocking pool: transcoding (GSM, Opus, resampling) is CPU work.
+    async fn convert(
+        &self,
+        mailbox: &MailboxRecord,
+        format: AudioFormat,
+        sample_rate: u32,
+        channels: u16,
+        data: Vec<u8>,
+    ) -> Result<(&'static str, Vec<u8>), StoreError> {
+        let opus = (
+            self.config.audio.opus_bitrate,
+            self.config.audio.opus_complexity,
+        );
+        let attachfmt = mailbox.attachfmt.clone();
+        tokio::task::spawn_blocking(move || {
+            attachment_in(&attachfmt, format, sample_rate, channels, data, opus)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("converting the recording failed: {e}")))
+    }
+
     /// A connection for the mailbox from its context's pool.
     async fn connect(&self, mailbox: &MailboxRecord) -> Result<Conn, StoreError> {
         let account = Arc::new(self.account(mailbox)?);
@@ -464,22 +486,15 @@ impl ImapMessageStore {
         msgnum: u32,
         idempotency_key: Option<&str>,
     ) -> Result<MessageRecord, StoreError> {
-        let opus = (
-            self.config.audio.opus_bitrate,
-            self.config.audio.opus_complexity,
-        );
-        let (attachfmt, fmt, rate, channels) = (
-            mailbox.attachfmt.clone(),
-            message.audio_format,
-            message.sample_rate,
-            message.channels,
-        );
-        // Transcoding (GSM, Opus, resampling) is CPU work: off the async workers.
-        let (format_name, attached) = tokio::task::spawn_blocking(move || {
-            attachment_in(&attachfmt, fmt, rate, channels, data, opus)
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("converting the recording failed: {e}")))?;
+        let (format_name, attached) = self
+            .convert(
+                mailbox,
+                message.audio_format,
+                message.sample_rate,
+                message.channels,
+                data,
+            )
+            .await?;
         let urgent = message.flag == Flag::Urgent;
         let meta = VoicemailMeta {
             msgnum,
@@ -1125,22 +1140,15 @@ impl MessageStore for ImapMessageStore {
         let data = self.read_deposit(&greeting.audio_key).await?;
         let mut c = self.greeting_client(mailbox).await?;
         let old = self.greetings_of(&mut c, mailbox, greeting.kind).await?;
-        let opus = (
-            self.config.audio.opus_bitrate,
-            self.config.audio.opus_complexity,
-        );
-        let (attachfmt, fmt, rate, channels) = (
-            mailbox.attachfmt.clone(),
-            greeting.audio_format,
-            greeting.sample_rate,
-            greeting.channels,
-        );
-        // Transcoding is CPU work: off the async workers.
-        let (format_name, attached) = tokio::task::spawn_blocking(move || {
-            attachment_in(&attachfmt, fmt, rate, channels, data, opus)
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("converting the recording failed: {e}")))?;
+        let (format_name, attached) = self
+            .convert(
+                mailbox,
+                greeting.audio_format,
+                greeting.sample_rate,
+                greeting.channels,
+                data,
+            )
+            .await?;
         let name = greeting.kind.asterisk_dir();
         let meta = VoicemailMeta {
             server_name: self.config.node_id.clone(),
