@@ -475,12 +475,27 @@ pub struct UiConfig {
 
 /// IMAP storage (Asterisk's `IMAP_STORAGE`): per context, messages kept in IMAP folders instead
 /// of SQL + the audio store. Contexts and mailboxes themselves stay in SQL.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImapConfig {
     /// Settings per context name (`[imap.contexts.<name>]`); contexts not listed keep their
     /// messages in SQL.
     pub contexts: std::collections::BTreeMap<String, ImapContextConfig>,
+    /// The nodes of a cluster share the watching of a context's mailboxes: each node with
+    /// `watch = true` renews a claim in the database every third of this many seconds, and the
+    /// nodes with a fresh claim split the mailboxes between them. A node that dies without
+    /// withdrawing its claim is dropped after this long, and its mailboxes are watched by the
+    /// others (a node that stops normally hands them over at once). At least 3.
+    pub watch_lease_secs: u64,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        Self {
+            contexts: std::collections::BTreeMap::new(),
+            watch_lease_secs: 15,
+        }
+    }
 }
 
 /// The IMAP server and logins of one context (Asterisk's `imapserver`, `imapport`, `imapflags`,
@@ -823,6 +838,16 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id.chars().count() > 64 {
+            return Err(ConfigError::Value(
+                "node_id: at most 64 characters (it is stored with every message and event)".into(),
+            ));
+        }
+        if self.imap.watch_lease_secs < 3 {
+            return Err(ConfigError::Value(
+                "imap.watch_lease_secs must be at least 3".into(),
+            ));
+        }
         for (name, c) in &self.imap.contexts {
             let bad = |m: &str| Err(ConfigError::Value(format!("imap.contexts.{name}: {m}")));
             if !matches!(c.store.as_str(), "imap" | "sql") {
@@ -992,7 +1017,7 @@ impl Config {
         }
         std::fs::read_to_string("/etc/hostname")
             .ok()
-            .map(|s| s.trim().to_owned())
+            .map(|s| s.trim().chars().take(64).collect::<String>())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "voxmail".into())
     }

@@ -11,6 +11,17 @@
 //! recorded, so N nodes watching one mailbox still produce one event per change. A failing
 //! server leaves the last known counts in place (never a guess) while the watcher reconnects with
 //! exponential backoff (1 s … 60 s, jittered).
+//!
+//! In a cluster the nodes share the work (issue #6): each supervisor renews a claim in
+//! `imap_watch_nodes` every third of `imap.watch_lease_secs`, and the nodes with a fresh claim
+//! split the context's mailboxes by rendezvous hashing ([`owner`]: each mailbox goes to the node
+//! with the highest hash of node and mailbox), so each mailbox has one IDLE connection in the
+//! cluster, not one per node, and a node joining or leaving moves only its own share. A node that
+//! stops withdraws its claim and the others take its mailboxes at their next renewal; one that
+//! died is dropped when its claim goes stale. During such a hand-over a mailbox may be watched
+//! twice for a moment (harmless: observations that change nothing write nothing) or by nobody
+//! for up to the lease (a new watcher's first look records what it finds, so a change made in
+//! that gap is late, never lost).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +29,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use rand::Rng as _;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,6 +67,8 @@ impl Voicemail {
                 imap: imap.clone(),
                 context: context.clone(),
                 cfg: cfg.clone(),
+                node_id: self.config.node_id(),
+                lease: Duration::from_secs(self.config.imap.watch_lease_secs.max(3)),
                 tracker: tracker.clone(),
                 shutdown: shutdown.clone(),
             };
@@ -109,6 +123,24 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::thread_rng().gen_range(0.75..1.25))
 }
 
+/// The node that watches `mailbox` among the watching nodes `nodes` (rendezvous hashing: the
+/// highest SHA-256 of node and mailbox wins, so every node computes the same owner, and a node
+/// joining or leaving moves only the mailboxes it gains or had). `None` when `nodes` is empty.
+pub fn owner(nodes: &[String], mailbox: MailboxId) -> Option<&str> {
+    let id = mailbox.to_string();
+    nodes
+        .iter()
+        .map(|n| {
+            let mut h = Sha256::new();
+            h.update(n.as_bytes());
+            h.update([0]);
+            h.update(id.as_bytes());
+            (h.finalize(), n)
+        })
+        .max()
+        .map(|(_, n)| n.as_str())
+}
+
 /// A mailbox with its own watcher.
 struct Watched {
     stop: CancellationToken,
@@ -121,6 +153,10 @@ struct Supervisor {
     imap: Arc<ImapMessageStore>,
     context: String,
     cfg: ImapContextConfig,
+    /// This node's name, as in `imap_watch_nodes`.
+    node_id: String,
+    /// How long a claim stays fresh without renewal.
+    lease: Duration,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -142,13 +178,19 @@ impl Supervisor {
             mailbox: None,
         };
         let mut cursor = self.vm.sql.last_event_seq().await.unwrap_or(0);
+        // Until the first renewal answers, this node watches everything (twice is harmless).
+        let mut nodes = vec![self.node_id.clone()];
+        self.renew(&mut nodes).await;
+        let mut renewal = tokio::time::interval(self.lease / 3);
+        renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renewal.reset();
         let mut rescan = true;
         let mut last_scan = tokio::time::Instant::now();
         loop {
             if rescan {
                 match self.mailboxes().await {
                     Ok(all) => {
-                        self.reconcile(all, &mut idle, &polled).await;
+                        self.reconcile(all, &nodes, &mut idle, &polled).await;
                         last_scan = tokio::time::Instant::now();
                     }
                     Err(e) => tracing::warn!(context = %self.context, error = %e,
@@ -161,6 +203,11 @@ impl Supervisor {
                 () = self.shutdown.cancelled() => break,
                 r = changed.changed() => if r.is_err() { break },
                 () = tokio::time::sleep_until(last_scan + RESCAN) => rescan = true,
+                _ = renewal.tick() => {
+                    if self.renew(&mut nodes).await {
+                        rescan = true;
+                    }
+                }
             }
             // A mailbox created or deleted in this context means a new scan.
             loop {
@@ -195,6 +242,50 @@ impl Supervisor {
         for w in idle.values() {
             w.stop.cancel();
         }
+        // Hand this node's mailboxes to the others now rather than when the claim goes stale.
+        if let Err(e) = self
+            .vm
+            .sql
+            .leave_imap_watch(&self.context, &self.node_id)
+            .await
+        {
+            tracing::warn!(context = %self.context, error = %e,
+                "cannot withdraw the IMAP watch claim; the other nodes take over when it expires");
+        }
+    }
+
+    /// Renews this node's claim and reads which nodes watch the context; `true` when that set
+    /// changed (the mailboxes are then shared anew). On a database error the set stays as it
+    /// was: this node keeps watching its share (its claim may lapse meanwhile, and the others
+    /// then watch those mailboxes too, which is harmless).
+    async fn renew(&self, nodes: &mut Vec<String>) -> bool {
+        let now = now_ms();
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .vm
+            .sql
+            .renew_imap_watch(&self.context, &self.node_id, now, now - lease_ms)
+            .await
+        {
+            Ok(mut fresh) => {
+                if !fresh.contains(&self.node_id) {
+                    fresh.push(self.node_id.clone());
+                    fresh.sort();
+                }
+                if fresh == *nodes {
+                    return false;
+                }
+                tracing::info!(context = %self.context, nodes = ?fresh,
+                    "the nodes watching IMAP mailboxes changed");
+                *nodes = fresh;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(context = %self.context, error = %e,
+                    "cannot renew the IMAP watch claim; watching the same mailboxes");
+                false
+            }
+        }
     }
 
     async fn mailboxes(&self) -> Result<Vec<MailboxRecord>, StoreError> {
@@ -225,9 +316,19 @@ impl Supervisor {
     async fn reconcile(
         &self,
         all: Vec<MailboxRecord>,
+        nodes: &[String],
         idle: &mut HashMap<MailboxId, Watched>,
         polled: &tokio::sync::Mutex<Vec<MailboxRecord>>,
     ) {
+        // This node's share: the mailboxes kept in IMAP (a mailbox may override its context's
+        // `store`) whose owner among the watching nodes is this one.
+        let all: Vec<MailboxRecord> = all
+            .into_iter()
+            .filter(|m| {
+                self.imap.handles(m)
+                    && owner(nodes, m.id).is_none_or(|n| n == self.node_id.as_str())
+            })
+            .collect();
         let present: std::collections::HashSet<MailboxId> = all.iter().map(|m| m.id).collect();
         idle.retain(|id, w| {
             let keep = present.contains(id);
@@ -236,8 +337,6 @@ impl Supervisor {
             }
             keep
         });
-        // Only the mailboxes kept in IMAP (a mailbox may override its context's `store`).
-        let all: Vec<MailboxRecord> = all.into_iter().filter(|m| self.imap.handles(m)).collect();
         let budget = if self.cfg.use_idle {
             self.cfg.max_idle_watchers as usize
         } else {
@@ -269,6 +368,7 @@ impl Supervisor {
             context = %self.context,
             idle = idle.len(),
             polled = poll.len(),
+            nodes = nodes.len(),
             "watching IMAP mailboxes"
         );
         *polled.lock().await = poll;
@@ -373,5 +473,41 @@ async fn poll_loop(
             () = stop.cancelled() => return,
             () = tokio::time::sleep_until(round) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn every_mailbox_has_one_owner_and_a_leaving_node_moves_only_its_own() {
+        let three = nodes(&["vm-a", "vm-b", "vm-c"]);
+        let two = nodes(&["vm-a", "vm-c"]);
+        let boxes: Vec<MailboxId> = (0..3000).map(|_| MailboxId::new()).collect();
+        let mut share: HashMap<&str, usize> = HashMap::new();
+        for &m in &boxes {
+            let o = owner(&three, m).expect("an owner");
+            // Same answer whatever the order the nodes are listed in.
+            let reversed: Vec<String> = three.iter().rev().cloned().collect();
+            assert_eq!(owner(&reversed, m), Some(o));
+            *share.entry(o).or_default() += 1;
+            // vm-b leaves: its mailboxes go to the others, nobody else's move.
+            let after = owner(&two, m).expect("an owner");
+            if o != "vm-b" {
+                assert_eq!(after, o, "{m} moved from {o} to {after}");
+            }
+        }
+        // Roughly a third each (expected 1,000; the bound is > 10 standard deviations).
+        for n in ["vm-a", "vm-b", "vm-c"] {
+            let got = share.get(n).copied().unwrap_or(0);
+            assert!((700..1300).contains(&got), "{n}: {got} of 3000");
+        }
+        assert_eq!(owner(&[], boxes[0]), None);
+        assert_eq!(owner(&nodes(&["solo"]), boxes[0]), Some("solo"));
     }
 }

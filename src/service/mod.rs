@@ -9,7 +9,7 @@ mod email;
 mod events;
 mod greetings;
 mod imap_store;
-mod imap_watch;
+pub mod imap_watch;
 mod messages;
 mod mwi_targets;
 mod orphans;

@@ -26,6 +26,11 @@ pub const USERS: &[(&str, &str)] = &[
     ("alice", "alice-pw"),
     ("bob", "bob-pw"),
     ("carol", "carol-pw"),
+    ("dave", "dave-pw"),
+    ("erin", "erin-pw"),
+    ("frank", "frank-pw"),
+    ("grace", "grace-pw"),
+    ("heidi", "heidi-pw"),
 ];
 /// The master user: `alice*master` with [`MASTER_PASSWORD`] logs in as alice.
 pub const MASTER_USER: &str = "master";
@@ -162,6 +167,31 @@ impl TestDovecot {
             .find(|(n, _)| *n == user)
             .map(|(_, p)| *p)
             .unwrap_or_else(|| panic!("no test user {user}"))
+    }
+
+    /// The IMAP sessions open now, by user (a master login `bob*master` counts as bob), as
+    /// the server itself reports them (`doveadm who -1`; `TEST_DOVEADM` or `doveadm` on PATH).
+    pub fn sessions(&self) -> std::collections::BTreeMap<String, usize> {
+        let bin = std::env::var("TEST_DOVEADM").unwrap_or_else(|_| "doveadm".into());
+        let out = Command::new(&bin)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["who", "-1"])
+            .output()
+            .unwrap_or_else(|e| panic!("{bin} who: {e}"));
+        assert!(
+            out.status.success(),
+            "doveadm who: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut by_user = std::collections::BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+            let mut cols = line.split_whitespace();
+            if let (Some(user), Some("imap")) = (cols.next(), cols.next()) {
+                *by_user.entry(user.to_owned()).or_insert(0) += 1;
+            }
+        }
+        by_user
     }
 
     /// An account for `user` on this server: plain TCP, short timeouts.

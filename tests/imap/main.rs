@@ -6,6 +6,7 @@
 mod common;
 
 mod api;
+mod cluster;
 mod events;
 mod store_ops;
 

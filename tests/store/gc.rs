@@ -1,5 +1,6 @@
 //! What the orphan collector relies on: which audio keys committed rows reference (found through
-//! primary keys), and one node per interval taking the cluster-wide turn.
+//! primary keys), and one node per interval taking the cluster-wide turn. Also the IMAP watch
+//! claims the nodes split their watching by.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,7 +11,11 @@ use voxmail::store::{GreetingRecord, Inserted, MailboxChanges, MessageStore, Sql
 use crate::db::TestDb;
 use crate::{connect, new_message, on_every_backend};
 
-on_every_backend!(referenced_keys, one_node_takes_each_turn);
+on_every_backend!(
+    referenced_keys,
+    one_node_takes_each_turn,
+    imap_watch_claims_age_out
+);
 
 async fn referenced_keys(store: Arc<SqlStore>, _db: &TestDb) {
     store.create_context("acme", "").await.unwrap();
@@ -120,4 +125,89 @@ async fn winners(
         }
     }
     wins
+}
+
+/// Claims to watch an IMAP context: renewed, listed while fresh, per context, withdrawn, and
+/// concurrent first claims of one node (two processes with one `node_id`) do not fail.
+async fn imap_watch_claims_age_out(store: Arc<SqlStore>, db: &TestDb) {
+    let other = connect(db, "node-b").await;
+    let t0 = 1_800_000_000_000;
+    let lease = 15_000;
+    let fresh = move |now: i64| now - lease;
+    assert_eq!(
+        store
+            .renew_imap_watch("acme", "node-a", t0, fresh(t0))
+            .await
+            .unwrap(),
+        vec!["node-a"]
+    );
+    assert_eq!(
+        other
+            .renew_imap_watch("acme", "node-b", t0 + 1_000, fresh(t0 + 1_000))
+            .await
+            .unwrap(),
+        vec!["node-a", "node-b"]
+    );
+    // Another context is its own set.
+    assert_eq!(
+        other
+            .renew_imap_watch("zeta", "node-b", t0 + 1_000, fresh(t0 + 1_000))
+            .await
+            .unwrap(),
+        vec!["node-b"]
+    );
+    // node-a stops renewing: once its claim is older than the lease, node-b watches alone.
+    let later = t0 + 1_000 + lease;
+    assert_eq!(
+        other
+            .renew_imap_watch("acme", "node-b", later, fresh(later))
+            .await
+            .unwrap(),
+        vec!["node-b"]
+    );
+    // It renews again: back in (its row was kept, not duplicated).
+    assert_eq!(
+        store
+            .renew_imap_watch("acme", "node-a", later, fresh(later))
+            .await
+            .unwrap(),
+        vec!["node-a", "node-b"]
+    );
+    // Withdrawn: gone at once.
+    store.leave_imap_watch("acme", "node-a").await.unwrap();
+    assert_eq!(
+        other
+            .renew_imap_watch("acme", "node-b", later + 1, fresh(later + 1))
+            .await
+            .unwrap(),
+        vec!["node-b"]
+    );
+    // Two processes with one node name claim at the same moment: both succeed, one row.
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let n = if i % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move {
+                n.renew_imap_watch("fresh-ctx", "twin", later, fresh(later))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), vec!["twin"]);
+    }
+    // Rows a day old are removed by the next renewal of the context.
+    let next_day = later + 86_400_001;
+    assert_eq!(
+        store
+            .renew_imap_watch("fresh-ctx", "node-a", next_day, 0)
+            .await
+            .unwrap(),
+        vec!["node-a"],
+        "the day-old claim of twin is gone even for a reader that accepts any age"
+    );
+    other.close().await;
 }

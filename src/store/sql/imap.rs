@@ -293,4 +293,66 @@ impl SqlStore {
         .await?;
         Ok(())
     }
+
+    /// Renews this node's claim to watch the IMAP mailboxes of `context` (a row of
+    /// `imap_watch_nodes` stamped `now_ms`), and removes rows not renewed for a day (nodes long
+    /// gone). Returns the nodes watching the context — those whose row is at least
+    /// `fresh_after_ms` — sorted, this node among them.
+    pub async fn renew_imap_watch(
+        &self,
+        context: &str,
+        node_id: &str,
+        now_ms: i64,
+        fresh_after_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let renewed = self
+            .q("UPDATE imap_watch_nodes SET seen_ms = ? WHERE context = ? AND node_id = ?")
+            .bind(now_ms)
+            .bind(context.to_owned())
+            .bind(node_id.to_owned())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if renewed == 0 {
+            match self
+                .q("INSERT INTO imap_watch_nodes (context, node_id, seen_ms) VALUES (?, ?, ?)")
+                .bind(context.to_owned())
+                .bind(node_id.to_owned())
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await
+            {
+                Ok(_) => {}
+                // Another process with the same node_id inserted it: the row is fresh.
+                Err(e) if is_unique_violation(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.q("DELETE FROM imap_watch_nodes WHERE context = ? AND seen_ms < ?")
+            .bind(context.to_owned())
+            .bind(now_ms - 86_400_000)
+            .execute(&self.pool)
+            .await?;
+        let rows: Vec<(String,)> = self
+            .qa(
+                "SELECT node_id FROM imap_watch_nodes WHERE context = ? AND seen_ms >= ? \
+                 ORDER BY node_id",
+            )
+            .bind(context.to_owned())
+            .bind(fresh_after_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(n,)| n).collect())
+    }
+
+    /// Withdraws this node's claim to watch `context` (it stops): the other nodes take its
+    /// mailboxes over at their next renewal instead of waiting for the claim to go stale.
+    pub async fn leave_imap_watch(&self, context: &str, node_id: &str) -> Result<(), StoreError> {
+        self.q("DELETE FROM imap_watch_nodes WHERE context = ? AND node_id = ?")
+            .bind(context.to_owned())
+            .bind(node_id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
