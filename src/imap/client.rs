@@ -23,7 +23,7 @@
 //! placeholder that the transport swaps for the secret on the wire, so even `async-imap`'s
 //! trace-level protocol log does not see it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
@@ -320,7 +320,26 @@ pub struct ImapClient {
     /// The selected folder's view may be behind other sessions' changes: the next operation on
     /// it sends NOOP first ([`ImapClient::resync_next`]).
     stale: bool,
+    /// What listings learnt about UIDs, per folder (see [`UidCache`]).
+    uids: HashMap<String, UidCache>,
 }
+
+/// What never changes about the UIDs of one folder: an IMAP message is immutable and a UID is
+/// never reused while the folder's UIDVALIDITY stays, so whether a UID is one of the owner's
+/// voicemails, and its listing data other than the flags, are read once per connection. Later
+/// listings and counts fetch only the flags of known UIDs (a few bytes each instead of the
+/// headers): a watcher's look at a mailbox of 1,000 voicemails stops re-reading 1,000 headers.
+#[derive(Debug, Default)]
+struct UidCache {
+    /// The folder's UIDVALIDITY when this was learnt.
+    validity: u32,
+    /// By UID: the summary (flags as first seen; fetched again each time), or `None` when the
+    /// UID is not one of the owner's voicemails (a substring match of the server's SEARCH).
+    known: HashMap<u32, Option<VoicemailSummary>>,
+}
+
+/// The most UIDs a connection remembers over all folders; past it the memory starts afresh.
+const UID_CACHE_LIMIT: usize = 50_000;
 
 impl fmt::Debug for ImapClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -370,6 +389,7 @@ impl ImapClient {
             broken: false,
             changed: false,
             stale: false,
+            uids: HashMap::new(),
         };
         let caps = op!(client, "CAPABILITY", |s| {
             let caps = s.capabilities().await?;
@@ -572,6 +592,22 @@ impl ImapClient {
             op!(self, "SELECT", |s| s.select(name).await)?
         };
         self.selected = Some((name.to_owned(), read_only));
+        // A new UIDVALIDITY (the folder was recreated) makes what was learnt about it void.
+        match mb.uid_validity {
+            Some(v) if self.uids.get(name).is_some_and(|c| c.validity == v) => {}
+            Some(v) => {
+                self.uids.insert(
+                    name.to_owned(),
+                    UidCache {
+                        validity: v,
+                        known: HashMap::new(),
+                    },
+                );
+            }
+            None => {
+                self.uids.remove(name);
+            }
+        }
         Ok(mb.exists)
     }
 
@@ -652,31 +688,105 @@ impl ImapClient {
         self.summaries(&uids).await
     }
 
+    /// The listing data of `uids` (in the selected folder) that are the owner's voicemails and
+    /// not `\Deleted`, by UID. Headers are fetched only for UIDs this connection has not seen
+    /// in this folder; for the others only the flags ([`UidCache`]).
     async fn summaries(&mut self, uids: &[u32]) -> Result<Vec<VoicemailSummary>> {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
-        let set = uid_set(uids);
-        let fetches = op!(self, "UID FETCH", |s| {
-            s.uid_fetch(&set, LIST_ITEMS)
-                .await?
-                .try_collect::<Vec<_>>()
-                .await
-        })?;
-        let mut out: BTreeMap<u32, VoicemailSummary> = BTreeMap::new();
-        for f in &fetches {
-            // A FETCH without one of our UIDs is the server telling of a flag change.
-            if f.uid.is_none_or(|u| !uids.contains(&u)) {
-                self.changed = true;
+        let folder = self.selected.as_ref().map(|(n, _)| n.clone());
+        let mut cache = folder
+            .as_ref()
+            .and_then(|n| self.uids.remove(n))
+            .filter(|c| c.known.len() < UID_CACHE_LIMIT);
+        let result = self.summaries_with(uids, cache.as_mut()).await;
+        if let (Some(folder), Some(cache)) = (folder, cache) {
+            if self.uids.values().map(|c| c.known.len()).sum::<usize>() + cache.known.len()
+                > UID_CACHE_LIMIT
+            {
+                self.uids.clear();
             }
-            if let Some(s) = self.summary_of(f) {
-                out.insert(s.uid, s);
+            self.uids.insert(folder, cache);
+        }
+        result
+    }
+
+    async fn summaries_with(
+        &mut self,
+        uids: &[u32],
+        mut cache: Option<&mut UidCache>,
+    ) -> Result<Vec<VoicemailSummary>> {
+        let (known, unknown): (Vec<u32>, Vec<u32>) = uids
+            .iter()
+            .partition(|u| cache.as_ref().is_some_and(|c| c.known.contains_key(u)));
+        let mut out: BTreeMap<u32, VoicemailSummary> = BTreeMap::new();
+        if !unknown.is_empty() {
+            let set = uid_set(&unknown);
+            let fetches = op!(self, "UID FETCH", |s| {
+                s.uid_fetch(&set, LIST_ITEMS)
+                    .await?
+                    .try_collect::<Vec<_>>()
+                    .await
+            })?;
+            for f in &fetches {
+                // A FETCH without one of our UIDs is the server telling of a flag change.
+                let Some(uid) = f.uid.filter(|u| unknown.contains(u)) else {
+                    self.changed = true;
+                    continue;
+                };
+                // Only a message with the headers answers for what the UID is.
+                if f.header().is_none() {
+                    continue;
+                }
+                let summary = self.summary_of(f);
+                if let Some(c) = cache.as_deref_mut() {
+                    c.known.insert(uid, summary.clone());
+                }
+                if let Some(s) = summary.filter(|_| !is_deleted(f)) {
+                    out.insert(uid, s);
+                }
+            }
+        }
+        let wanted: Vec<u32> = known
+            .into_iter()
+            .filter(|u| {
+                cache
+                    .as_ref()
+                    .is_some_and(|c| matches!(c.known.get(u), Some(Some(_))))
+            })
+            .collect();
+        if !wanted.is_empty() {
+            let set = uid_set(&wanted);
+            let fetches = op!(self, "UID FETCH", |s| {
+                s.uid_fetch(&set, "(UID FLAGS)")
+                    .await?
+                    .try_collect::<Vec<_>>()
+                    .await
+            })?;
+            for f in &fetches {
+                let Some(uid) = f.uid.filter(|u| wanted.contains(u)) else {
+                    self.changed = true;
+                    continue;
+                };
+                let Some(Some(known)) = cache.as_ref().and_then(|c| c.known.get(&uid)) else {
+                    continue;
+                };
+                if is_deleted(f) {
+                    continue;
+                }
+                let flags: Vec<Flag<'_>> = f.flags().collect();
+                let mut s = known.clone();
+                s.seen = flags.contains(&Flag::Seen);
+                s.flagged = flags.contains(&Flag::Flagged);
+                out.insert(uid, s);
             }
         }
         Ok(out.into_values().collect())
     }
 
-    /// The summary of a fetched message when it is one of the owner's voicemails.
+    /// The summary of a fetched message when it is one of the owner's voicemails (whatever its
+    /// `\Deleted` flag: flags change, the answer to "whose voicemail" does not).
     fn summary_of(&self, f: &Fetch) -> Option<VoicemailSummary> {
         let uid = f.uid?;
         let header = f.header()?;
@@ -685,9 +795,6 @@ impl ImapClient {
             return None;
         }
         let flags: Vec<Flag<'_>> = f.flags().collect();
-        if flags.contains(&Flag::Deleted) {
-            return None;
-        }
         Some(VoicemailSummary {
             uid,
             seen: flags.contains(&Flag::Seen),
@@ -732,7 +839,10 @@ impl ImapClient {
             .iter()
             .find(|f| f.uid == Some(uid))
             .ok_or_else(not_found)?;
-        let summary = self.summary_of(f).ok_or_else(not_found)?;
+        let summary = self
+            .summary_of(f)
+            .filter(|_| !is_deleted(f))
+            .ok_or_else(not_found)?;
         let raw = f.body().ok_or_else(not_found)?.to_vec();
         let parsed = format::parse(&raw).ok_or_else(not_found)?;
         Ok(FetchedVoicemail {
@@ -1049,6 +1159,11 @@ impl ImapClient {
             .map(|(f, _)| f.clone())
             .collect())
     }
+}
+
+/// Whether a fetched message carries `\Deleted` (waiting for EXPUNGE: no longer listed).
+fn is_deleted(f: &Fetch) -> bool {
+    f.flags().any(|fl| fl == Flag::Deleted)
 }
 
 /// What a listing fetches: enough headers to recognise and describe a voicemail.

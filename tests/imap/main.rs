@@ -509,6 +509,108 @@ async fn mail_client_changes_are_seen_and_wake_idle() {
     let _ = (host, port);
 }
 
+/// A connection remembers what it learnt of each UID (headers are read once), yet every listing
+/// shows the flags as they are now, drops what a mail client deleted, and forgets a folder that
+/// was deleted and made again (a new UIDVALIDITY: UID 1 is another message then).
+#[tokio::test]
+async fn listings_again_show_current_flags_and_a_recreated_folder() {
+    let Some(server) = TestDovecot::start() else {
+        return;
+    };
+    let mut c = connect(&server, "alice").await;
+    let v1 = c
+        .append(&Folder::Inbox, &composed(0, false), false)
+        .await
+        .unwrap()
+        .unwrap();
+    let v2 = c
+        .append(&Folder::Inbox, &composed(1, false), false)
+        .await
+        .unwrap()
+        .unwrap();
+    let flags = |l: &[voxmail::imap::VoicemailSummary]| -> Vec<(u32, bool, bool)> {
+        l.iter().map(|m| (m.uid, m.seen, m.flagged)).collect()
+    };
+    let first = c.list(&Folder::Inbox).await.unwrap();
+    assert_eq!(flags(&first), vec![(v1, false, false), (v2, false, false)]);
+    // A mail client: v1 read and flagged, v2 deleted (not expunged).
+    let script = format!(
+        "{PY_PRELUDE}m.select('INBOX')\n\
+         m.uid('STORE', sys.argv[5], '+FLAGS', '(\\\\Seen \\\\Flagged)')\n\
+         m.uid('STORE', sys.argv[6], '+FLAGS', '(\\\\Deleted)')\n"
+    );
+    imaplib(
+        &server,
+        "alice",
+        &script,
+        &[&v1.to_string(), &v2.to_string()],
+    );
+    c.resync_next();
+    let again = c.list(&Folder::Inbox).await.unwrap();
+    assert_eq!(flags(&again), vec![(v1, true, true)]);
+    assert_eq!(again[0].meta, first[0].meta, "the remembered headers");
+    assert_eq!(
+        c.counts().await.unwrap(),
+        Counts {
+            new: 0,
+            old: 1,
+            urgent_new: 0,
+            urgent_old: 1
+        }
+    );
+    // Undeleted again: listed again, with the headers it had.
+    let script = format!(
+        "{PY_PRELUDE}m.select('INBOX')\nm.uid('STORE', sys.argv[5], '-FLAGS', '(\\\\Deleted)')\n"
+    );
+    imaplib(&server, "alice", &script, &[&v2.to_string()]);
+    c.resync_next();
+    let back = c.list(&Folder::Inbox).await.unwrap();
+    assert_eq!(flags(&back), vec![(v1, true, true), (v2, false, false)]);
+    assert_eq!(back[1].meta.msg_id, "1700000000-00000001");
+
+    // Work: one voicemail, listed; then a mail client deletes the folder and makes it again with
+    // another voicemail, which gets UID 1 again under a new UIDVALIDITY.
+    let w = c
+        .append(&Folder::Work, &composed(5, false), false)
+        .await
+        .unwrap()
+        .unwrap();
+    let work = c.list(&Folder::Work).await.unwrap();
+    assert_eq!(work.len(), 1);
+    assert_eq!(work[0].meta.msg_id, "1700000000-00000005");
+    c.list(&Folder::Inbox).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("other.eml");
+    std::fs::write(&raw, composed(7, true)).unwrap();
+    let work_name = c.folder_name(&Folder::Work).await.unwrap();
+    let script = format!(
+        "{PY_PRELUDE}m.select('INBOX')\n\
+         typ, _ = m.delete(sys.argv[5]); assert typ == 'OK', typ\n\
+         typ, _ = m.create(sys.argv[5]); assert typ == 'OK', typ\n\
+         typ, data = m.append(sys.argv[5], '(\\\\Flagged)', None, open(sys.argv[6], 'rb').read())\n\
+         assert typ == 'OK', typ\n\
+         print(data[0].decode())\n"
+    );
+    let out = imaplib(
+        &server,
+        "alice",
+        &script,
+        &[&work_name, raw.to_str().unwrap()],
+    );
+    assert!(
+        out.contains(&format!(" {w}]")),
+        "the new folder's message has UID {w} again: {out}"
+    );
+    let work = c.list(&Folder::Work).await.unwrap();
+    assert_eq!(work.len(), 1, "{work:?}");
+    assert_eq!(work[0].uid, w);
+    assert_eq!(
+        work[0].meta.msg_id, "1700000000-00000007",
+        "the recreated folder's message, not the remembered one"
+    );
+    assert!(work[0].flagged);
+}
+
 /// Without IDLE (disabled for the account) the client polls and still sees a change.
 #[tokio::test]
 async fn polling_fallback_sees_changes() {
