@@ -128,8 +128,23 @@ impl std::ops::DerefMut for Tx {
 }
 
 impl Tx {
+    /// `COMMIT`, in a task of its own: once a change decided to commit, the COMMIT runs to its
+    /// end even when the caller's future is dropped (its client hung up). Cut off mid-flight,
+    /// sqlx queued a ROLLBACK behind the COMMIT the server had already received (PostgreSQL then
+    /// logs "there is no transaction in progress"), and on SQLite this process's write lock was
+    /// released before the commit finished. The lock now goes with the task.
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+        let Tx {
+            inner,
+            _write: write,
+        } = self;
+        tokio::spawn(async move {
+            let done = inner.commit().await;
+            drop(write);
+            done
+        })
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
     }
 
     pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
