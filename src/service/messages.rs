@@ -446,13 +446,15 @@ impl Voicemail {
                 }
             }
         }
-        // An IMAP original: each SQL copy is stored like a deposit of the attachment.
+        // An IMAP original: each SQL copy is stored like a deposit of the attachment, and
+        // e-mailed as a forward (the forwarding mailbox is the caller).
+        let by = (source.address.mailbox.as_str(), source.fullname.as_str());
         for t in into_sql {
             let key = t.message.audio_key.clone();
             self.stage(&*self.blobs, &key, data).await?;
             match self
                 .sql
-                .insert_message(&t.mailbox, t.message, t.maxmsg, None)
+                .insert_forwarded_copy(&t.mailbox, t.message, t.maxmsg, by)
                 .await
             {
                 Ok(Inserted::Created(c)) => created.push((t.mailbox, c.value)),

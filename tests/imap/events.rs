@@ -311,11 +311,22 @@ async fn an_imap_deposit_is_emailed_with_its_recording() {
     assert!((secs - 1.5).abs() < 0.05, "attachment lasts {secs} s");
 }
 
-/// A forward from one IMAP mailbox into another is mailed as Asterisk mails a forward: the
-/// forwarding mailbox is the caller (`VM_CIDNUM`), the original caller is `ORIG_VM_*`; and both
-/// mailboxes get their events.
+/// A forward from an IMAP mailbox into another IMAP mailbox is mailed as Asterisk mails a
+/// forward: the forwarding mailbox is the caller (`VM_CIDNUM`), the original caller is
+/// `ORIG_VM_*`; and the target gets its event.
 #[tokio::test]
 async fn a_forward_into_an_imap_mailbox_is_mailed_as_a_forward() {
+    forward_from_imap_is_mailed_as_a_forward("bob@imapctx").await;
+}
+
+/// The same into a mailbox kept in SQL (another context): the copy is stored like a deposit of
+/// the IMAP attachment, and still mailed as a forward.
+#[tokio::test]
+async fn a_forward_from_imap_into_sql_is_mailed_as_a_forward() {
+    forward_from_imap_is_mailed_as_a_forward("2000@default").await;
+}
+
+async fn forward_from_imap_is_mailed_as_a_forward(target: &str) {
     let Some(server) = TestDovecot::start() else {
         return;
     };
@@ -335,21 +346,25 @@ async fn a_forward_into_an_imap_mailbox_is_mailed_as_a_forward() {
     // 1234 logs in as alice; "bob" through the master user as IMAP user bob.
     app.create_mailbox(MBX, json!({"fullname": "Alice"})).await;
     app.create_mailbox(
-        "bob@imapctx",
+        target,
         json!({"fullname": "Bob", "email": "bob@example.org", "attach": true}),
     )
     .await;
     let m = app
         .deposit_ok(MBX, audio::wav_pcm16(1.0, 8000), "audio/wav")
         .await;
-    let mut bob_events =
-        SseClient::connect(&app.url("/v1/events?mailbox=bob@imapctx"), &app.admin, None).await;
+    let mut bob_events = SseClient::connect(
+        &app.url(&format!("/v1/events?mailbox={target}")),
+        &app.admin,
+        None,
+    )
+    .await;
     let r = app
         .post(&format!(
             "/v1/mailboxes/{MBX}/messages/{}/forward",
             m["id"].as_str().unwrap()
         ))
-        .json(&json!({"to": ["bob@imapctx"], "keep": true}))
+        .json(&json!({"to": [target], "keep": true}))
         .send()
         .await
         .unwrap();

@@ -381,14 +381,28 @@ fn placement(cur: &MessageRecord, folder: Option<Folder>, read: Option<bool>) ->
     }
 }
 
-#[async_trait]
-impl MessageStore for SqlStore {
-    async fn insert_message(
+impl SqlStore {
+    /// Stores a forwarded copy of a message kept elsewhere (an IMAP original) like a deposit,
+    /// but e-mailed as Asterisk mails a forward: `forwarded_by` (the forwarding mailbox's number
+    /// and name) is the caller of the notification, the original caller its `ORIG_VM_*`.
+    pub async fn insert_forwarded_copy(
+        &self,
+        mailbox: &MailboxRecord,
+        message: NewMessage,
+        maxmsg: u32,
+        forwarded_by: (&str, &str),
+    ) -> Result<Inserted, StoreError> {
+        self.insert_new(mailbox, message, maxmsg, None, Some(forwarded_by))
+            .await
+    }
+
+    async fn insert_new(
         &self,
         mailbox: &MailboxRecord,
         message: NewMessage,
         maxmsg: u32,
         idempotency_key: Option<&str>,
+        forwarded_by: Option<(&str, &str)>,
     ) -> Result<Inserted, StoreError> {
         let mut tx = self.begin().await?;
         let version = self.lock_mailbox(&mut tx, mailbox).await?;
@@ -421,7 +435,7 @@ impl MessageStore for SqlStore {
         }
         self.insert_row(&mut tx, mailbox, &message, maxmsg).await?;
         let stored = self.message_in(&mut tx, mailbox, message.id).await?;
-        self.queue_email(&mut tx, mailbox, message.id, stored.msgnum, None)
+        self.queue_email(&mut tx, mailbox, message.id, stored.msgnum, forwarded_by)
             .await?;
         let counts = self
             .emit_locked(
@@ -437,6 +451,20 @@ impl MessageStore for SqlStore {
             value: stored,
             counts,
         }))
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqlStore {
+    async fn insert_message(
+        &self,
+        mailbox: &MailboxRecord,
+        message: NewMessage,
+        maxmsg: u32,
+        idempotency_key: Option<&str>,
+    ) -> Result<Inserted, StoreError> {
+        self.insert_new(mailbox, message, maxmsg, idempotency_key, None)
+            .await
     }
 
     async fn find_idempotent(
