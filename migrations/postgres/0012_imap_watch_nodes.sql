@@ -10,3 +10,13 @@ CREATE TABLE imap_watch_nodes (
     seen_ms     BIGINT NOT NULL,
     PRIMARY KEY (context, node_id)
 );
+
+-- IMAP mailboxes voxmail is changing right now (an APPEND, STORE, MOVE or EXPUNGE from the API, on
+-- any node), until the change is recorded with its own event (which removes the row) or
+-- `until_ms`. A watcher that sees such a change before it is recorded does not report it as
+-- made outside (`mailbox.changed`); it looks again after.
+CREATE TABLE imap_busy (
+    mailbox_id  VARCHAR(36) COLLATE "C" PRIMARY KEY,
+    token       VARCHAR(36) COLLATE "C" NOT NULL,
+    until_ms    BIGINT NOT NULL
+);

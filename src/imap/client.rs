@@ -722,13 +722,7 @@ impl ImapClient {
             .partition(|u| cache.as_ref().is_some_and(|c| c.known.contains_key(u)));
         let mut out: BTreeMap<u32, VoicemailSummary> = BTreeMap::new();
         if !unknown.is_empty() {
-            let set = uid_set(&unknown);
-            let fetches = op!(self, "UID FETCH", |s| {
-                s.uid_fetch(&set, LIST_ITEMS)
-                    .await?
-                    .try_collect::<Vec<_>>()
-                    .await
-            })?;
+            let fetches = self.uid_fetch(&uid_set(&unknown), LIST_ITEMS).await?;
             for f in &fetches {
                 // A FETCH without one of our UIDs is the server telling of a flag change.
                 let Some(uid) = f.uid.filter(|u| unknown.contains(u)) else {
@@ -757,13 +751,7 @@ impl ImapClient {
             })
             .collect();
         if !wanted.is_empty() {
-            let set = uid_set(&wanted);
-            let fetches = op!(self, "UID FETCH", |s| {
-                s.uid_fetch(&set, "(UID FLAGS)")
-                    .await?
-                    .try_collect::<Vec<_>>()
-                    .await
-            })?;
+            let fetches = self.uid_fetch(&uid_set(&wanted), "(UID FLAGS)").await?;
             for f in &fetches {
                 let Some(uid) = f.uid.filter(|u| wanted.contains(u)) else {
                     self.changed = true;
@@ -783,6 +771,13 @@ impl ImapClient {
             }
         }
         Ok(out.into_values().collect())
+    }
+
+    /// `UID FETCH set items` in the selected folder: every response, in the server's order.
+    async fn uid_fetch(&mut self, set: &str, items: &str) -> Result<Vec<Fetch>> {
+        op!(self, "UID FETCH", |s| {
+            s.uid_fetch(set, items).await?.try_collect::<Vec<_>>().await
+        })
     }
 
     /// The summary of a fetched message when it is one of the owner's voicemails (whatever its
@@ -824,13 +819,7 @@ impl ImapClient {
     pub async fn fetch(&mut self, folder: &Folder, uid: u32) -> Result<FetchedVoicemail> {
         let name = self.folder_name(folder).await?;
         self.ensure_selected(&name, false).await?;
-        let set = uid.to_string();
-        let fetches = op!(self, "UID FETCH", |s| {
-            s.uid_fetch(&set, FETCH_ITEMS)
-                .await?
-                .try_collect::<Vec<_>>()
-                .await
-        })?;
+        let fetches = self.uid_fetch(&uid.to_string(), FETCH_ITEMS).await?;
         let not_found = || ImapError::NotFound {
             folder: name.clone(),
             uid,
@@ -1057,12 +1046,7 @@ impl ImapClient {
 
     /// The UIDs and flags of the selected folder.
     async fn fingerprint(&mut self) -> Result<Vec<(u32, Vec<String>)>> {
-        let fetches = op!(self, "UID FETCH", |s| {
-            s.uid_fetch("1:*", "(UID FLAGS)")
-                .await?
-                .try_collect::<Vec<_>>()
-                .await
-        });
+        let fetches = self.uid_fetch("1:*", "(UID FLAGS)").await;
         let fetches = match fetches {
             Ok(f) => f,
             // An empty folder: some servers answer `1:*` with an error.

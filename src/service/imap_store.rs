@@ -21,8 +21,8 @@ use crate::imap::{
     ImapAccount, ImapClient, ImapError, ImapPool, ImapTls, Lease, Owner, VoicemailSummary,
 };
 use crate::store::{
-    Changed, ForwardTarget, GreetingRecord, ImapChange, Inserted, MailboxRecord, MessageRecord,
-    MessageStore, NewMessage, Page, SqlStore, StoreError,
+    Changed, ForwardTarget, GreetingRecord, IMAP_BUSY_MS, ImapChange, Inserted, MailboxRecord,
+    MessageRecord, MessageStore, NewMessage, Page, Recorded, SqlStore, StoreError,
 };
 
 /// The IMAP folders a mailbox's messages can be in (Old and Urgent are flags on INBOX).
@@ -1270,7 +1270,62 @@ pub(crate) struct RoutedStore {
     pub(crate) imap: Arc<ImapMessageStore>,
 }
 
+/// voxmail changing some IMAP mailboxes (see [`SqlStore::mark_imap_busy`]): marked when made,
+/// unmarked when dropped unless the change's recording already did it — also when the request
+/// is dropped midway (its client hung up), by a task of its own.
+struct Busy {
+    sql: Arc<SqlStore>,
+    token: String,
+    mailboxes: Vec<MailboxId>,
+}
+
+impl Busy {
+    async fn mark(sql: &Arc<SqlStore>, mailboxes: Vec<MailboxId>) -> Self {
+        let token = MessageId::new().to_string();
+        let until = crate::domain::now_ms() + IMAP_BUSY_MS;
+        for m in &mailboxes {
+            if let Err(e) = sql.mark_imap_busy(*m, &token, until).await {
+                tracing::warn!(error = %e, "cannot mark an IMAP mailbox as being changed");
+            }
+        }
+        Self {
+            sql: sql.clone(),
+            token,
+            mailboxes,
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let (sql, token, mailboxes) = (
+            self.sql.clone(),
+            std::mem::take(&mut self.token),
+            std::mem::take(&mut self.mailboxes),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for m in mailboxes {
+                    if let Err(e) = sql.clear_imap_busy(m, &token).await {
+                        tracing::warn!(error = %e, "cannot unmark an IMAP mailbox");
+                    }
+                }
+            });
+        }
+    }
+}
+
 impl RoutedStore {
+    /// Marks the mailboxes among `mailboxes` kept in IMAP as being changed by voxmail.
+    async fn busy<'a>(&self, mailboxes: impl IntoIterator<Item = &'a MailboxRecord>) -> Busy {
+        let ids: Vec<MailboxId> = mailboxes
+            .into_iter()
+            .filter(|m| self.imap.handles(m))
+            .map(|m| m.id)
+            .collect();
+        Busy::mark(&self.sql, ids).await
+    }
+
     fn pick(&self, mailbox: &MailboxRecord) -> &dyn MessageStore {
         if self.imap.handles(mailbox) {
             &*self.imap
@@ -1339,8 +1394,7 @@ impl RoutedStore {
             forwarded_by: notify.and_then(|n| n.1),
         };
         match self.sql.record_imap_counts(mailbox, counts, change).await {
-            Ok(Some(c)) => c,
-            Ok(None) => counts,
+            Ok(r) => r.written().unwrap_or(counts),
             Err(e) => {
                 tracing::warn!(mailbox = %mailbox.address, error = %e,
                     "cannot record an IMAP change in the outbox; the watcher will");
@@ -1384,6 +1438,7 @@ impl MessageStore for RoutedStore {
                 .insert_message(mailbox, message, maxmsg, idempotency_key)
                 .await;
         }
+        let _busy = self.busy([mailbox]).await;
         let claimed = match idempotency_key {
             Some(k) => match self.claim(mailbox, k, message.id).await? {
                 Claim::Held => Some(k),
@@ -1465,6 +1520,7 @@ impl MessageStore for RoutedStore {
         // IMAP does not say whether the message changed folder: a named folder, or a read
         // change of a message in INBOX (which moves it between INBOX and Old), is a move.
         let named = folder.is_some();
+        let _busy = self.busy([mailbox]).await;
         let changed = self
             .pick(mailbox)
             .update_message(mailbox, id, folder, read, maxmsg)
@@ -1488,6 +1544,7 @@ impl MessageStore for RoutedStore {
         mailbox: &MailboxRecord,
         id: MessageId,
     ) -> Result<Changed<MessageRecord>, StoreError> {
+        let _busy = self.busy([mailbox]).await;
         let changed = self.pick(mailbox).delete_message(mailbox, id).await?;
         if !self.imap.handles(mailbox) {
             return Ok(changed);
@@ -1514,6 +1571,9 @@ impl MessageStore for RoutedStore {
             .map(|t| t.mailbox.clone())
             .filter(|m| self.imap.handles(m))
             .collect();
+        let _busy = self
+            .busy(imap_targets.iter().chain(std::iter::once(source)))
+            .await;
         let copies = self.imap.forward_message(source, id, targets, keep).await?;
         // The SQL sides wrote their own events; the IMAP sides are recorded here.
         for copy in &copies {
@@ -1549,18 +1609,16 @@ impl MessageStore for RoutedStore {
             .record_imap_counts(mailbox, counts, ImapChange::Observed { read_at_ms })
             .await
         {
-            Ok(Some(c)) => Ok(c),
-            Ok(None) => {
-                Ok(self
-                    .sql
-                    .imap_counts(mailbox.id)
-                    .await?
-                    .flatten()
-                    .map_or(counts, |known| MwiCounts {
-                        version: known.version,
-                        ..counts
-                    }))
-            }
+            Ok(Recorded::Written(c)) => Ok(c),
+            Ok(Recorded::Unchanged | Recorded::Deferred) => Ok(self
+                .sql
+                .imap_counts(mailbox.id)
+                .await?
+                .flatten()
+                .map_or(counts, |known| MwiCounts {
+                    version: known.version,
+                    ..counts
+                })),
             Err(e) => Err(e),
         }
     }

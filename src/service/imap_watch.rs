@@ -39,7 +39,7 @@ use super::imap_store::ImapMessageStore;
 use crate::config::ImapContextConfig;
 use crate::domain::{EventFilter, Folder, MailboxId, MwiCounts, now_ms};
 use crate::imap::ImapClient;
-use crate::store::{ImapChange, MailboxRecord, MessageStore, StoreError};
+use crate::store::{ImapChange, MailboxRecord, MessageStore, Recorded, StoreError};
 
 /// How often the supervisor re-reads the context's mailboxes without being told to.
 const RESCAN: Duration = Duration::from_secs(60);
@@ -47,6 +47,9 @@ const RESCAN: Duration = Duration::from_secs(60);
 const IDLE_RENEW: Duration = Duration::from_secs(20 * 60);
 /// The longest pause between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How soon a watcher looks again after a look made while voxmail was changing the mailbox
+/// (the change's own event pokes it sooner).
+const DEFERRED_LOOK: Duration = Duration::from_secs(2);
 /// Mailboxes of one context polled at the same time.
 const POLL_CONCURRENCY: usize = 2;
 
@@ -77,26 +80,28 @@ impl Voicemail {
     }
 }
 
-/// Records what a look at a mailbox found. `true` when it was news (an event was written).
+/// Records what a look at a mailbox found. `false` when the look must be made again soon: it
+/// was made while voxmail is changing the mailbox ([`Recorded::Deferred`]).
 async fn observe(vm: &Voicemail, mailbox: &MailboxRecord, read_at_ms: i64, c: MwiCounts) -> bool {
     match vm
         .sql
         .record_imap_counts(mailbox, c, ImapChange::Observed { read_at_ms })
         .await
     {
-        Ok(Some(counts)) => {
+        Ok(Recorded::Written(counts)) => {
             tracing::debug!(mailbox = %mailbox.address, mwi.new = counts.new, mwi.old = counts.old,
                 "IMAP mailbox changed outside voxmail");
             vm.notify_changed();
             true
         }
-        Ok(None) => false,
+        Ok(Recorded::Unchanged) => true,
+        Ok(Recorded::Deferred) => false,
         // Deleted meanwhile: the supervisor stops this watcher on its next scan.
-        Err(StoreError::NotFound) => false,
+        Err(StoreError::NotFound) => true,
         Err(e) => {
             tracing::warn!(mailbox = %mailbox.address, error = %e,
                 "cannot record IMAP counts; the next look tries again");
-            false
+            true
         }
     }
 }
@@ -422,8 +427,9 @@ async fn watch_session(
             c.resync_next();
             let read_at_ms = now_ms();
             let counts = c.counts().await.map_err(|e| e.to_string())?;
-            observe(vm, mailbox, read_at_ms, counts_of(counts)).await;
-            c.wait_for_change_or(&Folder::Inbox, IDLE_RENEW, Some(poke))
+            let settled = observe(vm, mailbox, read_at_ms, counts_of(counts)).await;
+            let wait = if settled { IDLE_RENEW } else { DEFERRED_LOOK };
+            c.wait_for_change_or(&Folder::Inbox, wait, Some(poke))
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -3,7 +3,7 @@
 pub mod sql;
 
 pub use sql::SqlStore;
-pub use sql::imap::ImapChange;
+pub use sql::imap::{IMAP_BUSY_MS, ImapChange, Recorded};
 
 use async_trait::async_trait;
 

@@ -8,6 +8,7 @@ mod db;
 mod blob;
 mod concurrency;
 mod gc;
+mod imap;
 mod schema;
 mod story;
 

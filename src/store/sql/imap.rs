@@ -38,6 +38,33 @@ pub enum ImapChange<'a> {
     },
 }
 
+/// What [`SqlStore::record_imap_counts`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The counts were recorded and an event written; they carry the mailbox's new version.
+    Written(MwiCounts),
+    /// An observation that changed nothing (or raced a newer recording): nothing written.
+    Unchanged,
+    /// An observation made while voxmail is changing the mailbox (see
+    /// [`SqlStore::mark_imap_busy`]): not recorded, since it may show that change before voxmail
+    /// records it with its own event; the watcher looks again after it.
+    Deferred,
+}
+
+impl Recorded {
+    /// The counts written, if any.
+    pub fn written(self) -> Option<MwiCounts> {
+        match self {
+            Self::Written(c) => Some(c),
+            Self::Unchanged | Self::Deferred => None,
+        }
+    }
+}
+
+/// How long a mark of voxmail changing a mailbox stands at most (it is removed when the change
+/// is recorded, or given up; this bounds a node that died in between).
+pub const IMAP_BUSY_MS: i64 = 30_000;
+
 #[derive(sqlx::FromRow)]
 struct CountsRow {
     new_count: i64,
@@ -103,15 +130,65 @@ impl SqlStore {
             .is_some_and(|c| c.mailbox_is_imap(mailbox))
     }
 
+    /// Marks voxmail as changing `mailbox` (before an APPEND, STORE, MOVE or EXPUNGE) until
+    /// `until_ms`: watchers' observations wait until the change is recorded (which removes the
+    /// mark), so a watcher that sees voxmail's own change first does not report it as a change
+    /// made outside (`mailbox.changed` before the change's own event). `token` names this mark.
+    pub async fn mark_imap_busy(
+        &self,
+        mailbox: MailboxId,
+        token: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        for _ in 0..2 {
+            let updated = self
+                .q("UPDATE imap_busy SET token = ?, until_ms = ? WHERE mailbox_id = ?")
+                .bind(token.to_owned())
+                .bind(until_ms)
+                .bind(mailbox.to_string())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            if updated > 0 {
+                return Ok(());
+            }
+            match self
+                .q("INSERT INTO imap_busy (mailbox_id, token, until_ms) VALUES (?, ?, ?)")
+                .bind(mailbox.to_string())
+                .bind(token.to_owned())
+                .bind(until_ms)
+                .execute(&self.pool)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Another change inserted it meanwhile: update it.
+                Err(e) if is_unique_violation(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the mark `token` of [`Self::mark_imap_busy`] (a change given up, or whose
+    /// recording failed); a newer mark of another change stays.
+    pub async fn clear_imap_busy(&self, mailbox: MailboxId, token: &str) -> Result<(), StoreError> {
+        self.q("DELETE FROM imap_busy WHERE mailbox_id = ? AND token = ?")
+            .bind(mailbox.to_string())
+            .bind(token.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records counts read from a mailbox's IMAP folders and writes the outbox event of the
-    /// change (see [`ImapChange`]). Returns the counts with the mailbox's new version when an
-    /// event was written, `None` when an observation changed nothing.
+    /// change (see [`ImapChange`] and [`Recorded`]). Recording a change voxmail made removes the
+    /// mailbox's busy mark in the same transaction.
     pub async fn record_imap_counts(
         &self,
         mailbox: &MailboxRecord,
         counts: MwiCounts,
         change: ImapChange<'_>,
-    ) -> Result<Option<MwiCounts>, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let id = mailbox.id.to_string();
         let mut tx = self.begin().await?;
         // The row lock first: recordings of one mailbox are serialized from here to commit.
@@ -129,16 +206,33 @@ impl SqlStore {
                 event_type,
                 message_id,
                 ..
-            } => Some((event_type, message_id)),
+            } => {
+                self.q("DELETE FROM imap_busy WHERE mailbox_id = ?")
+                    .bind(id.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                Some((event_type, message_id))
+            }
             ImapChange::Observed { read_at_ms } => match &prior {
                 Some(p) if p.same(&counts) || p.observed_ms > read_at_ms => None,
-                _ => Some(("mailbox.changed", None)),
+                _ => {
+                    let busy: Option<(i64,)> = self
+                        .qa("SELECT until_ms FROM imap_busy WHERE mailbox_id = ?")
+                        .bind(id.clone())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if busy.is_some_and(|(until,)| until > crate::domain::now_ms()) {
+                        tx.rollback().await?;
+                        return Ok(Recorded::Deferred);
+                    }
+                    Some(("mailbox.changed", None))
+                }
             },
         };
         let Some((event_type, message_id)) = event else {
             // Nothing new: the version bump is rolled back with the rest.
             tx.rollback().await?;
-            return Ok(None);
+            return Ok(Recorded::Unchanged);
         };
         let now_ms = crate::domain::now_ms();
         let sql = if prior.is_some() {
@@ -172,7 +266,7 @@ impl SqlStore {
         self.emit_counts(&mut tx, mailbox, event_type, message_id, counts)
             .await?;
         tx.commit().await?;
-        Ok(Some(counts))
+        Ok(Recorded::Written(counts))
     }
 
     /// The last counts recorded for an IMAP-backed mailbox with its version; `None` when the
