@@ -1298,6 +1298,9 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        if self.mailboxes.is_empty() {
+            return;
+        }
         let (sql, token, mailboxes) = (
             self.sql.clone(),
             std::mem::take(&mut self.token),
