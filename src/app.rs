@@ -119,6 +119,7 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     vm.start_mwi_pushes(shutdown.clone(), &tracker).await;
     vm.start_orphan_collector(shutdown.clone(), &tracker);
     vm.start_imap_watchers(shutdown.clone(), &tracker);
+    vm.start_asterisk_sync(shutdown.clone(), &tracker);
     let vm = vm.with_hub(hub);
     let router = crate::http::router(vm.clone());
     let stop = shutdown.clone();

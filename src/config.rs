@@ -68,7 +68,9 @@ pub struct DatabaseConfig {
     /// Largest number of pooled connections.
     pub max_connections: u32,
     /// On MySQL/MariaDB, how often (milliseconds) a node polls the outbox for events committed by
-    /// other nodes (PostgreSQL nodes are woken by LISTEN/NOTIFY; SQLite has one node).
+    /// other nodes (PostgreSQL nodes are woken by LISTEN/NOTIFY; SQLite has one node). On
+    /// PostgreSQL and MySQL/MariaDB also how often it looks for changes Asterisk's app_voicemail
+    /// made in the shared messages table.
     pub poll_interval_ms: u64,
 }
 

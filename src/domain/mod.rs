@@ -107,6 +107,40 @@ impl Principal {
     }
 }
 
+/// The format Asterisk's app_voicemail stores recordings in with ODBC storage: the first of its
+/// `format=` (`wav49|gsm|wav` → `wav49`). A context whose Asterisk nodes share the messages table
+/// names it, and every message of the context carries a copy in it in `recording`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AsteriskFormat {
+    /// GSM 06.10 in WAV (format 0x31), Asterisk's `wav49` (file extension `.WAV`).
+    Wav49,
+    /// Headerless GSM 06.10 (`.gsm`).
+    Gsm,
+    /// 16-bit linear PCM WAV, 8 kHz mono (`.wav`).
+    Wav,
+}
+
+impl AsteriskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wav49 => "wav49",
+            Self::Gsm => "gsm",
+            Self::Wav => "wav",
+        }
+    }
+
+    /// The format named as in Asterisk's `format=` (any case), or `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "wav49" => Some(Self::Wav49),
+            "gsm" => Some(Self::Gsm),
+            "wav" => Some(Self::Wav),
+            _ => None,
+        }
+    }
+}
+
 /// Container and codec of stored audio, detected from its bytes. The names (`as_str`) are stored
 /// in the database and never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

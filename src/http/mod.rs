@@ -77,6 +77,7 @@ impl utoipa::Modify for ProblemJson {
         health::healthz, health::readyz, openapi_json,
         contexts::create_context, contexts::list_contexts,
         contexts::get_context_email, contexts::put_context_email,
+        contexts::get_context_asterisk, contexts::put_context_asterisk,
         mailboxes::create_mailbox, mailboxes::list_mailboxes, mailboxes::get_mailbox,
         mailboxes::update_mailbox, mailboxes::delete_mailbox, mailboxes::get_mwi,
         mailboxes::verify_pin,
@@ -142,6 +143,10 @@ pub fn router(vm: Voicemail) -> Router {
         .route(
             "/v1/contexts/{name}/email",
             get(contexts::get_context_email).put(contexts::put_context_email),
+        )
+        .route(
+            "/v1/contexts/{name}/asterisk",
+            get(contexts::get_context_asterisk).put(contexts::put_context_asterisk),
         )
         .route(
             "/v1/mailboxes",

@@ -236,6 +236,9 @@ impl Voicemail {
             sample_rate: audio.info.sample_rate,
             channels: audio.info.channels,
             byte_size: audio.info.byte_size as i64,
+            asterisk_recording: self
+                .asterisk_copy(mailbox, audio.key.as_str(), audio.info.format)
+                .await?,
             sha256: audio.info.sha256,
             forwarded_from: None,
         };

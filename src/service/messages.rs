@@ -258,6 +258,9 @@ impl Voicemail {
                     byte_size: original.byte_size,
                     sha256: original.sha256.clone(),
                     forwarded_from: Some(original.id),
+                    asterisk_recording: self
+                        .asterisk_copy(&mailbox, &original.audio_key, original.audio_format)
+                        .await?,
                 },
                 mailbox,
             });

@@ -1,6 +1,7 @@
 //! The use cases. HTTP handlers and CLI commands call these, never the stores directly.
 
 mod admin;
+mod asterisk;
 mod audio_in;
 mod auth;
 mod deposit;

@@ -167,6 +167,9 @@ pub struct NewMessage {
     pub byte_size: i64,
     pub sha256: String,
     pub forwarded_from: Option<MessageId>,
+    /// The copy in the context's Asterisk format for the `recording` column, when Asterisk nodes
+    /// share the context's messages (the original stays in the audio store).
+    pub asterisk_recording: Option<Vec<u8>>,
 }
 
 /// A mailbox's change: its counts after the change, in the same transaction.

@@ -60,6 +60,7 @@ pub fn new_message(folder: Folder) -> NewMessage {
         byte_size: 33_658,
         sha256: "ab".repeat(32),
         forwarded_from: None,
+        asterisk_recording: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The three migration sets define the same tables and columns (with the same nullability).
+//! The three migration sets define the same tables, views and columns (with the same nullability;
+//! a view's columns count as nullable, as PostgreSQL reports them).
 
 use std::collections::BTreeSet;
 
@@ -14,9 +15,10 @@ async fn columns(db: &TestDb) -> Columns {
         Backend::Sqlite => {
             let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
             sqlx::query_as(
-                "SELECT m.name, p.name, CASE WHEN p.\"notnull\" = 0 AND p.pk = 0 THEN 'YES' \
+                "SELECT m.name, p.name, CASE WHEN m.type = 'view' \
+                 OR (p.\"notnull\" = 0 AND p.pk = 0) THEN 'YES' \
                  ELSE 'NO' END FROM sqlite_master m, pragma_table_info(m.name) p \
-                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+                 WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%' \
                  AND m.name <> '_sqlx_migrations'",
             )
             .fetch_all(&mut c)
@@ -37,9 +39,11 @@ async fn columns(db: &TestDb) -> Columns {
         Backend::MySql => {
             let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
             sqlx::query_as(
-                "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR), \
-                 CAST(is_nullable AS CHAR) FROM information_schema.columns \
-                 WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations'",
+                "SELECT CAST(c.table_name AS CHAR), CAST(c.column_name AS CHAR), \
+                 CAST(CASE WHEN t.table_type = 'VIEW' THEN 'YES' ELSE c.is_nullable END AS CHAR) \
+                 FROM information_schema.columns c JOIN information_schema.tables t \
+                 ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+                 WHERE c.table_schema = DATABASE() AND c.table_name <> '_sqlx_migrations'",
             )
             .fetch_all(&mut c)
             .await

@@ -4,7 +4,10 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::views::{ContextEmailBody, ContextEmailView, ContextView, List, NewContext};
+use super::views::{
+    ContextAsteriskBody, ContextAsteriskView, ContextEmailBody, ContextEmailView, ContextView,
+    List, NewContext,
+};
 use crate::http::AppState;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, Auth};
@@ -101,4 +104,45 @@ pub async fn put_context_email(
 ) -> Result<axum::Json<ContextEmailView>, ApiError> {
     let e = s.vm.put_context_email(&p, &name, body.into()).await?;
     Ok(axum::Json(email_view(name, e)))
+}
+
+/// How the context's messages are shared with Asterisk's app_voicemail (ODBC storage). Admin.
+#[utoipa::path(get, path = "/v1/contexts/{name}/asterisk", tag = "contexts",
+    params(("name" = String, Path, description = "context name")),
+    responses((status = 200, body = ContextAsteriskView), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_context_asterisk(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(name): ApiPath<String>,
+) -> Result<axum::Json<ContextAsteriskView>, ApiError> {
+    let format = s.vm.get_context_asterisk(&p, &name).await?;
+    Ok(axum::Json(ContextAsteriskView {
+        context: name,
+        settings: ContextAsteriskBody { format },
+    }))
+}
+
+/// Set how the context's messages are shared with Asterisk's app_voicemail (ODBC storage): the
+/// format its Asterisk nodes store. Messages deposited or forwarded from then on carry a copy in
+/// that format for Asterisk. Admin.
+#[utoipa::path(put, path = "/v1/contexts/{name}/asterisk", tag = "contexts",
+    params(("name" = String, Path, description = "context name")),
+    request_body = ContextAsteriskBody,
+    responses((status = 200, body = ContextAsteriskView), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 415, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn put_context_asterisk(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<ContextAsteriskBody>,
+) -> Result<axum::Json<ContextAsteriskView>, ApiError> {
+    s.vm.put_context_asterisk(&p, &name, body.format).await?;
+    Ok(axum::Json(ContextAsteriskView {
+        context: name,
+        settings: body,
+    }))
 }

@@ -415,6 +415,25 @@ pub struct ContextEmailBody {
     pub pagerdateformat: Option<String>,
 }
 
+/// How a context's messages are shared with Asterisk's app_voicemail (ODBC storage).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContextAsteriskBody {
+    /// The format the context's Asterisk nodes store recordings in: the first of their
+    /// voicemail.conf `format=` (`wav49`, `gsm` or `wav`). Every message of the context then
+    /// carries a copy in that format in the shared table's `recording` column, which Asterisk
+    /// plays. null = no Asterisk shares this context's messages.
+    pub format: Option<crate::domain::AsteriskFormat>,
+}
+
+/// A context's Asterisk settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContextAsteriskView {
+    pub context: String,
+    #[serde(flatten)]
+    pub settings: ContextAsteriskBody,
+}
+
 /// A context's email settings as stored, with the unknown template variables found.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ContextEmailView {

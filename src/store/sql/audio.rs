@@ -136,7 +136,8 @@ impl SqlStore {
         let owner = AudioSource::owner(key);
         let in_row: Option<(Option<i64>,)> = match &owner {
             AudioSource::Message(id) => {
-                self.qa("SELECT LENGTH(recording) FROM messages WHERE id = ? AND audio_key = ?")
+                self.qa("SELECT LENGTH(recording) FROM messages WHERE id = ? AND audio_key = ? \
+                     AND recording_original = 1")
                     .bind(id.clone())
                     .bind(key.to_owned())
                     .fetch_optional(&self.pool)
@@ -178,7 +179,8 @@ impl SqlStore {
         let row: Option<(Option<Vec<u8>>,)> = match source {
             AudioSource::Message(id) => {
                 self.qa(
-                    "SELECT SUBSTR(recording, ?, ?) FROM messages WHERE id = ? AND audio_key = ?",
+                    "SELECT SUBSTR(recording, ?, ?) FROM messages WHERE id = ? AND audio_key = ? \
+                     AND recording_original = 1",
                 )
                 .bind(from)
                 .bind(len)
@@ -225,7 +227,8 @@ impl SqlStore {
             AudioSource::Message(id) => attempts.push((
                 "INSERT INTO audio_blobs (blob_key, data, byte_size, created_at) \
                  SELECT ?, recording, LENGTH(recording), ? FROM messages \
-                 WHERE id = ? AND audio_key = ? AND recording IS NOT NULL",
+                 WHERE id = ? AND audio_key = ? AND recording IS NOT NULL \
+                 AND recording_original = 1",
                 Some(id),
             )),
             AudioSource::Greeting(mailbox) => attempts.push((
@@ -301,8 +304,8 @@ impl SqlStore {
             return Ok(());
         }
         self.q(
-            "UPDATE messages SET recording = (SELECT data FROM audio_blobs WHERE blob_key = ?) \
-             WHERE id = ?",
+            "UPDATE messages SET recording = (SELECT data FROM audio_blobs WHERE blob_key = ?), \
+             recording_original = 1 WHERE id = ?",
         )
         .bind(key.to_owned())
         .bind(id.to_owned())
@@ -335,7 +338,7 @@ impl SqlStore {
         self.drop_adopted(tx, key).await
     }
 
-    async fn drop_adopted(&self, tx: &mut Tx, key: &str) -> Result<(), StoreError> {
+    pub(super) async fn drop_adopted(&self, tx: &mut Tx, key: &str) -> Result<(), StoreError> {
         let res = self
             .q("DELETE FROM audio_blobs WHERE blob_key = ?")
             .bind(key.to_owned())

@@ -285,7 +285,7 @@ impl SqlStore {
              folder, is_read, origmailbox, exten, rdnis, priority, callerchan, caller_id_num, \
              caller_id_name, duration_ms, audio_key, audio_format, codec, sample_rate, channels, \
              byte_size, sha256, forwarded_from, created_by, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, \
+             VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, \
              ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(m.id.to_string())
@@ -296,6 +296,7 @@ impl SqlStore {
         .bind(m.callerid.clone())
         .bind(m.origtime)
         .bind((m.duration_ms + 500) / 1000)
+        .bind(m.asterisk_recording.clone())
         .bind(m.flag.as_str())
         .bind(m.category.clone())
         .bind(mailbox.address.mailbox.clone())
@@ -323,9 +324,12 @@ impl SqlStore {
         .bind(now)
         .execute(&mut **tx)
         .await?;
-        // On the in-database audio store the upload moves into `recording` with the row.
-        self.adopt_message_audio(tx, &m.id.to_string(), &m.audio_key)
-            .await?;
+        // On the in-database audio store the upload moves into `recording` with the row — unless
+        // `recording` holds Asterisk's copy: the original then stays in `audio_blobs`.
+        if m.asterisk_recording.is_none() {
+            self.adopt_message_audio(tx, &m.id.to_string(), &m.audio_key)
+                .await?;
+        }
         Ok(())
     }
 }
@@ -490,7 +494,7 @@ impl MessageStore for SqlStore {
                     "SELECT ",
                     message_columns!(),
                     " FROM messages WHERE mailbox_id = ? AND folder = ? AND id > ? \
-                     ORDER BY id LIMIT ?"
+                     AND asterisk_state = 0 ORDER BY id LIMIT ?"
                 ))
                 .bind(mailbox.id.to_string())
                 .bind(f.as_str().to_owned())
@@ -503,7 +507,8 @@ impl MessageStore for SqlStore {
                 self.qa(concat!(
                     "SELECT ",
                     message_columns!(),
-                    " FROM messages WHERE mailbox_id = ? AND id > ? ORDER BY id LIMIT ?"
+                    " FROM messages WHERE mailbox_id = ? AND id > ? AND asterisk_state = 0 \
+                     ORDER BY id LIMIT ?"
                 ))
                 .bind(mailbox.id.to_string())
                 .bind(after)

@@ -3,6 +3,7 @@
 //! (placeholders, row locks, session setup, migrations, cross-node wake-ups).
 
 pub mod admin;
+pub(crate) mod asterisk;
 pub(crate) mod audio;
 mod directory;
 mod email;
@@ -56,7 +57,10 @@ impl Dialect {
         match self {
             // Wait for a writer instead of failing with SQLITE_BUSY; enforce references.
             Self::Sqlite => &["PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON"],
-            Self::Postgres => &[],
+            // Marks voxmail's sessions for the triggers that log changes made by Asterisk's
+            // app_voicemail in the shared messages table (migration 0013): ours write their own
+            // events.
+            Self::Postgres => &["SET voxmail.writer = 'voxmail'"],
             // PostgreSQL's default: each statement sees what committed before it (InnoDB's
             // REPEATABLE READ would keep the snapshot of a transaction's first read, so a writer
             // that waited for a mailbox lock would count stale rows), and no gap locks. Strict
@@ -64,6 +68,7 @@ impl Dialect {
             Self::MySql => &[
                 "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                 "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_TRANS_TABLES')",
+                "SET @voxmail_writer = 'voxmail'",
             ],
         }
     }
@@ -300,6 +305,15 @@ impl SqlStore {
     /// Asterisk's spool path for a folder of a mailbox (the ODBC `dir` column).
     fn dir(&self, context: &str, mailbox: &str, folder: &str) -> String {
         format!("{}/voicemail/{context}/{mailbox}/{folder}", self.spool_dir)
+    }
+
+    /// Asterisk's `dir` of a mailbox's folder: `<spool_dir>/voicemail/<context>/<mailbox>/<folder>`.
+    pub(crate) fn message_dir(
+        &self,
+        address: &crate::domain::MailboxAddress,
+        folder: &str,
+    ) -> String {
+        self.dir(&address.context, &address.mailbox, folder)
     }
 }
 

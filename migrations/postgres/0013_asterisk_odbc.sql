@@ -1,0 +1,154 @@
+-- Asterisk's app_voicemail (ODBC_STORAGE) shares the messages table (docs/ARCHITECTURE.md,
+-- "Asterisk ODBC storage"). Asterisk's statements name only its own columns, so:
+--  * `voicemessages` is Asterisk's table: a view of exactly its columns (its `SELECT *` writes every
+--    column into msgNNNN.txt and fails on a NULL), insertable and updatable through to `messages`;
+--  * every column of ours gets a default, and a trigger completes a row Asterisk inserts (it never
+--    names `id`): a temporary id, the mailbox by (mailboxcontext, mailboxuser), the folder from `dir`;
+--    `asterisk_state = 1` marks it for voxmail to take in (metadata, audio, id, event);
+--  * a row Asterisk deletes, or moves to another folder, is copied to `asterisk_changes` first, so
+--    voxmail can tell a move (Asterisk copies, then deletes the original) from a delete.
+-- voxmail's own sessions set `voxmail.writer`, so its changes (which write their own events) are
+-- not logged.
+
+ALTER TABLE messages ALTER COLUMN id SET DEFAULT '';
+ALTER TABLE messages ALTER COLUMN mailbox_id SET DEFAULT '';
+ALTER TABLE messages ALTER COLUMN origtime SET DEFAULT 0;
+ALTER TABLE messages ALTER COLUMN duration SET DEFAULT 0;
+ALTER TABLE messages ALTER COLUMN mailboxuser SET DEFAULT '';
+ALTER TABLE messages ALTER COLUMN mailboxcontext SET DEFAULT '';
+ALTER TABLE messages ALTER COLUMN msg_id SET DEFAULT '';
+ALTER TABLE messages ALTER COLUMN folder SET DEFAULT '';
+ALTER TABLE messages ALTER COLUMN duration_ms SET DEFAULT 0;
+ALTER TABLE messages ALTER COLUMN audio_key SET DEFAULT '';
+ALTER TABLE messages ALTER COLUMN audio_format SET DEFAULT '';
+ALTER TABLE messages ALTER COLUMN codec SET DEFAULT '';
+ALTER TABLE messages ALTER COLUMN sample_rate SET DEFAULT 0;
+ALTER TABLE messages ALTER COLUMN channels SET DEFAULT 0;
+ALTER TABLE messages ALTER COLUMN byte_size SET DEFAULT 0;
+ALTER TABLE messages ALTER COLUMN sha256 SET DEFAULT '';
+ALTER TABLE messages ALTER COLUMN created_at SET DEFAULT 0;
+ALTER TABLE messages ALTER COLUMN updated_at SET DEFAULT 0;
+-- 0: a complete row; 1: written by Asterisk, not taken in yet (not listed); 2: written by Asterisk
+-- and refused (reported on the dashboard, kept, not listed).
+ALTER TABLE messages ADD COLUMN asterisk_state BIGINT NOT NULL DEFAULT 0;
+-- 1 when `recording` holds the original recording (the in-database audio store, and Asterisk's own
+-- recordings); 0 when it holds nothing or the copy made for Asterisk in its format.
+ALTER TABLE messages ADD COLUMN recording_original BIGINT NOT NULL DEFAULT 0;
+UPDATE messages SET recording_original = 1 WHERE recording IS NOT NULL;
+CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);
+
+-- The Asterisk format (wav49, gsm or wav: the first of its `format=`) of a context whose Asterisk
+-- nodes share this table; '' for none. Messages of such a context carry a copy in that format in
+-- `recording`.
+ALTER TABLE contexts ADD COLUMN asterisk_format VARCHAR(10) COLLATE "C" NOT NULL DEFAULT '';
+
+CREATE TABLE asterisk_changes (
+    seq             BIGSERIAL PRIMARY KEY,
+    -- 'delete' or 'move' (the row stays, in another folder; the columns are the old ones).
+    kind            VARCHAR(10) COLLATE "C" NOT NULL,
+    changed_at      BIGINT NOT NULL,
+    id              VARCHAR(36) COLLATE "C" NOT NULL,
+    mailbox_id      VARCHAR(36) COLLATE "C" NOT NULL,
+    dir             VARCHAR(255) COLLATE "C" NOT NULL,
+    msgnum          BIGINT NOT NULL,
+    category        VARCHAR(30) COLLATE "C" NOT NULL,
+    msg_id          VARCHAR(40) COLLATE "C" NOT NULL,
+    folder          VARCHAR(30) COLLATE "C" NOT NULL,
+    is_read         BIGINT NOT NULL,
+    origmailbox     VARCHAR(120) COLLATE "C" NOT NULL,
+    exten           VARCHAR(80) COLLATE "C" NOT NULL,
+    rdnis           VARCHAR(80) COLLATE "C" NOT NULL,
+    priority        BIGINT NOT NULL,
+    callerchan      VARCHAR(255) COLLATE "C" NOT NULL,
+    caller_id_num   VARCHAR(80) COLLATE "C" NOT NULL,
+    caller_id_name  VARCHAR(80) COLLATE "C" NOT NULL,
+    duration_ms     BIGINT NOT NULL,
+    audio_key       VARCHAR(255) COLLATE "C" NOT NULL,
+    audio_format    VARCHAR(20) COLLATE "C" NOT NULL,
+    codec           VARCHAR(20) COLLATE "C" NOT NULL,
+    sample_rate     BIGINT NOT NULL,
+    channels        BIGINT NOT NULL,
+    byte_size       BIGINT NOT NULL,
+    sha256          VARCHAR(64) COLLATE "C" NOT NULL,
+    forwarded_from  VARCHAR(36) COLLATE "C" NULL,
+    created_by      VARCHAR(64) COLLATE "C" NOT NULL,
+    created_at      BIGINT NOT NULL,
+    asterisk_state  BIGINT NOT NULL,
+    recording_original BIGINT NOT NULL
+);
+CREATE INDEX asterisk_changes_mailbox ON asterisk_changes (mailbox_id, seq);
+
+CREATE VIEW voicemessages AS
+    SELECT dir, msgnum, context, macrocontext, callerid, origtime, duration, recording, flag,
+           category, mailboxuser, mailboxcontext, msg_id
+    FROM messages;
+
+CREATE FUNCTION voxmail_asterisk_writer() RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT COALESCE(current_setting('voxmail.writer', true), '') = ''
+$$;
+
+CREATE FUNCTION voxmail_messages_before() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    mbx VARCHAR(36);
+BEGIN
+    IF TG_OP = 'INSERT' AND NEW.id = '' THEN
+        SELECT uniqueid INTO mbx FROM mailboxes
+            WHERE context = NEW.mailboxcontext AND mailbox = NEW.mailboxuser;
+        IF mbx IS NULL THEN
+            RAISE EXCEPTION 'voxmail: no mailbox %@% for % (create it in voxmail)',
+                NEW.mailboxuser, NEW.mailboxcontext, NEW.dir USING ERRCODE = '23503';
+        END IF;
+        NEW.id := gen_random_uuid()::text;
+        NEW.mailbox_id := mbx;
+        NEW.context := COALESCE(NEW.context, '');
+        NEW.macrocontext := COALESCE(NEW.macrocontext, '');
+        NEW.callerid := COALESCE(NEW.callerid, '');
+        NEW.flag := COALESCE(NEW.flag, '');
+        NEW.category := COALESCE(NEW.category, '');
+        NEW.msg_id := COALESCE(NEW.msg_id, '');
+        NEW.origtime := COALESCE(NEW.origtime, 0);
+        NEW.duration := COALESCE(NEW.duration, 0);
+        NEW.duration_ms := NEW.duration * 1000;
+        NEW.created_by := 'asterisk';
+        NEW.created_at := extract(epoch from now())::bigint;
+        NEW.updated_at := NEW.created_at;
+        NEW.asterisk_state := 1;
+        NEW.recording_original := 1;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.dir <> OLD.dir THEN
+        NEW.folder := substring(NEW.dir from '[^/]*$');
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER messages_asterisk_before BEFORE INSERT OR UPDATE ON messages
+    FOR EACH ROW EXECUTE FUNCTION voxmail_messages_before();
+
+CREATE FUNCTION voxmail_messages_after() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    k VARCHAR(10);
+BEGIN
+    IF NOT voxmail_asterisk_writer() THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        k := 'delete';
+    ELSIF NEW.folder <> OLD.folder THEN
+        k := 'move';
+    ELSE
+        RETURN NULL;
+    END IF;
+    INSERT INTO asterisk_changes (kind, changed_at, id, mailbox_id, dir, msgnum, category, msg_id,
+        folder, is_read, origmailbox, exten, rdnis, priority, callerchan, caller_id_num,
+        caller_id_name, duration_ms, audio_key, audio_format, codec, sample_rate, channels,
+        byte_size, sha256, forwarded_from, created_by, created_at, asterisk_state,
+        recording_original)
+    VALUES (k, extract(epoch from now())::bigint, OLD.id, OLD.mailbox_id, OLD.dir, OLD.msgnum,
+        OLD.category, OLD.msg_id, OLD.folder, OLD.is_read, OLD.origmailbox, OLD.exten, OLD.rdnis,
+        OLD.priority, OLD.callerchan, OLD.caller_id_num, OLD.caller_id_name, OLD.duration_ms,
+        OLD.audio_key, OLD.audio_format, OLD.codec, OLD.sample_rate, OLD.channels, OLD.byte_size,
+        OLD.sha256, OLD.forwarded_from, OLD.created_by, OLD.created_at, OLD.asterisk_state,
+        OLD.recording_original);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER messages_asterisk_after AFTER UPDATE OR DELETE ON messages
+    FOR EACH ROW EXECUTE FUNCTION voxmail_messages_after();

@@ -1,0 +1,59 @@
+-- Asterisk's app_voicemail (ODBC_STORAGE) shares the messages table on PostgreSQL and MySQL/MariaDB
+-- (docs/ARCHITECTURE.md, "Asterisk ODBC storage"). SQLite is one node's embedded database that no
+-- Asterisk reaches, so it only keeps the same schema: the columns, the change table and the view,
+-- without the triggers that complete and log Asterisk's writes there.
+
+-- 0: a complete row; 1: written by Asterisk, not taken in yet (not listed); 2: written by Asterisk
+-- and refused (reported on the dashboard, kept, not listed).
+ALTER TABLE messages ADD COLUMN asterisk_state INTEGER NOT NULL DEFAULT 0;
+-- 1 when `recording` holds the original recording (the in-database audio store, and Asterisk's own
+-- recordings); 0 when it holds nothing or the copy made for Asterisk in its format.
+ALTER TABLE messages ADD COLUMN recording_original INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET recording_original = 1 WHERE recording IS NOT NULL;
+CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);
+
+-- The Asterisk format (wav49, gsm or wav: the first of its `format=`) of a context whose Asterisk
+-- nodes share this table; '' for none.
+ALTER TABLE contexts ADD COLUMN asterisk_format TEXT NOT NULL DEFAULT '';
+
+CREATE TABLE asterisk_changes (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- 'delete' or 'move' (the row stays, in another folder; the columns are the old ones).
+    kind            VARCHAR(10) NOT NULL,
+    changed_at      INTEGER NOT NULL,
+    id              VARCHAR(36) NOT NULL,
+    mailbox_id      VARCHAR(36) NOT NULL,
+    dir             VARCHAR(255) NOT NULL,
+    msgnum          INTEGER NOT NULL,
+    category        VARCHAR(30) NOT NULL,
+    msg_id          VARCHAR(40) NOT NULL,
+    folder          VARCHAR(30) NOT NULL,
+    is_read         INTEGER NOT NULL,
+    origmailbox     VARCHAR(120) NOT NULL,
+    exten           VARCHAR(80) NOT NULL,
+    rdnis           VARCHAR(80) NOT NULL,
+    priority        INTEGER NOT NULL,
+    callerchan      VARCHAR(255) NOT NULL,
+    caller_id_num   VARCHAR(80) NOT NULL,
+    caller_id_name  VARCHAR(80) NOT NULL,
+    duration_ms     INTEGER NOT NULL,
+    audio_key       VARCHAR(255) NOT NULL,
+    audio_format    VARCHAR(20) NOT NULL,
+    codec           VARCHAR(20) NOT NULL,
+    sample_rate     INTEGER NOT NULL,
+    channels        INTEGER NOT NULL,
+    byte_size       INTEGER NOT NULL,
+    sha256          VARCHAR(64) NOT NULL,
+    forwarded_from  VARCHAR(36) NULL,
+    created_by      VARCHAR(64) NOT NULL,
+    created_at      INTEGER NOT NULL,
+    asterisk_state  INTEGER NOT NULL,
+    recording_original INTEGER NOT NULL
+);
+CREATE INDEX asterisk_changes_mailbox ON asterisk_changes (mailbox_id, seq);
+
+CREATE VIEW voicemessages AS
+    SELECT dir, msgnum, context, macrocontext, callerid, origtime, duration, recording, flag,
+           category, mailboxuser, mailboxcontext, msg_id
+    FROM messages;
+

@@ -1,0 +1,327 @@
+//! Taking in what Asterisk's app_voicemail (ODBC_STORAGE) changed in the shared messages table:
+//! its deposits become messages (audio stored, metadata filled, `message.deposited`), its saves to
+//! another folder (copy, then delete the original) moves of the same message, its deletes
+//! deletes — each with the mailbox's event, so lamps, webhooks and streams follow Asterisk too.
+//! Every node polls (`database.poll_interval_ms`); nodes taking in one mailbox at once serialize
+//! on its lock and only the first applies a step. See docs/ARCHITECTURE.md, "Asterisk ODBC
+//! storage".
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::audio_in::Limits;
+use super::rendition::Original;
+use super::{Result, ServiceError, Voicemail};
+use crate::audio::{OutputFormat, RawHint, Rendition};
+use crate::blob::BlobKey;
+use crate::domain::Principal;
+use crate::domain::{AsteriskFormat, AudioFormat, MailboxId, MessageId, now_secs};
+use crate::mail::template::split_callerid;
+use crate::store::MailboxRecord;
+use crate::store::sql::Dialect;
+use crate::store::sql::asterisk::{AsteriskChange, AsteriskOutcome, AsteriskRow, AsteriskStep};
+
+/// How long Asterisk's copy of a message waits for the original to go. Asterisk saves a message
+/// to another folder by copying it and deletes the original when the caller leaves the mailbox;
+/// a copy whose original is still there after this long was kept on purpose, and becomes a
+/// message of its own.
+const COPY_GRACE_SECS: i64 = 600;
+
+/// The longest recording taken in from Asterisk, in seconds (its own `maxsecs` already applied).
+const MAX_TAKE_IN_SECS: u32 = 4 * 3600;
+
+impl Voicemail {
+    /// Polls for Asterisk's changes on a shared PostgreSQL or MySQL/MariaDB database (SQLite has
+    /// no Asterisk writing to it).
+    pub fn start_asterisk_sync(&self, stop: CancellationToken, tracker: &TaskTracker) {
+        if self.sql.dialect() == Dialect::Sqlite {
+            return;
+        }
+        let vm = self.clone();
+        let every = Duration::from_millis(self.config.database.poll_interval_ms.max(50));
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = vm.take_in_asterisk().await {
+                            tracing::warn!(error = %e, "cannot take in Asterisk's changes");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Takes in every mailbox Asterisk changed; returns the number of steps applied.
+    pub async fn take_in_asterisk(&self) -> Result<usize> {
+        let mut applied = 0;
+        for id in self.sql.asterisk_pending_mailboxes().await? {
+            match self.take_in_mailbox(id).await {
+                Ok(n) => applied += n,
+                Err(e) => {
+                    tracing::warn!(mailbox.id = %id, error = %e, "cannot take in Asterisk's changes of a mailbox");
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn take_in_mailbox(&self, id: MailboxId) -> Result<usize> {
+        let mailbox = self.sql.get_mailbox_by_id(id).await?;
+        // Read in this order: the changes to act on, then the rows, then which originals are
+        // still there, then the changes again. Asterisk copies before it deletes the original,
+        // so a delete seen first has its copy among the rows read after it; and a copy whose
+        // original is neither still there nor among the changes first read waits a round.
+        let changes = self.sql.asterisk_changes(id).await?;
+        let rows = self.sql.asterisk_rows(id).await?;
+        let mut waiting: HashSet<String> = self
+            .sql
+            .asterisk_known_msg_ids(id)
+            .await?
+            .into_iter()
+            .collect();
+        let seen: HashSet<i64> = changes.iter().map(|c| c.seq).collect();
+        waiting.extend(
+            self.sql
+                .asterisk_changes(id)
+                .await?
+                .into_iter()
+                .filter(|c| !seen.contains(&c.seq))
+                .map(|c| c.msg_id),
+        );
+
+        let mut claimed: HashSet<String> = HashSet::new();
+        let mut steps = Vec::new();
+        for c in changes {
+            steps.push(decide_change(c, &rows, &mut claimed));
+        }
+        let format = self
+            .sql
+            .context_asterisk_format(&mailbox.address.context)
+            .await?;
+        let now = now_secs();
+        for r in rows.iter().filter(|r| !claimed.contains(&r.id)) {
+            if waiting.contains(&r.msg_id) && now - r.created_at < COPY_GRACE_SECS {
+                continue;
+            }
+            steps.push(self.prepare_take_in(&mailbox, r, format).await);
+        }
+        if steps.is_empty() {
+            return Ok(0);
+        }
+
+        let outcomes = match self.sql.asterisk_apply(&mailbox, &steps).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.remove_blobs(steps.iter().filter_map(taken_in_key))
+                    .await;
+                return Err(e.into());
+            }
+        };
+        let mut applied = 0;
+        let mut unused = Vec::new();
+        for (step, outcome) in steps.iter().zip(outcomes) {
+            let AsteriskOutcome::Applied { event, message } = outcome else {
+                unused.extend(taken_in_key(step));
+                continue;
+            };
+            applied += 1;
+            match step {
+                AsteriskStep::Deleted { change } => unused.push(change.audio_key.clone()),
+                AsteriskStep::Adopt { change, .. } if event == "message.deleted" => {
+                    unused.push(change.audio_key.clone());
+                }
+                AsteriskStep::Refuse { temp_id, reason } => {
+                    tracing::warn!(
+                        mailbox = %mailbox.address,
+                        asterisk.row = %temp_id,
+                        reason = %reason,
+                        "a row Asterisk wrote is kept but not taken in"
+                    );
+                }
+                _ => {}
+            }
+            if !event.is_empty() {
+                tracing::info!(
+                    mailbox = %mailbox.address,
+                    message.id = ?message,
+                    event,
+                    "change made by Asterisk taken in"
+                );
+            }
+        }
+        unused.retain(|k| !k.is_empty());
+        self.remove_blobs(unused).await;
+        if applied > 0 {
+            self.notify_changed();
+        }
+        Ok(applied)
+    }
+
+    /// Stores the audio of a row Asterisk inserted under a new message id, or decides to refuse
+    /// the row.
+    async fn prepare_take_in(
+        &self,
+        mailbox: &MailboxRecord,
+        r: &AsteriskRow,
+        format: Option<AsteriskFormat>,
+    ) -> AsteriskStep {
+        let refuse = |reason: String| AsteriskStep::Refuse {
+            temp_id: r.id.clone(),
+            reason,
+        };
+        if crate::domain::Folder::parse(&r.folder).is_err() || r.msgnum < 0 {
+            return refuse(format!(
+                "{} is not a message folder voxmail knows (dir {})",
+                r.folder, r.dir
+            ));
+        }
+        let expected = self.sql.message_dir(&mailbox.address, &r.folder);
+        if expected != r.dir {
+            return refuse(format!(
+                "dir {} is not the folder's path {expected} (Asterisk's astspooldir and voxmail's \
+                 spool_dir differ)",
+                r.dir
+            ));
+        }
+        let bytes = match self.sql.asterisk_recording(&r.id).await {
+            Ok(Some(b)) if !b.is_empty() => b,
+            Ok(_) => return refuse("the row has no recording".into()),
+            Err(e) => return refuse(format!("its recording cannot be read: {e}")),
+        };
+        let hint = match format {
+            Some(AsteriskFormat::Gsm) => RawHint::Gsm,
+            _ => RawHint::Wav,
+        };
+        let id = MessageId::new();
+        let key = BlobKey::message(mailbox.id, id, "audio");
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+        let limits = Limits {
+            max_secs: MAX_TAKE_IN_SECS,
+            min_secs: 0,
+        };
+        match self.receive_audio(key.clone(), hint, body, limits).await {
+            Ok(audio) => {
+                let (caller_id_name, caller_id_num) = split_callerid(&r.callerid);
+                AsteriskStep::TakeIn {
+                    temp_id: r.id.clone(),
+                    id,
+                    key: key.as_str().to_owned(),
+                    info: audio.info,
+                    caller_id_name,
+                    caller_id_num,
+                }
+            }
+            Err(e) => refuse(format!("its recording is not audio voxmail can read: {e}")),
+        }
+    }
+}
+
+/// What a logged delete or move of Asterisk's means.
+fn decide_change(
+    c: AsteriskChange,
+    rows: &[AsteriskRow],
+    claimed: &mut HashSet<String>,
+) -> AsteriskStep {
+    if c.asterisk_state != 0 {
+        // A row voxmail never announced (e.g. Asterisk's copy of a copy): nothing to tell.
+        return AsteriskStep::Forget { seq: c.seq };
+    }
+    if c.kind != "delete" {
+        return AsteriskStep::Moved {
+            change: Box::new(c),
+        };
+    }
+    match rows
+        .iter()
+        .find(|r| r.msg_id == c.msg_id && !claimed.contains(&r.id))
+    {
+        Some(copy) => {
+            claimed.insert(copy.id.clone());
+            AsteriskStep::Adopt {
+                temp_id: copy.id.clone(),
+                change: Box::new(c),
+            }
+        }
+        None => AsteriskStep::Deleted {
+            change: Box::new(c),
+        },
+    }
+}
+
+/// The audio key a take-in step stored (to remove when the step was not applied).
+fn taken_in_key(step: &AsteriskStep) -> Option<String> {
+    match step {
+        AsteriskStep::TakeIn { key, .. } => Some(key.clone()),
+        _ => None,
+    }
+}
+
+impl Voicemail {
+    /// The format a context's Asterisk nodes store, if Asterisk shares its messages (admin).
+    pub async fn get_context_asterisk(
+        &self,
+        p: &Principal,
+        context: &str,
+    ) -> Result<Option<AsteriskFormat>> {
+        self.admin_context(p, context, "Asterisk settings").await?;
+        Ok(self.sql.context_asterisk_format(context).await?)
+    }
+
+    /// Sets (or clears) the format a context's Asterisk nodes store (admin).
+    pub async fn put_context_asterisk(
+        &self,
+        p: &Principal,
+        context: &str,
+        format: Option<AsteriskFormat>,
+    ) -> Result<()> {
+        self.admin_context(p, context, "Asterisk settings").await?;
+        self.sql
+            .set_context_asterisk_format(context, format)
+            .await?;
+        tracing::info!(context, asterisk.format = ?format, "Asterisk format of the context set");
+        Ok(())
+    }
+
+    /// The copy of a recording Asterisk plays, for the `recording` column of a message of
+    /// `mailbox` — when Asterisk nodes share the context's messages (its Asterisk format is set).
+    /// Made as a rendition (so it is cached beside the original and goes with it), then read.
+    pub(crate) async fn asterisk_copy(
+        &self,
+        mailbox: &MailboxRecord,
+        key: &str,
+        format: AudioFormat,
+    ) -> Result<Option<Vec<u8>>> {
+        // Messages kept in IMAP have no row for Asterisk's ODBC storage to read.
+        if self.imap.as_ref().is_some_and(|i| i.handles(mailbox)) {
+            return Ok(None);
+        }
+        let Some(target) = self
+            .sql
+            .context_asterisk_format(&mailbox.address.context)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (output, rate) = match target {
+            AsteriskFormat::Wav49 => (OutputFormat::Wav49, None),
+            AsteriskFormat::Gsm => (OutputFormat::Gsm, None),
+            AsteriskFormat::Wav => (OutputFormat::Wav, Some(8000)),
+        };
+        let r = Rendition::new(output, rate, None, 0, 0).map_err(ServiceError::Invalid)?;
+        let (rkey, size) = self.rendition(Original { key, format }, &r).await?;
+        let read = self.blobs.open(&rkey, None).await?;
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let mut stream = read.stream;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            bytes.extend_from_slice(&chunk.map_err(|e| ServiceError::Unavailable(e.to_string()))?);
+        }
+        Ok(Some(bytes))
+    }
+}

@@ -1,0 +1,484 @@
+//! Asterisk 22's own ODBC_STORAGE statements (apps/app_voicemail.c, verbatim) against voxmail's
+//! schema on PostgreSQL and MariaDB, with its parameters as text the way its ODBC binding sends
+//! them — and what voxmail makes of each: deposits, saves to Old, deletes, renumbering, and
+//! REST deposits Asterisk reads back. The real Asterisk runs the same story in `voicemail.rs`;
+//! these cases need only the SQL servers, so a failure points at the schema or the take-in.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use crate::common::db::Backend;
+use crate::common::sse::SseClient;
+use crate::common::{TestApp, fixture};
+
+const SPOOL: &str = "/var/spool/asterisk";
+
+/// A session of Asterisk's: not voxmail's, so its changes are logged for voxmail to take in.
+pub enum AsteriskSql {
+    Pg(sqlx::PgConnection),
+    My(sqlx::MySqlConnection),
+}
+
+/// A text parameter as a literal (ODBC's SQL_CHAR binding: the server types it from the column).
+fn lit(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+impl AsteriskSql {
+    pub async fn connect(url: &str) -> Self {
+        if url.starts_with("postgres") {
+            Self::Pg(sqlx::PgConnection::connect(url).await.unwrap())
+        } else {
+            Self::My(sqlx::MySqlConnection::connect(url).await.unwrap())
+        }
+    }
+
+    /// Runs `sql` with each `?` replaced by the next text parameter and `:rec` bound to
+    /// `recording`; returns the rows affected.
+    pub async fn exec(&mut self, sql: &str, params: &[&str], recording: Option<&[u8]>) -> u64 {
+        let mut text = String::new();
+        let mut it = params.iter();
+        for part in sql.split('?').enumerate() {
+            if part.0 > 0 {
+                text.push_str(&lit(it.next().expect("a parameter per ?")));
+            }
+            text.push_str(part.1);
+        }
+        assert!(it.next().is_none(), "more parameters than ? in {sql}");
+        match self {
+            Self::Pg(c) => {
+                let q = text.replace(":rec", "$1");
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(q));
+                if let Some(r) = recording {
+                    q = q.bind(r.to_vec());
+                }
+                q.execute(&mut *c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{text}: {e}"))
+                    .rows_affected()
+            }
+            Self::My(c) => {
+                let q = text.replace(":rec", "?");
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(q));
+                if let Some(r) = recording {
+                    q = q.bind(r.to_vec());
+                }
+                q.execute(&mut *c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{text}: {e}"))
+                    .rows_affected()
+            }
+        }
+    }
+
+    /// The first column of the first row of `sql`, as an integer.
+    pub async fn int(&mut self, sql: &str, params: &[&str]) -> Option<i64> {
+        let text = params
+            .iter()
+            .fold(sql.to_owned(), |s, p| s.replacen('?', &lit(p), 1));
+        match self {
+            Self::Pg(c) => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(text))
+                .fetch_optional(&mut *c)
+                .await
+                .unwrap(),
+            Self::My(c) => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(text))
+                .fetch_optional(&mut *c)
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// retrieve_file's `SELECT *`: the column names and the recording.
+    pub async fn retrieve(&mut self, dir: &str, msgnum: i64) -> (Vec<String>, Option<Vec<u8>>) {
+        use sqlx::{Column, Row};
+        let text = format!(
+            "SELECT * FROM voicemessages WHERE dir={} AND msgnum={}",
+            lit(dir),
+            lit(&msgnum.to_string())
+        );
+        match self {
+            Self::Pg(c) => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(text))
+                    .fetch_one(&mut *c)
+                    .await
+                    .unwrap();
+                let cols = row.columns().iter().map(|c| c.name().to_owned()).collect();
+                (cols, row.get("recording"))
+            }
+            Self::My(c) => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(text))
+                    .fetch_one(&mut *c)
+                    .await
+                    .unwrap();
+                let cols = row.columns().iter().map(|c| c.name().to_owned()).collect();
+                (cols, row.get("recording"))
+            }
+        }
+    }
+
+    /// store_file: DELETE the slot, then INSERT (no category).
+    pub async fn store(
+        &mut self,
+        dir: &str,
+        msgnum: i64,
+        rec: &[u8],
+        callerid: &str,
+        msg_id: &str,
+    ) {
+        let n = msgnum.to_string();
+        self.exec(DELETE_SQL, &[dir, &n], None).await;
+        let (mailbox, context) = owner(dir);
+        self.exec(
+            "INSERT INTO voicemessages (dir, msgnum, recording, context, callerid, origtime, \
+             duration, mailboxuser, mailboxcontext, flag, msg_id) \
+             VALUES (?,?,:rec,?,?,?,?,?,?,?,?)",
+            &[
+                dir,
+                &n,
+                "default",
+                callerid,
+                "1700000000",
+                "2",
+                mailbox,
+                context,
+                "",
+                msg_id,
+            ],
+            Some(rec),
+        )
+        .await;
+    }
+
+    /// copy_file: DELETE the destination slot, then INSERT … SELECT.
+    pub async fn copy(&mut self, sdir: &str, smsg: i64, ddir: &str, dmsg: i64) {
+        let (s, d) = (smsg.to_string(), dmsg.to_string());
+        let (mailbox, context) = owner(ddir);
+        self.exec(DELETE_SQL, &[ddir, &d], None).await;
+        self.exec(
+            "INSERT INTO voicemessages (dir, msgnum, msg_id, context, callerid, origtime, \
+             duration, recording, flag, mailboxuser, mailboxcontext) \
+             SELECT ?,?,msg_id,context,callerid,origtime,duration,recording,flag,?,? \
+             FROM voicemessages WHERE dir=? AND msgnum=?",
+            &[ddir, &d, mailbox, context, sdir, &s],
+            None,
+        )
+        .await;
+    }
+
+    /// rename_file: DELETE the destination slot, then UPDATE.
+    pub async fn rename(&mut self, sdir: &str, smsg: i64, ddir: &str, dmsg: i64) {
+        let (s, d) = (smsg.to_string(), dmsg.to_string());
+        let (mailbox, context) = owner(sdir);
+        self.exec(DELETE_SQL, &[ddir, &d], None).await;
+        self.exec(
+            "UPDATE voicemessages SET dir=?, msgnum=? WHERE mailboxuser=? AND mailboxcontext=? \
+             AND dir=? AND msgnum=?",
+            &[ddir, &d, mailbox, context, sdir, &s],
+            None,
+        )
+        .await;
+    }
+
+    pub async fn delete(&mut self, dir: &str, msgnum: i64) -> u64 {
+        self.exec(DELETE_SQL, &[dir, &msgnum.to_string()], None)
+            .await
+    }
+
+    pub async fn count(&mut self, dir: &str) -> i64 {
+        self.int("SELECT COUNT(*) FROM voicemessages WHERE dir=?", &[dir])
+            .await
+            .unwrap()
+    }
+
+    pub async fn last_index(&mut self, dir: &str) -> Option<i64> {
+        self.int(
+            "SELECT msgnum FROM voicemessages WHERE dir=? order by msgnum desc",
+            &[dir],
+        )
+        .await
+    }
+
+    pub async fn exists(&mut self, dir: &str, msgnum: i64) -> bool {
+        self.int(
+            "SELECT COUNT(*) FROM voicemessages WHERE dir=? AND msgnum=?",
+            &[dir, &msgnum.to_string()],
+        )
+        .await
+            == Some(1)
+    }
+}
+
+const DELETE_SQL: &str = "DELETE FROM voicemessages WHERE dir=? AND msgnum=?";
+
+/// (mailbox, context) of `<spool>/voicemail/<context>/<mailbox>/<folder>`.
+fn owner(dir: &str) -> (&str, &str) {
+    let mut parts = dir.rsplit('/');
+    let _folder = parts.next();
+    let mailbox = parts.next().unwrap();
+    let context = parts.next().unwrap();
+    (mailbox, context)
+}
+
+pub fn dir(address: &str, folder: &str) -> String {
+    let (mailbox, context) = address.split_once('@').unwrap();
+    format!("{SPOOL}/voicemail/{context}/{mailbox}/{folder}")
+}
+
+/// The next event of `kind`, skipping others; panics after `wait`. Returns it and how long it
+/// took to arrive.
+pub async fn next_event(sse: &mut SseClient, kind: &str, wait: Duration) -> (Value, Duration) {
+    let start = Instant::now();
+    loop {
+        let left = wait.saturating_sub(start.elapsed());
+        let m = sse
+            .next(left)
+            .await
+            .unwrap_or_else(|| panic!("no {kind} event within {wait:?}"));
+        if m.event == kind {
+            return (m.json(), start.elapsed());
+        }
+    }
+}
+
+async fn messages(app: &TestApp, address: &str) -> Vec<Value> {
+    let r = app
+        .get(&format!("/v1/mailboxes/{address}/messages"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["items"].as_array().unwrap().clone()
+}
+
+async fn set_format(app: &TestApp, context: &str, format: &str) {
+    let r = app
+        .put(&format!("/v1/contexts/{context}/asterisk"))
+        .json(&json!({ "format": format }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+async fn asterisks_statements_are_voxmails_changes(backend: Backend) {
+    let Some(app) = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await
+    else {
+        return;
+    };
+    app.create_context("default").await;
+    app.create_mailbox("1001@default", json!({})).await;
+    set_format(&app, "default", "wav49").await;
+    let mut sse = SseClient::connect(&app.url("/v1/events"), &app.admin, None).await;
+    let mut ast = AsteriskSql::connect(&app.config.database.url).await;
+    let inbox = dir("1001@default", "INBOX");
+    let old = dir("1001@default", "Old");
+    let wait = Duration::from_secs(10);
+
+    // Asterisk deposits: voxmail lists it, serves its audio byte for byte, counts it.
+    let wav49 = fixture("hello-wav49.wav");
+    ast.store(&inbox, 0, &wav49, "\"Bob\" <2000>", "1700000000-00000001")
+        .await;
+    let (ev, took) = next_event(&mut sse, "message.deposited", wait).await;
+    eprintln!("Asterisk's deposit -> message.deposited in {took:?}");
+    let first = ev["message_id"].as_str().unwrap().to_owned();
+    assert_eq!(ev["counts"]["new"], 1);
+    let listed = messages(&app, "1001@default").await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], first.as_str());
+    assert_eq!(listed[0]["folder"], "INBOX");
+    assert_eq!(listed[0]["caller_id_num"], "2000");
+    assert_eq!(listed[0]["caller_id_name"], "Bob");
+    let audio = app
+        .get(&format!(
+            "/v1/mailboxes/1001@default/messages/{first}/audio"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audio.status(), 200);
+    assert_eq!(audio.bytes().await.unwrap().as_ref(), wav49.as_slice());
+
+    // A REST deposit: Asterisk counts it and finds a WAV49 copy in the slot after.
+    let second = app
+        .deposit_ok("1001@default", fixture("hello-ulaw.wav"), "audio/wav")
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    next_event(&mut sse, "message.deposited", wait).await;
+    assert_eq!(ast.count(&inbox).await, 2);
+    assert_eq!(ast.last_index(&inbox).await, Some(1));
+    let (columns, recording) = ast.retrieve(&inbox, 1).await;
+    let mut columns: Vec<_> = columns.iter().map(|c| c.to_lowercase()).collect();
+    columns.sort();
+    assert_eq!(
+        columns,
+        [
+            "callerid",
+            "category",
+            "context",
+            "dir",
+            "duration",
+            "flag",
+            "macrocontext",
+            "mailboxcontext",
+            "mailboxuser",
+            "msg_id",
+            "msgnum",
+            "origtime",
+            "recording"
+        ]
+    );
+    let recording = recording.expect("a recording for Asterisk");
+    assert_eq!(&recording[..4], b"RIFF");
+    assert_eq!(u16::from_le_bytes([recording[20], recording[21]]), 0x31);
+
+    // Asterisk's listener heard message 0 and left: copy to Old, then the INBOX is compacted
+    // (rename 1 -> 0 deletes the heard original first). The message keeps its id.
+    ast.copy(&inbox, 0, &old, 0).await;
+    ast.rename(&inbox, 1, &inbox, 0).await;
+    let (ev, _) = next_event(&mut sse, "message.moved", wait).await;
+    assert_eq!(ev["message_id"], first.as_str());
+    assert_eq!(ev["counts"]["new"], 1);
+    assert_eq!(ev["counts"]["old"], 1);
+    let listed = messages(&app, "1001@default").await;
+    let find = |id: &str| {
+        listed
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed in {listed:?}"))
+            .clone()
+    };
+    assert_eq!(find(&first)["folder"], "Old");
+    assert_eq!(find(&first)["msgnum"], 0);
+    assert_eq!(find(&second)["folder"], "INBOX");
+    assert_eq!(find(&second)["msgnum"], 0);
+    let audio = app
+        .get(&format!(
+            "/v1/mailboxes/1001@default/messages/{first}/audio"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audio.bytes().await.unwrap().as_ref(), wav49.as_slice());
+
+    // Asterisk deletes the REST deposit.
+    assert_eq!(ast.delete(&inbox, 0).await, 1);
+    let (ev, _) = next_event(&mut sse, "message.deleted", wait).await;
+    assert_eq!(ev["message_id"], second.as_str());
+    assert_eq!(ev["counts"]["new"], 0);
+    let gone = app
+        .get(&format!("/v1/mailboxes/1001@default/messages/{second}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+
+    // voxmail's own move: one event of its own, nothing logged for the take-in.
+    let r = app
+        .patch(&format!("/v1/mailboxes/1001@default/messages/{first}"))
+        .json(&json!({ "folder": "Work" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(ast.exists(&dir("1001@default", "Work"), 0).await);
+    assert_eq!(
+        ast.int("SELECT COUNT(*) FROM asterisk_changes", &[]).await,
+        Some(0)
+    );
+
+    // A row that makes no sense is kept for Asterisk but not listed; the rest still is.
+    ast.exec(
+        "INSERT INTO voicemessages (dir, msgnum, context, callerid, origtime, duration, \
+         mailboxuser, mailboxcontext, flag, msg_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        &[
+            &inbox,
+            "0",
+            "default",
+            "",
+            "1700000000",
+            "1",
+            "1001",
+            "default",
+            "",
+            "x-1",
+        ],
+        None,
+    )
+    .await;
+    let deadline = Instant::now() + wait;
+    while ast
+        .int(
+            "SELECT COUNT(*) FROM messages WHERE asterisk_state = 2",
+            &[],
+        )
+        .await
+        != Some(1)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the row without audio was not refused"
+        );
+        let _ = sse.next(Duration::from_millis(100)).await;
+    }
+    let listed = messages(&app, "1001@default").await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], first.as_str());
+    assert_eq!(ast.count(&inbox).await, 1);
+}
+
+async fn a_row_for_a_mailbox_voxmail_lacks_is_an_error_asterisk_logs(backend: Backend) {
+    let Some(app) = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await
+    else {
+        return;
+    };
+    app.create_context("default").await;
+    let mut ast = AsteriskSql::connect(&app.config.database.url).await;
+    let inbox = dir("4040@default", "INBOX");
+    let sql = format!(
+        "INSERT INTO voicemessages (dir, msgnum, recording, context, callerid, origtime, \
+         duration, mailboxuser, mailboxcontext, flag, msg_id) VALUES ({}, '0', NULL, 'default', \
+         '', '1700000000', '1', '4040', 'default', '', 'x')",
+        lit(&inbox)
+    );
+    let err = match &mut ast {
+        AsteriskSql::Pg(c) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *c)
+            .await
+            .unwrap_err(),
+        AsteriskSql::My(c) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *c)
+            .await
+            .unwrap_err(),
+    };
+    assert!(err.to_string().contains("no mailbox 4040@default"), "{err}");
+}
+
+macro_rules! on_servers {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use crate::common::db::Backend;
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$scenario(Backend::Postgres).await;
+                }
+
+                #[tokio::test]
+                async fn mariadb() {
+                    super::$scenario(Backend::MySql).await;
+                }
+            }
+        )*
+    };
+}
+
+on_servers!(
+    asterisks_statements_are_voxmails_changes,
+    a_row_for_a_mailbox_voxmail_lacks_is_an_error_asterisk_logs,
+);
