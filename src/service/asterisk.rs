@@ -18,11 +18,13 @@ use super::{Result, ServiceError, Voicemail};
 use crate::audio::{OutputFormat, RawHint, Rendition};
 use crate::blob::BlobKey;
 use crate::domain::Principal;
-use crate::domain::{AsteriskFormat, AudioFormat, MailboxId, MessageId, now_secs};
+use crate::domain::{
+    AsteriskFormat, AudioFormat, AudioInfo, GreetingKind, MailboxId, MessageId, now_secs,
+};
 use crate::mail::template::split_callerid;
-use crate::store::MailboxRecord;
 use crate::store::sql::Dialect;
 use crate::store::sql::asterisk::{AsteriskChange, AsteriskOutcome, AsteriskRow, AsteriskStep};
+use crate::store::{GreetingRecord, MailboxRecord};
 
 /// How long Asterisk's copy of a message waits for the original to go. Asterisk saves a message
 /// to another folder by copying it and deletes the original when the caller leaves the mailbox;
@@ -127,11 +129,17 @@ impl Voicemail {
         let mut applied = 0;
         let mut unused = Vec::new();
         for (step, outcome) in steps.iter().zip(outcomes) {
-            let AsteriskOutcome::Applied { event, message } = outcome else {
+            let AsteriskOutcome::Applied {
+                event,
+                message,
+                replaced,
+            } = outcome
+            else {
                 unused.extend(taken_in_key(step));
                 continue;
             };
             applied += 1;
+            unused.extend(replaced);
             match step {
                 AsteriskStep::Deleted { change } => unused.push(change.audio_key.clone()),
                 AsteriskStep::Adopt { change, .. } if event == "message.deleted" => {
@@ -176,7 +184,9 @@ impl Voicemail {
             temp_id: r.id.clone(),
             reason,
         };
-        if crate::domain::Folder::parse(&r.folder).is_err() || r.msgnum < 0 {
+        let greeting = greeting_kind(&r.folder).filter(|_| r.msgnum < 0);
+        if greeting.is_none() && (crate::domain::Folder::parse(&r.folder).is_err() || r.msgnum < 0)
+        {
             return refuse(format!(
                 "{} is not a message folder voxmail knows (dir {})",
                 r.folder, r.dir
@@ -190,36 +200,86 @@ impl Voicemail {
                 r.dir
             ));
         }
-        let bytes = match self.sql.asterisk_recording(&r.id).await {
-            Ok(Some(b)) if !b.is_empty() => b,
-            Ok(_) => return refuse("the row has no recording".into()),
-            Err(e) => return refuse(format!("its recording cannot be read: {e}")),
-        };
-        let hint = match format {
-            Some(AsteriskFormat::Gsm) => RawHint::Gsm,
-            _ => RawHint::Wav,
-        };
+        if let Some(kind) = greeting {
+            return self.prepare_greeting(mailbox, r, kind, format).await;
+        }
         let id = MessageId::new();
         let key = BlobKey::message(mailbox.id, id, "audio");
-        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
-        let limits = Limits {
-            max_secs: MAX_TAKE_IN_SECS,
-            min_secs: 0,
-        };
-        match self.receive_audio(key.clone(), hint, body, limits).await {
-            Ok(audio) => {
+        match self.receive_recording(r, key.clone(), format).await {
+            Ok(info) => {
                 let (caller_id_name, caller_id_num) = split_callerid(&r.callerid);
                 AsteriskStep::TakeIn {
                     temp_id: r.id.clone(),
                     id,
                     key: key.as_str().to_owned(),
-                    info: audio.info,
+                    info,
                     caller_id_name,
                     caller_id_num,
                 }
             }
-            Err(e) => refuse(format!("its recording is not audio voxmail can read: {e}")),
+            Err(reason) => refuse(reason),
         }
+    }
+
+    /// Stores the greeting Asterisk recorded in row `r`, or decides to refuse the row.
+    async fn prepare_greeting(
+        &self,
+        mailbox: &MailboxRecord,
+        r: &AsteriskRow,
+        kind: GreetingKind,
+        format: Option<AsteriskFormat>,
+    ) -> AsteriskStep {
+        let key = BlobKey::greeting(mailbox.id, kind, MessageId::new(), "audio");
+        match self.receive_recording(r, key.clone(), format).await {
+            Ok(info) => AsteriskStep::TakeInGreeting {
+                temp_id: r.id.clone(),
+                greeting: Box::new(GreetingRecord {
+                    mailbox_id: mailbox.id,
+                    kind,
+                    audio_key: key.as_str().to_owned(),
+                    audio_format: info.format,
+                    sample_rate: info.sample_rate,
+                    channels: info.channels,
+                    duration_ms: info.duration_ms as i64,
+                    byte_size: info.byte_size as i64,
+                    sha256: info.sha256,
+                    updated_at: now_secs(),
+                    asterisk_recording: None,
+                }),
+            },
+            Err(reason) => AsteriskStep::Refuse {
+                temp_id: r.id.clone(),
+                reason,
+            },
+        }
+    }
+
+    /// Receives the `recording` of Asterisk's row `r` into the audio store under `key`, as an
+    /// upload is received (recognised, measured, hashed); the error is the reason to refuse it.
+    async fn receive_recording(
+        &self,
+        r: &AsteriskRow,
+        key: BlobKey,
+        format: Option<AsteriskFormat>,
+    ) -> std::result::Result<AudioInfo, String> {
+        let bytes = match self.sql.asterisk_recording(&r.id).await {
+            Ok(Some(b)) if !b.is_empty() => b,
+            Ok(_) => return Err("the row has no recording".into()),
+            Err(e) => return Err(format!("its recording cannot be read: {e}")),
+        };
+        let hint = match format {
+            Some(AsteriskFormat::Gsm) => RawHint::Gsm,
+            _ => RawHint::Wav,
+        };
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+        let limits = Limits {
+            max_secs: MAX_TAKE_IN_SECS,
+            min_secs: 0,
+        };
+        self.receive_audio(key, hint, body, limits)
+            .await
+            .map(|a| a.info)
+            .map_err(|e| format!("its recording is not audio voxmail can read: {e}"))
     }
 }
 
@@ -229,6 +289,14 @@ fn decide_change(
     rows: &[AsteriskRow],
     claimed: &mut HashSet<String>,
 ) -> AsteriskStep {
+    if c.asterisk_state == GREETING_ROW && c.kind == "delete" {
+        // Asterisk re-records a greeting by deleting its row and inserting a new one.
+        let rerecorded = rows.iter().any(|r| r.msgnum < 0 && r.dir == c.dir);
+        return match greeting_kind(&c.folder) {
+            Some(kind) if !rerecorded => AsteriskStep::GreetingDeleted { seq: c.seq, kind },
+            _ => AsteriskStep::Forget { seq: c.seq },
+        };
+    }
     if c.asterisk_state != 0 {
         // A row voxmail never announced (e.g. Asterisk's copy of a copy): nothing to tell.
         return AsteriskStep::Forget { seq: c.seq };
@@ -255,10 +323,21 @@ fn decide_change(
     }
 }
 
+/// `asterisk_state` of Asterisk's row of a greeting (msgnum -1), never a message.
+const GREETING_ROW: i64 = 3;
+
+/// The greeting Asterisk keeps under this directory name (`unavail`, `busy`, `temp`, `greet`).
+fn greeting_kind(dir_name: &str) -> Option<GreetingKind> {
+    GreetingKind::ALL
+        .into_iter()
+        .find(|k| k.asterisk_dir() == dir_name)
+}
+
 /// The audio key a take-in step stored (to remove when the step was not applied).
 fn taken_in_key(step: &AsteriskStep) -> Option<String> {
     match step {
         AsteriskStep::TakeIn { key, .. } => Some(key.clone()),
+        AsteriskStep::TakeInGreeting { greeting, .. } => Some(greeting.audio_key.clone()),
         _ => None,
     }
 }

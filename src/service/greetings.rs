@@ -62,12 +62,23 @@ impl Voicemail {
             };
         }
         let audio = self.receive_audio(key, hint, body, limits).await?;
-        let record = self.greeting_record(&mailbox, kind, &audio);
+        let mut record = self.greeting_record(&mailbox, kind, &audio);
+        match self
+            .asterisk_copy(&mailbox, audio.key.as_str(), audio.info.format)
+            .await
+        {
+            Ok(copy) => record.asterisk_recording = copy,
+            Err(e) => {
+                self.discard_audio(audio).await;
+                return Err(e);
+            }
+        }
         match self.messages.put_greeting(&mailbox, record.clone()).await {
             Ok(replaced) => {
                 self.notify_changed();
                 let created = replaced.is_none();
                 self.remove_blobs(replaced).await;
+                record.asterisk_recording = None;
                 Ok((record, created))
             }
             Err(e) => {
@@ -133,6 +144,7 @@ impl Voicemail {
             byte_size: audio.info.byte_size as i64,
             sha256: audio.info.sha256.clone(),
             updated_at: now_secs(),
+            asterisk_recording: None,
         }
     }
 

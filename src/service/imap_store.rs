@@ -1235,6 +1235,7 @@ impl MessageStore for ImapMessageStore {
             byte_size: r.byte_size,
             sha256: r.sha256,
             updated_at: s.internal_date.unwrap_or(s.meta.orig_time),
+            asterisk_recording: None,
         })
     }
 

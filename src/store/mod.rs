@@ -209,6 +209,10 @@ pub struct GreetingRecord {
     pub byte_size: i64,
     pub sha256: String,
     pub updated_at: i64,
+    /// On writes: the copy in the context's Asterisk format, written as Asterisk's greeting row
+    /// (msgnum -1 in `<mailbox dir>/unavail|busy|temp|greet`) when Asterisk nodes share the
+    /// context's messages. Never read back.
+    pub asterisk_recording: Option<Vec<u8>>,
 }
 
 /// An API key (never its token).

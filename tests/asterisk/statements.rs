@@ -458,6 +458,73 @@ async fn a_row_for_a_mailbox_voxmail_lacks_is_an_error_asterisk_logs(backend: Ba
     assert!(err.to_string().contains("no mailbox 4040@default"), "{err}");
 }
 
+async fn greetings_are_shared_both_ways(backend: Backend) {
+    let Some(app) = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await
+    else {
+        return;
+    };
+    app.create_context("default").await;
+    app.create_mailbox("1001@default", json!({})).await;
+    set_format(&app, "default", "wav49").await;
+    let mut sse = SseClient::connect(&app.url("/v1/events"), &app.admin, None).await;
+    let mut ast = AsteriskSql::connect(&app.config.database.url).await;
+    let wait = Duration::from_secs(10);
+    let greeting = |kind: &str| format!("/v1/mailboxes/1001@default/greetings/{kind}");
+
+    // Recorded in Asterisk (VoiceMailMain's "record your unavailable message"): store_file with
+    // msgnum -1 under .../unavail. voxmail serves it byte for byte.
+    let wav49 = fixture("hello-wav49.wav");
+    let unavail = dir("1001@default", "unavail");
+    ast.store(&unavail, -1, &wav49, "", "1700000000-00000002").await;
+    next_event(&mut sse, "greeting.changed", wait).await;
+    let r = app.get(&greeting("unavailable")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), wav49.as_slice());
+    // Recorded again: replaced, not deleted.
+    let mut again = wav49.clone();
+    let last = again.len() - 1;
+    again[last] ^= 0x55;
+    ast.store(&unavail, -1, &again, "", "1700000000-00000003").await;
+    next_event(&mut sse, "greeting.changed", wait).await;
+    let r = app.get(&greeting("unavailable")).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), again.as_slice());
+
+    // Uploaded to voxmail: Asterisk finds its row, in its format.
+    for kind in ["busy", "temp"] {
+        let r = app
+            .put(&greeting(kind))
+            .header("content-type", "audio/wav")
+            .body(fixture("hello-ulaw.wav"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        next_event(&mut sse, "greeting.changed", wait).await;
+    }
+    let busy = dir("1001@default", "busy");
+    assert!(ast.exists(&busy, -1).await);
+    let (_, recording) = ast.retrieve(&busy, -1).await;
+    let recording = recording.unwrap();
+    assert_eq!(u16::from_le_bytes([recording[20], recording[21]]), 0x31);
+
+    // Asterisk removes the temporary greeting.
+    assert_eq!(ast.delete(&dir("1001@default", "temp"), -1).await, 1);
+    next_event(&mut sse, "greeting.deleted", wait).await;
+    let r = app.get(&greeting("temp")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // voxmail removes the busy greeting: Asterisk's row goes with it.
+    let r = app.delete(&greeting("busy")).send().await.unwrap();
+    assert!(r.status().is_success());
+    assert!(!ast.exists(&busy, -1).await);
+
+    // Greetings are no messages: nothing listed, nothing counted.
+    assert!(messages(&app, "1001@default").await.is_empty());
+    let mwi = app.mwi("1001@default").await;
+    assert_eq!(mwi["new"], 0);
+    assert_eq!(mwi["old"], 0);
+}
+
 macro_rules! on_servers {
     ($($scenario:ident),* $(,)?) => {
         $(
@@ -480,5 +547,6 @@ macro_rules! on_servers {
 
 on_servers!(
     asterisks_statements_are_voxmails_changes,
+    greetings_are_shared_both_ways,
     a_row_for_a_mailbox_voxmail_lacks_is_an_error_asterisk_logs,
 );

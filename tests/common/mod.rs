@@ -1,6 +1,7 @@
 //! Test harness: the real server, in-process, on 127.0.0.1:0 with a temporary data directory.
 #![allow(dead_code)]
 
+pub mod asterisk;
 pub mod audio;
 pub mod db;
 pub mod dovecot;

@@ -47,6 +47,7 @@ async fn referenced_keys(store: Arc<SqlStore>, _db: &TestDb) {
                 byte_size: 16_044,
                 sha256: "cd".repeat(32),
                 updated_at: now_secs(),
+                asterisk_recording: None,
             },
         )
         .await

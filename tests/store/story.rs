@@ -311,6 +311,7 @@ async fn greeting_story(store: Arc<SqlStore>, _db: &TestDb) {
         byte_size: 64_044,
         sha256: "cd".repeat(32),
         updated_at: now_secs(),
+        asterisk_recording: None,
     };
     assert_eq!(store.put_greeting(&a, greeting("g1")).await.unwrap(), None);
     assert_eq!(

@@ -594,7 +594,8 @@ impl SqlStore {
     }
 
     /// Messages and unread messages per folder of one mailbox (folders without messages are
-    /// absent), read from the `messages_mailbox_folder_counts` index alone.
+    /// absent), read from the `messages_mailbox_folder_counts` index alone. Greetings Asterisk
+    /// shares (msgnum -1) are rows too, in their own "folders": not counted.
     pub async fn folder_counts(
         &self,
         mailbox: MailboxId,
@@ -602,7 +603,8 @@ impl SqlStore {
         Ok(self
             .qa::<(String, i64, i64)>(
                 "SELECT folder, COUNT(*), COUNT(CASE WHEN is_read = 0 THEN 1 END) \
-                 FROM messages WHERE mailbox_id = ? GROUP BY folder",
+                 FROM messages WHERE mailbox_id = ? AND folder NOT IN ('unavail', 'busy', \
+                 'temp', 'greet') GROUP BY folder",
             )
             .bind(mailbox.to_string())
             .fetch_all(&self.pool)
@@ -669,7 +671,7 @@ impl SqlStore {
         let (messages, new_messages, bytes) = bind_scope!(
             self.qa_owned::<(i64, i64, i64)>(format!(
                 "SELECT COUNT(*), COUNT(CASE WHEN folder IN ('INBOX', 'Urgent') AND is_read = 0 \
-                 THEN 1 END), {} FROM messages WHERE 1 = 1{}",
+                 THEN 1 END), {} FROM messages WHERE msgnum >= 0{}",
                 self.int64("COALESCE(SUM(byte_size), 0)"),
                 scope("mailboxcontext", contexts)
             )),
@@ -694,7 +696,7 @@ impl SqlStore {
     ) -> Result<Vec<ContextUsage>, StoreError> {
         let rows = bind_scope!(
             self.qa_owned::<(String, i64, i64)>(format!(
-                "SELECT mailboxcontext, COUNT(*), {} FROM messages WHERE 1 = 1{} \
+                "SELECT mailboxcontext, COUNT(*), {} FROM messages WHERE msgnum >= 0{} \
                  GROUP BY mailboxcontext ORDER BY mailboxcontext",
                 self.int64("COALESCE(SUM(byte_size), 0)"),
                 scope("mailboxcontext", contexts)
@@ -726,7 +728,8 @@ impl SqlStore {
         };
         let q = self
             .qa_owned::<(i64, i64)>(format!(
-                "SELECT (origtime - ?) {div} 86400, COUNT(*) FROM messages WHERE origtime >= ?{} \
+                "SELECT (origtime - ?) {div} 86400, COUNT(*) FROM messages WHERE origtime >= ? \
+                 AND msgnum >= 0{} \
                  GROUP BY 1 ORDER BY 1",
                 scope("mailboxcontext", contexts)
             ))

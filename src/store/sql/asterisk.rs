@@ -9,8 +9,10 @@
 //! serialize, and only the first applies a step (each step re-checks its row).
 
 use super::SqlStore;
-use crate::domain::{AsteriskFormat, AudioInfo, Folder, MailboxId, MessageId, now_secs};
-use crate::store::{MailboxRecord, StoreError};
+use crate::domain::{
+    AsteriskFormat, AudioInfo, Folder, GreetingKind, MailboxId, MessageId, now_secs,
+};
+use crate::store::{GreetingRecord, MailboxRecord, StoreError};
 
 /// A row Asterisk inserted that voxmail has not taken in yet.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -84,6 +86,13 @@ pub enum AsteriskStep {
     },
     /// Asterisk deleted a message.
     Deleted { change: Box<AsteriskChange> },
+    /// Asterisk recorded a greeting (its row `temp_id`, msgnum -1), stored as `greeting`.
+    TakeInGreeting {
+        temp_id: String,
+        greeting: Box<GreetingRecord>,
+    },
+    /// Asterisk deleted a greeting (e.g. the temporary one) without recording another.
+    GreetingDeleted { seq: i64, kind: GreetingKind },
     /// Asterisk moved a message to another folder (an UPDATE of its `dir`).
     Moved { change: Box<AsteriskChange> },
     /// A change of a row voxmail never took in: nothing to report.
@@ -99,6 +108,8 @@ pub enum AsteriskOutcome {
     Applied {
         event: &'static str,
         message: Option<MessageId>,
+        /// Audio no longer referenced (a replaced or deleted greeting's).
+        replaced: Option<String>,
     },
     /// Another node applied it first, or Asterisk changed the row again meanwhile.
     Stale,
@@ -293,6 +304,7 @@ impl SqlStore {
                             AsteriskOutcome::Applied {
                                 event: "message.deposited",
                                 message: Some(*id),
+                                replaced: None,
                             }
                         }
                     }
@@ -317,12 +329,14 @@ impl SqlStore {
                                     AsteriskOutcome::Applied {
                                         event: "",
                                         message: id,
+                                        replaced: None,
                                     }
                                 } else {
                                     self.emit(&mut tx, mailbox, "message.moved", id).await?;
                                     AsteriskOutcome::Applied {
                                         event: "message.moved",
                                         message: id,
+                                        replaced: None,
                                     }
                                 }
                             }
@@ -355,6 +369,73 @@ impl SqlStore {
                         AsteriskOutcome::Applied {
                             event: "message.moved",
                             message: id,
+                            replaced: None,
+                        }
+                    }
+                }
+                AsteriskStep::TakeInGreeting { temp_id, greeting } => {
+                    let res = self
+                        .q("UPDATE messages SET asterisk_state = 3, audio_key = ?, \
+                             audio_format = ?, codec = ?, sample_rate = ?, channels = ?, \
+                             byte_size = ?, sha256 = ?, duration_ms = ?, updated_at = ? \
+                             WHERE id = ? AND asterisk_state = 1")
+                        .bind(greeting.audio_key.clone())
+                        .bind(greeting.audio_format.as_str())
+                        .bind(greeting.audio_format.codec())
+                        .bind(i64::from(greeting.sample_rate))
+                        .bind(i64::from(greeting.channels))
+                        .bind(greeting.byte_size)
+                        .bind(greeting.sha256.clone())
+                        .bind(greeting.duration_ms)
+                        .bind(now)
+                        .bind(temp_id.clone())
+                        .execute(&mut *tx)
+                        .await?;
+                    if res.rows_affected() == 0 {
+                        AsteriskOutcome::Stale
+                    } else {
+                        let replaced = self
+                            .replace_greeting_row(&mut tx, mailbox, greeting)
+                            .await?;
+                        self.emit(&mut tx, mailbox, "greeting.changed", None)
+                            .await?;
+                        AsteriskOutcome::Applied {
+                            event: "greeting.changed",
+                            message: None,
+                            replaced,
+                        }
+                    }
+                }
+                AsteriskStep::GreetingDeleted { seq, kind } => {
+                    if !self.forget_change(&mut tx, *seq).await? {
+                        AsteriskOutcome::Stale
+                    } else {
+                        let old: Option<(String,)> = self
+                            .qa("SELECT audio_key FROM greetings WHERE mailbox_id = ? AND kind = ?")
+                            .bind(mailbox.id.to_string())
+                            .bind(kind.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        match old {
+                            None => AsteriskOutcome::Applied {
+                                event: "",
+                                message: None,
+                                replaced: None,
+                            },
+                            Some((key,)) => {
+                                self.q("DELETE FROM greetings WHERE mailbox_id = ? AND kind = ?")
+                                    .bind(mailbox.id.to_string())
+                                    .bind(kind.as_str())
+                                    .execute(&mut *tx)
+                                    .await?;
+                                self.emit(&mut tx, mailbox, "greeting.deleted", None)
+                                    .await?;
+                                AsteriskOutcome::Applied {
+                                    event: "greeting.deleted",
+                                    message: None,
+                                    replaced: Some(key),
+                                }
+                            }
                         }
                     }
                 }
@@ -363,6 +444,7 @@ impl SqlStore {
                     AsteriskOutcome::Applied {
                         event: "",
                         message: None,
+                        replaced: None,
                     }
                 }
                 AsteriskStep::Refuse { temp_id, .. } => {
@@ -377,6 +459,7 @@ impl SqlStore {
                         AsteriskOutcome::Applied {
                             event: "",
                             message: None,
+                            replaced: None,
                         }
                     }
                 }
@@ -408,6 +491,7 @@ impl SqlStore {
         Ok(AsteriskOutcome::Applied {
             event: "message.deleted",
             message: id,
+            replaced: None,
         })
     }
 

@@ -693,48 +693,13 @@ impl MessageStore for SqlStore {
     ) -> Result<Option<String>, StoreError> {
         let mut tx = self.begin().await?;
         let version = self.lock_mailbox(&mut tx, mailbox).await?;
-        let old: Option<(String,)> = self
-            .qa("SELECT audio_key FROM greetings WHERE mailbox_id = ? AND kind = ?")
-            .bind(mailbox.id.to_string())
-            .bind(g.kind.as_str())
-            .fetch_optional(&mut *tx)
+        let old = self.replace_greeting_row(&mut tx, mailbox, &g).await?;
+        self.write_asterisk_greeting(&mut tx, mailbox, g.kind, Some(&g))
             .await?;
-        if old.is_some() {
-            self.q("DELETE FROM greetings WHERE mailbox_id = ? AND kind = ?")
-                .bind(mailbox.id.to_string())
-                .bind(g.kind.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        self.q(
-            "INSERT INTO greetings (mailbox_id, kind, audio_key, audio_format, codec, sample_rate, \
-             channels, duration_ms, byte_size, sha256, recording, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-        )
-        .bind(mailbox.id.to_string())
-        .bind(g.kind.as_str())
-        .bind(g.audio_key.clone())
-        .bind(g.audio_format.as_str())
-        .bind(g.audio_format.codec())
-        .bind(i64::from(g.sample_rate))
-        .bind(i64::from(g.channels))
-        .bind(g.duration_ms)
-        .bind(g.byte_size)
-        .bind(g.sha256.clone())
-        .bind(g.updated_at)
-        .execute(&mut *tx)
-        .await?;
-        self.adopt_greeting_audio(
-            &mut tx,
-            &mailbox.id.to_string(),
-            g.kind.as_str(),
-            &g.audio_key,
-        )
-        .await?;
         self.emit_locked(&mut tx, mailbox, "greeting.changed", None, version)
             .await?;
         tx.commit().await?;
-        Ok(old.map(|(k,)| k))
+        Ok(old)
     }
 
     async fn get_greeting(
@@ -757,6 +722,8 @@ impl MessageStore for SqlStore {
             .bind(mailbox.id.to_string())
             .bind(kind.as_str())
             .execute(&mut *tx)
+            .await?;
+        self.write_asterisk_greeting(&mut tx, mailbox, kind, None)
             .await?;
         self.emit_locked(&mut tx, mailbox, "greeting.deleted", None, version)
             .await?;
@@ -831,5 +798,112 @@ mod tests {
             (Folder::Work, false)
         );
         assert_eq!(placement(&m, Some(Folder::Old), None), (Folder::Old, true));
+    }
+}
+
+impl SqlStore {
+    /// In a transaction holding the mailbox lock, replaces the greeting row of `g.kind` by `g`
+    /// (its audio adopted on the in-database store); returns the replaced one's audio key.
+    pub(super) async fn replace_greeting_row(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+        g: &GreetingRecord,
+    ) -> Result<Option<String>, StoreError> {
+        let old: Option<(String,)> = self
+            .qa("SELECT audio_key FROM greetings WHERE mailbox_id = ? AND kind = ?")
+            .bind(mailbox.id.to_string())
+            .bind(g.kind.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        if old.is_some() {
+            self.q("DELETE FROM greetings WHERE mailbox_id = ? AND kind = ?")
+                .bind(mailbox.id.to_string())
+                .bind(g.kind.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        self.q(
+            "INSERT INTO greetings (mailbox_id, kind, audio_key, audio_format, codec, sample_rate, \
+             channels, duration_ms, byte_size, sha256, recording, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(mailbox.id.to_string())
+        .bind(g.kind.as_str())
+        .bind(g.audio_key.clone())
+        .bind(g.audio_format.as_str())
+        .bind(g.audio_format.codec())
+        .bind(i64::from(g.sample_rate))
+        .bind(i64::from(g.channels))
+        .bind(g.duration_ms)
+        .bind(g.byte_size)
+        .bind(g.sha256.clone())
+        .bind(g.updated_at)
+        .execute(&mut **tx)
+        .await?;
+        self.adopt_greeting_audio(tx, &mailbox.id.to_string(), g.kind.as_str(), &g.audio_key)
+            .await?;
+        Ok(old.map(|(k,)| k))
+    }
+
+    /// Asterisk's row of a greeting — msgnum -1 in `<mailbox dir>/unavail|busy|temp|greet`, where
+    /// app_voicemail's ODBC storage looks for it — replaced by `g`'s copy in the context's
+    /// Asterisk format (when it has one), or removed.
+    pub(super) async fn write_asterisk_greeting(
+        &self,
+        tx: &mut Tx,
+        mailbox: &MailboxRecord,
+        kind: GreetingKind,
+        g: Option<&GreetingRecord>,
+    ) -> Result<(), StoreError> {
+        let address = &mailbox.address;
+        let dir = self.dir(&address.context, &address.mailbox, kind.asterisk_dir());
+        self.q("DELETE FROM messages WHERE dir = ? AND msgnum = -1")
+            .bind(dir.clone())
+            .execute(&mut **tx)
+            .await?;
+        let Some((g, recording)) = g.and_then(|g| Some((g, g.asterisk_recording.clone()?))) else {
+            return Ok(());
+        };
+        let id = MessageId::new();
+        let tail = u32::from_be_bytes(
+            id.0.as_bytes()[12..16]
+                .try_into()
+                .expect("a UUID has 16 bytes"),
+        );
+        let now = now_secs();
+        // asterisk_state 3: Asterisk's greeting row, never a message.
+        self.q(
+            "INSERT INTO messages (id, mailbox_id, dir, msgnum, context, callerid, origtime, \
+             duration, recording, mailboxuser, mailboxcontext, msg_id, folder, duration_ms, \
+             audio_key, audio_format, codec, sample_rate, channels, byte_size, sha256, created_by, \
+             created_at, updated_at, asterisk_state, recording_original) \
+             VALUES (?, ?, ?, -1, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 3, 0)",
+        )
+        .bind(id.to_string())
+        .bind(mailbox.id.to_string())
+        .bind(dir)
+        .bind(address.context.clone())
+        .bind(now)
+        .bind((g.duration_ms + 500) / 1000)
+        .bind(recording)
+        .bind(address.mailbox.clone())
+        .bind(address.context.clone())
+        .bind(format!("{now}-{tail:08x}"))
+        .bind(kind.asterisk_dir())
+        .bind(g.duration_ms)
+        .bind(g.audio_key.clone())
+        .bind(g.audio_format.as_str())
+        .bind(g.audio_format.codec())
+        .bind(i64::from(g.sample_rate))
+        .bind(i64::from(g.channels))
+        .bind(g.byte_size)
+        .bind(g.sha256.clone())
+        .bind(self.node_id.clone())
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 }

@@ -229,6 +229,7 @@ impl TryFrom<GreetingRow> for GreetingRecord {
             byte_size: r.byte_size,
             sha256: r.sha256,
             updated_at: r.updated_at,
+            asterisk_recording: None,
         })
     }
 }
