@@ -732,75 +732,6 @@ impl MessageStore for SqlStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{AudioFormat, Flag, MailboxAddress, MailboxId};
-
-    fn msg(folder: Folder, read: bool, flag: Flag) -> MessageRecord {
-        MessageRecord {
-            id: MessageId::new(),
-            mailbox_id: MailboxId::new(),
-            mailbox: MailboxAddress::new("1", "d").unwrap(),
-            dir: String::new(),
-            msgnum: 0,
-            folder,
-            read,
-            flag,
-            category: String::new(),
-            context: String::new(),
-            macrocontext: String::new(),
-            callerid: String::new(),
-            caller_id_num: String::new(),
-            caller_id_name: String::new(),
-            origtime: 0,
-            duration_ms: 0,
-            origmailbox: String::new(),
-            exten: String::new(),
-            rdnis: String::new(),
-            priority: 0,
-            callerchan: String::new(),
-            msg_id: String::new(),
-            audio_key: String::new(),
-            audio_format: AudioFormat::RawUlaw,
-            sample_rate: 8000,
-            channels: 1,
-            byte_size: 0,
-            sha256: String::new(),
-            forwarded_from: None,
-            created_by: String::new(),
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
-
-    #[test]
-    fn reading_a_new_message_moves_it_to_old() {
-        let m = msg(Folder::Inbox, false, Flag::None);
-        assert_eq!(placement(&m, None, Some(true)), (Folder::Old, true));
-        let u = msg(Folder::Urgent, false, Flag::Urgent);
-        assert_eq!(placement(&u, None, Some(true)), (Folder::Old, true));
-    }
-
-    #[test]
-    fn unreading_an_old_message_returns_it_to_its_new_folder() {
-        let m = msg(Folder::Old, true, Flag::Urgent);
-        assert_eq!(placement(&m, None, Some(false)), (Folder::Urgent, false));
-        let m = msg(Folder::Old, true, Flag::None);
-        assert_eq!(placement(&m, None, Some(false)), (Folder::Inbox, false));
-    }
-
-    #[test]
-    fn explicit_folder_wins() {
-        let m = msg(Folder::Inbox, false, Flag::None);
-        assert_eq!(
-            placement(&m, Some(Folder::Work), None),
-            (Folder::Work, false)
-        );
-        assert_eq!(placement(&m, Some(Folder::Old), None), (Folder::Old, true));
-    }
-}
-
 impl SqlStore {
     /// In a transaction holding the mailbox lock, replaces the greeting row of `g.kind` by `g`
     /// (its audio adopted on the in-database store); returns the replaced one's audio key.
@@ -905,5 +836,74 @@ impl SqlStore {
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AudioFormat, Flag, MailboxAddress, MailboxId};
+
+    fn msg(folder: Folder, read: bool, flag: Flag) -> MessageRecord {
+        MessageRecord {
+            id: MessageId::new(),
+            mailbox_id: MailboxId::new(),
+            mailbox: MailboxAddress::new("1", "d").unwrap(),
+            dir: String::new(),
+            msgnum: 0,
+            folder,
+            read,
+            flag,
+            category: String::new(),
+            context: String::new(),
+            macrocontext: String::new(),
+            callerid: String::new(),
+            caller_id_num: String::new(),
+            caller_id_name: String::new(),
+            origtime: 0,
+            duration_ms: 0,
+            origmailbox: String::new(),
+            exten: String::new(),
+            rdnis: String::new(),
+            priority: 0,
+            callerchan: String::new(),
+            msg_id: String::new(),
+            audio_key: String::new(),
+            audio_format: AudioFormat::RawUlaw,
+            sample_rate: 8000,
+            channels: 1,
+            byte_size: 0,
+            sha256: String::new(),
+            forwarded_from: None,
+            created_by: String::new(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn reading_a_new_message_moves_it_to_old() {
+        let m = msg(Folder::Inbox, false, Flag::None);
+        assert_eq!(placement(&m, None, Some(true)), (Folder::Old, true));
+        let u = msg(Folder::Urgent, false, Flag::Urgent);
+        assert_eq!(placement(&u, None, Some(true)), (Folder::Old, true));
+    }
+
+    #[test]
+    fn unreading_an_old_message_returns_it_to_its_new_folder() {
+        let m = msg(Folder::Old, true, Flag::Urgent);
+        assert_eq!(placement(&m, None, Some(false)), (Folder::Urgent, false));
+        let m = msg(Folder::Old, true, Flag::None);
+        assert_eq!(placement(&m, None, Some(false)), (Folder::Inbox, false));
+    }
+
+    #[test]
+    fn explicit_folder_wins() {
+        let m = msg(Folder::Inbox, false, Flag::None);
+        assert_eq!(
+            placement(&m, Some(Folder::Work), None),
+            (Folder::Work, false)
+        );
+        assert_eq!(placement(&m, Some(Folder::Old), None), (Folder::Old, true));
     }
 }
