@@ -475,7 +475,8 @@ async fn greetings_are_shared_both_ways(backend: Backend) {
     // msgnum -1 under .../unavail. voxmail serves it byte for byte.
     let wav49 = fixture("hello-wav49.wav");
     let unavail = dir("1001@default", "unavail");
-    ast.store(&unavail, -1, &wav49, "", "1700000000-00000002").await;
+    ast.store(&unavail, -1, &wav49, "", "1700000000-00000002")
+        .await;
     next_event(&mut sse, "greeting.changed", wait).await;
     let r = app.get(&greeting("unavailable")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -484,7 +485,8 @@ async fn greetings_are_shared_both_ways(backend: Backend) {
     let mut again = wav49.clone();
     let last = again.len() - 1;
     again[last] ^= 0x55;
-    ast.store(&unavail, -1, &again, "", "1700000000-00000003").await;
+    ast.store(&unavail, -1, &again, "", "1700000000-00000003")
+        .await;
     next_event(&mut sse, "greeting.changed", wait).await;
     let r = app.get(&greeting("unavailable")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap().as_ref(), again.as_slice());

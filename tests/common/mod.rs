@@ -76,9 +76,20 @@ impl TestApp {
 
     /// Starts a server after `tweak` adjusts the configuration.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = app_database().await;
+        Self::spawn_with_db(db, tweak).await
+    }
+
+    /// Starts a server on a fresh database of `backend` after `tweak`; `None` when that server
+    /// is not configured (skipped loudly, or a failure under `TEST_REQUIRE_SQL_SERVERS=1`).
+    pub async fn spawn_on(backend: db::Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        let db = db::TestDb::create(backend).await?;
+        Some(Self::spawn_with_db(Some(db), tweak).await)
+    }
+
+    async fn spawn_with_db(db: Option<db::TestDb>, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
-        let db = app_database().await;
         if let Some(db) = &db {
             config.database.url = db.url.clone();
         }
