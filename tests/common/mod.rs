@@ -87,7 +87,7 @@ impl TestApp {
         Some(Self::spawn_with_db(Some(db), tweak).await)
     }
 
-    async fn spawn_with_db(db: Option<db::TestDb>, tweak: impl FnOnce(&mut Config)) -> Self {
+    pub async fn spawn_with_db(db: Option<db::TestDb>, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
         if let Some(db) = &db {
