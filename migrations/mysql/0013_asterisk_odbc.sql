@@ -45,6 +45,10 @@ CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);
 -- nodes share this table; '' for none. Messages of such a context carry a copy in that format in
 -- `recording`.
 ALTER TABLE contexts ADD COLUMN asterisk_format VARCHAR(10) NOT NULL DEFAULT '';
+-- How the PINs of the context's mailboxes are kept in `mailboxes.password`: 'hashed' (argon2, the
+-- default) or 'plain' — Asterisk's realtime voicemail users (extconfig `voicemail => odbc,…,mailboxes`)
+-- compare the PIN as plain text, and write a PIN changed in VoiceMailMain there as plain text.
+ALTER TABLE contexts ADD COLUMN asterisk_pins VARCHAR(10) NOT NULL DEFAULT 'hashed';
 
 CREATE TABLE asterisk_changes (
     seq             BIGINT AUTO_INCREMENT PRIMARY KEY,

@@ -15,6 +15,10 @@ CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);
 -- The Asterisk format (wav49, gsm or wav: the first of its `format=`) of a context whose Asterisk
 -- nodes share this table; '' for none.
 ALTER TABLE contexts ADD COLUMN asterisk_format TEXT NOT NULL DEFAULT '';
+-- How the PINs of the context's mailboxes are kept in `mailboxes.password`: 'hashed' (argon2, the
+-- default) or 'plain' — Asterisk's realtime voicemail users (extconfig `voicemail => odbc,…,mailboxes`)
+-- compare the PIN as plain text, and write a PIN changed in VoiceMailMain there as plain text.
+ALTER TABLE contexts ADD COLUMN asterisk_pins TEXT NOT NULL DEFAULT 'hashed';
 
 CREATE TABLE asterisk_changes (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -121,6 +121,35 @@ pub enum AsteriskFormat {
     Wav,
 }
 
+/// How a context keeps its mailboxes' PINs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PinStorage {
+    /// argon2 hashes (the default): nothing but voxmail can check them.
+    #[default]
+    Hashed,
+    /// The PIN itself, as Asterisk's realtime voicemail users compare and write it. Anyone who
+    /// can read the database reads every PIN of the context.
+    Plain,
+}
+
+impl PinStorage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hashed => "hashed",
+            Self::Plain => "plain",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "hashed" => Some(Self::Hashed),
+            "plain" => Some(Self::Plain),
+            _ => None,
+        }
+    }
+}
+
 impl AsteriskFormat {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -19,7 +19,8 @@ use crate::audio::{OutputFormat, RawHint, Rendition};
 use crate::blob::BlobKey;
 use crate::domain::Principal;
 use crate::domain::{
-    AsteriskFormat, AudioFormat, AudioInfo, GreetingKind, MailboxId, MessageId, now_secs,
+    AsteriskFormat, AudioFormat, AudioInfo, GreetingKind, MailboxId, MessageId, PinStorage,
+    now_secs,
 };
 use crate::mail::template::split_callerid;
 use crate::store::sql::Dialect;
@@ -343,29 +344,46 @@ fn taken_in_key(step: &AsteriskStep) -> Option<String> {
 }
 
 impl Voicemail {
-    /// The format a context's Asterisk nodes store, if Asterisk shares its messages (admin).
+    /// How a context is shared with Asterisk: the format its nodes store (if any) and how its
+    /// PINs are kept (admin).
     pub async fn get_context_asterisk(
         &self,
         p: &Principal,
         context: &str,
-    ) -> Result<Option<AsteriskFormat>> {
+    ) -> Result<(Option<AsteriskFormat>, PinStorage)> {
         self.admin_context(p, context, "Asterisk settings").await?;
-        Ok(self.sql.context_asterisk_format(context).await?)
+        Ok((
+            self.sql.context_asterisk_format(context).await?,
+            self.sql.context_pin_storage(context).await?,
+        ))
     }
 
-    /// Sets (or clears) the format a context's Asterisk nodes store (admin).
+    /// Sets how a context is shared with Asterisk (admin). Back to hashed PINs, every PIN kept
+    /// as plain text (set while they were plain, or by Asterisk) is hashed at once.
     pub async fn put_context_asterisk(
         &self,
         p: &Principal,
         context: &str,
         format: Option<AsteriskFormat>,
+        pins: PinStorage,
     ) -> Result<()> {
         self.admin_context(p, context, "Asterisk settings").await?;
-        self.sql
-            .set_context_asterisk_format(context, format)
-            .await?;
-        tracing::info!(context, asterisk.format = ?format, "Asterisk format of the context set");
+        self.sql.set_context_asterisk(context, format, pins).await?;
+        tracing::info!(context, asterisk.format = ?format, asterisk.pins = pins.as_str(), "Asterisk settings of the context set");
+        if pins == PinStorage::Hashed {
+            self.hash_plain_pins(context).await?;
+        }
         Ok(())
+    }
+
+    /// Hashes the PINs of a context kept as plain text.
+    pub(crate) async fn hash_plain_pins(&self, context: &str) -> Result<usize> {
+        let plain = self.sql.plain_pins(context).await?;
+        for (uniqueid, pin) in &plain {
+            let hash = self.hash_pin(pin.clone()).await?;
+            self.sql.hash_plain_pin(uniqueid, pin, &hash).await?;
+        }
+        Ok(plain.len())
     }
 
     /// The copy of a recording Asterisk plays, for the `recording` column of a message of

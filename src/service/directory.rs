@@ -89,7 +89,11 @@ impl Voicemail {
             .await?)
     }
 
-    async fn settings_to_changes(&self, s: MailboxSettings) -> Result<MailboxChanges> {
+    async fn settings_to_changes(
+        &self,
+        context: &str,
+        s: MailboxSettings,
+    ) -> Result<MailboxChanges> {
         check_len("fullname", &s.fullname, 150)?;
         check_len("email", &s.email, 255)?;
         check_len("pager", &s.pager, 255)?;
@@ -119,7 +123,7 @@ impl Voicemail {
         }
         let pin_hash = match s.pin {
             Some(pin) if pin.is_empty() => Some(String::new()),
-            Some(pin) => Some(self.hash_pin(pin).await?),
+            Some(pin) => Some(self.stored_pin(context, pin).await?),
             None => None,
         };
         Ok(MailboxChanges {
@@ -152,7 +156,7 @@ impl Voicemail {
                 address.context
             )));
         }
-        let changes = self.settings_to_changes(settings).await?;
+        let changes = self.settings_to_changes(&address.context, settings).await?;
         let created = self
             .sql
             .create_mailbox(address, changes)
@@ -219,7 +223,7 @@ impl Voicemail {
     ) -> Result<MailboxRecord> {
         self.visible_mailbox(p, address).await?;
         Self::require_admin(p, "changing a mailbox")?;
-        let changes = self.settings_to_changes(settings).await?;
+        let changes = self.settings_to_changes(&address.context, settings).await?;
         Ok(self.sql.update_mailbox(address, changes).await?)
     }
 

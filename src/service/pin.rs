@@ -1,12 +1,22 @@
-//! PINs: argon2 hashes, checked off the async executor, with a lockout against brute force.
+//! PINs: argon2 hashes (or, in contexts shared with Asterisk's realtime users, the PIN itself),
+//! checked off the async executor, with a lockout against brute force.
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use super::{Result, ServiceError, Voicemail};
-use crate::domain::{MailboxAddress, Principal, now_secs};
+use crate::domain::{MailboxAddress, PinStorage, Principal, now_secs};
 use crate::store::{PinAttempt, PinPolicy};
+
+/// Compares without an early exit, so the time taken says nothing about where a guess differs.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(a.len() ^ b.len(), |d, (x, y)| d | usize::from(x ^ y));
+    diff == 0
+}
 
 fn valid_pin(pin: &str) -> bool {
     (1..=20).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit())
@@ -18,6 +28,16 @@ impl Voicemail {
             max_failures: self.config.pin.max_failures,
             window_secs: self.config.pin.window_secs as i64,
             lockout_secs: self.config.pin.lockout_secs as i64,
+        }
+    }
+
+    /// The `password` value of a PIN in `context`: its argon2 hash, or the PIN itself where the
+    /// context keeps PINs as Asterisk's realtime users need them (`pins = plain`).
+    pub(crate) async fn stored_pin(&self, context: &str, pin: String) -> Result<String> {
+        match self.sql.context_pin_storage(context).await? {
+            PinStorage::Hashed => self.hash_pin(pin).await,
+            PinStorage::Plain if valid_pin(&pin) => Ok(pin),
+            PinStorage::Plain => Err(ServiceError::Invalid("pin must be 1-20 digits".into())),
         }
     }
 
@@ -63,6 +83,9 @@ impl Voicemail {
         };
         let ok = if hash.is_empty() || pin.len() > 64 {
             false
+        } else if !hash.starts_with("$argon2") {
+            // Kept as plain text (`pins = plain`, or changed by Asterisk in VoiceMailMain).
+            constant_time_eq(hash.as_bytes(), pin.as_bytes())
         } else {
             let pin = pin.to_owned();
             let _permit = self

@@ -527,6 +527,81 @@ async fn greetings_are_shared_both_ways(backend: Backend) {
     assert_eq!(mwi["old"], 0);
 }
 
+async fn verify(app: &TestApp, pin: &str) -> u16 {
+    app.post("/v1/mailboxes/1001@default/pin/verify")
+        .json(&json!({ "pin": pin }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn pins_are_shared_with_asterisks_realtime_users(backend: Backend) {
+    let Some(app) = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await
+    else {
+        return;
+    };
+    app.create_context("default").await;
+    let r = app
+        .put("/v1/contexts/default/asterisk")
+        .json(&json!({ "format": "wav49", "pins": "plain" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got: Value = app
+        .get("/v1/contexts/default/asterisk")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["pins"], "plain");
+    assert_eq!(got["format"], "wav49");
+    app.create_mailbox("1001@default", json!({ "pin": "1234" }))
+        .await;
+    let mut ast = AsteriskSql::connect(&app.config.database.url).await;
+
+    // res_config_odbc's realtime lookup reads the PIN as Asterisk compares it.
+    let select =
+        "SELECT COUNT(*) FROM mailboxes WHERE mailbox = ? AND context = ? AND password = ?";
+    assert_eq!(ast.int(select, &["1001", "default", "1234"]).await, Some(1));
+    assert_eq!(verify(&app, "1234").await, 204);
+
+    // A PIN changed in VoiceMailMain (res_config_odbc's update2) is the one voxmail checks.
+    let n = ast
+        .exec(
+            "UPDATE mailboxes SET password=? WHERE context=? AND mailbox=?",
+            &["5678", "default", "1001"],
+            None,
+        )
+        .await;
+    assert_eq!(n, 1);
+    assert_eq!(verify(&app, "5678").await, 204);
+    assert_eq!(verify(&app, "1234").await, 403);
+
+    // Back to hashed: the plain PIN is hashed at once and still works.
+    let r = app
+        .put("/v1/contexts/default/asterisk")
+        .json(&json!({ "format": "wav49" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ast.int(select, &["1001", "default", "5678"]).await, Some(0));
+    assert_eq!(
+        ast.int(
+            "SELECT COUNT(*) FROM mailboxes WHERE mailbox = ? AND password LIKE '$argon2%'",
+            &["1001"]
+        )
+        .await,
+        Some(1)
+    );
+    assert_eq!(verify(&app, "5678").await, 204);
+}
+
 macro_rules! on_servers {
     ($($scenario:ident),* $(,)?) => {
         $(
@@ -550,5 +625,6 @@ macro_rules! on_servers {
 on_servers!(
     asterisks_statements_are_voxmails_changes,
     greetings_are_shared_both_ways,
+    pins_are_shared_with_asterisks_realtime_users,
     a_row_for_a_mailbox_voxmail_lacks_is_an_error_asterisk_logs,
 );

@@ -49,12 +49,48 @@ exten => listen-delete,1,Answer()
  same => n,Wait(3)
  same => n,Hangup()
 
+; Log in with the PIN voxmail set, then 0 (mailbox options), 5 (change password), 5678# twice.
+exten => change-pin,1,Answer()
+ same => n,Wait(2)
+ same => n,SendDTMF(1234#)
+ same => n,Wait(4)
+ same => n,SendDTMF(0)
+ same => n,Wait(2)
+ same => n,SendDTMF(5)
+ same => n,Wait(2)
+ same => n,SendDTMF(5678#)
+ same => n,Wait(2)
+ same => n,SendDTMF(5678#)
+ same => n,Wait(4)
+ same => n,Hangup()
+
+exten => login-5678,1,Answer()
+ same => n,Wait(2)
+ same => n,SendDTMF(5678#)
+ same => n,Wait(6)
+ same => n,Hangup()
+
 [vm]
 exten => 1001,1,VoiceMail(1001@default,u)
  same => n,Hangup()
 
 exten => main,1,VoiceMailMain(1001@default,s)
  same => n,Hangup()
+
+exten => login,1,VoiceMailMain(1001@default)
+ same => n,Hangup()
+";
+
+/// voicemail.conf of nodes that read their mailboxes from voxmail (realtime, extconfig.conf).
+pub const REALTIME_VOICEMAIL_CONF: &str = "[general]
+format = wav49|gsm|wav
+odbcstorage = asterisk
+odbctable = voicemessages
+";
+
+/// extconfig.conf: Asterisk's realtime `voicemail` users are voxmail's mailboxes.
+pub const EXTCONFIG_CONF: &str = "[settings]
+voicemail => odbc,asterisk,mailboxes
 ";
 
 const CALL: Duration = Duration::from_secs(60);
@@ -78,6 +114,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// An Asterisk and a voxmail on one fresh database of `backend`, mailbox 1001@default known to
 /// both, the context's Asterisk format set.
 pub async fn asterisk_and_voxmail(backend: Backend) -> Option<(std::sync::Arc<Asterisk>, TestApp)> {
+    asterisk_and_voxmail_with(backend, VOICEMAIL_CONF, None, json!({"format": "wav49"})).await
+}
+
+/// As [`asterisk_and_voxmail`], with this voicemail.conf, extconfig.conf and context settings.
+pub async fn asterisk_and_voxmail_with(
+    backend: Backend,
+    voicemail_conf: &str,
+    extconfig_conf: Option<&str>,
+    settings: Value,
+) -> Option<(std::sync::Arc<Asterisk>, TestApp)> {
     let db = TestDb::create(backend).await?;
     // voxmail's schema first: Asterisk counts messages as soon as it starts.
     voxmail::store::SqlStore::connect(&db.url, 1, "/var/spool/asterisk", "migrate")
@@ -85,19 +131,21 @@ pub async fn asterisk_and_voxmail(backend: Backend) -> Option<(std::sync::Arc<As
         .unwrap()
         .close()
         .await;
-    let ast = Asterisk::start(AsteriskConfig::for_db(&db, VOICEMAIL_CONF, EXTENSIONS_CONF))?;
+    let mut config = AsteriskConfig::for_db(&db, voicemail_conf, EXTENSIONS_CONF);
+    config.extconfig_conf = extconfig_conf.map(str::to_owned);
+    let ast = Asterisk::start(config)?;
     let spool = ast.spool_dir().display().to_string();
     let app = TestApp::spawn_with_db(Some(db), |c| c.voicemail.spool_dir = spool).await;
     app.create_context("default").await;
-    app.create_mailbox("1001@default", json!({"pin": "1234"}))
-        .await;
     let r = app
         .put("/v1/contexts/default/asterisk")
-        .json(&json!({"format": "wav49"}))
+        .json(&settings)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    app.create_mailbox("1001@default", json!({"pin": "1234"}))
+        .await;
     Some((std::sync::Arc::new(ast), app))
 }
 
@@ -244,4 +292,65 @@ async fn asterisk_and_voxmail_share_a_mailbox_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asterisk_and_voxmail_share_a_mailbox_mariadb() {
     asterisk_and_voxmail_share_a_mailbox(Backend::MySql).await;
+}
+
+async fn pins_are_shared_with_voicemailmain(backend: Backend) {
+    let Some((ast, app)) = asterisk_and_voxmail_with(
+        backend,
+        REALTIME_VOICEMAIL_CONF,
+        Some(EXTCONFIG_CONF),
+        json!({"format": "wav49", "pins": "plain"}),
+    )
+    .await
+    else {
+        return;
+    };
+    // The PIN set in voxmail logs in; the PIN changed in VoiceMailMain is the one voxmail checks.
+    let mark = ast.log_mark();
+    let a = ast.clone();
+    let changed = blocking(move || {
+        a.originate("change-pin@caller", "login@vm");
+        a.wait_for_log_since(mark, "Playing 'vm-passchanged.", CALL)
+    })
+    .await;
+    assert!(changed, "no PIN change:\n{}", ast.log_since(mark));
+    assert!(
+        !ast.log_since(mark).contains("Incorrect password"),
+        "{}",
+        ast.log_since(mark)
+    );
+    let a = ast.clone();
+    blocking(move || a.wait_idle(CALL)).await;
+    let r = app
+        .post("/v1/mailboxes/1001@default/pin/verify")
+        .json(&json!({"pin": "5678"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    // And Asterisk logs in with it again.
+    let mark = ast.log_mark();
+    let a = ast.clone();
+    let logged_in = blocking(move || {
+        a.originate("login-5678@caller", "login@vm");
+        a.wait_for_log_since(mark, "Playing 'vm-youhave.", CALL)
+    })
+    .await;
+    assert!(logged_in, "no login with 5678:\n{}", ast.log_since(mark));
+    assert!(!ast.log_since(mark).contains("Incorrect password"));
+    let a = ast.clone();
+    blocking(move || a.wait_idle(CALL)).await;
+    let unexpected = ast.unexpected_warnings();
+    assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_are_shared_with_voicemailmain_postgres() {
+    pins_are_shared_with_voicemailmain(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_are_shared_with_voicemailmain_mariadb() {
+    pins_are_shared_with_voicemailmain(Backend::MySql).await;
 }

@@ -117,16 +117,16 @@ pub async fn get_context_asterisk(
     Auth(p): Auth,
     ApiPath(name): ApiPath<String>,
 ) -> Result<axum::Json<ContextAsteriskView>, ApiError> {
-    let format = s.vm.get_context_asterisk(&p, &name).await?;
+    let (format, pins) = s.vm.get_context_asterisk(&p, &name).await?;
     Ok(axum::Json(ContextAsteriskView {
         context: name,
-        settings: ContextAsteriskBody { format },
+        settings: ContextAsteriskBody { format, pins },
     }))
 }
 
-/// Set how the context's messages are shared with Asterisk's app_voicemail (ODBC storage): the
-/// format its Asterisk nodes store. Messages deposited or forwarded from then on carry a copy in
-/// that format for Asterisk. Admin.
+/// Set how the context is shared with Asterisk's app_voicemail (ODBC storage, realtime users):
+/// the format its Asterisk nodes store — messages and greetings stored from then on carry a copy
+/// in it for Asterisk — and how PINs are kept. Admin.
 #[utoipa::path(put, path = "/v1/contexts/{name}/asterisk", tag = "contexts",
     params(("name" = String, Path, description = "context name")),
     request_body = ContextAsteriskBody,
@@ -140,7 +140,8 @@ pub async fn put_context_asterisk(
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<ContextAsteriskBody>,
 ) -> Result<axum::Json<ContextAsteriskView>, ApiError> {
-    s.vm.put_context_asterisk(&p, &name, body.format).await?;
+    s.vm.put_context_asterisk(&p, &name, body.format, body.pins)
+        .await?;
     Ok(axum::Json(ContextAsteriskView {
         context: name,
         settings: body,

@@ -424,6 +424,12 @@ pub struct ContextAsteriskBody {
     /// carries a copy in that format in the shared table's `recording` column, which Asterisk
     /// plays. null = no Asterisk shares this context's messages.
     pub format: Option<crate::domain::AsteriskFormat>,
+    /// How the mailboxes' PINs are kept: `hashed` (argon2, the default) or `plain`, which
+    /// Asterisk's realtime voicemail users need (Asterisk compares the PIN as text and writes a
+    /// PIN changed in VoiceMailMain as text). Plain PINs can be read by anyone who can read the
+    /// database. Back to `hashed`, every plain PIN is hashed at once.
+    #[serde(default)]
+    pub pins: crate::domain::PinStorage,
 }
 
 /// A context's Asterisk settings.

@@ -10,7 +10,7 @@
 
 use super::SqlStore;
 use crate::domain::{
-    AsteriskFormat, AudioInfo, Folder, GreetingKind, MailboxId, MessageId, now_secs,
+    AsteriskFormat, AudioInfo, Folder, GreetingKind, MailboxId, MessageId, PinStorage, now_secs,
 };
 use crate::store::{GreetingRecord, MailboxRecord, StoreError};
 
@@ -209,21 +209,67 @@ impl SqlStore {
             .ok_or_else(|| StoreError::Corrupt(format!("context {context}: asterisk_format {f}")))
     }
 
-    /// Sets (or clears) the format the Asterisk nodes sharing a context's messages store.
-    pub async fn set_context_asterisk_format(
+    /// How a context keeps its mailboxes' PINs (hashed when the context does not exist).
+    pub async fn context_pin_storage(&self, context: &str) -> Result<PinStorage, StoreError> {
+        let row: Option<(String,)> = self
+            .qa("SELECT asterisk_pins FROM contexts WHERE name = ?")
+            .bind(context.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(PinStorage::Hashed),
+            Some((p,)) => PinStorage::parse(&p).ok_or_else(|| {
+                StoreError::Corrupt(format!("context {context}: asterisk_pins {p}"))
+            }),
+        }
+    }
+
+    /// Sets how a context is shared with Asterisk: the format its nodes store (or none) and how
+    /// its PINs are kept.
+    pub async fn set_context_asterisk(
         &self,
         context: &str,
         format: Option<AsteriskFormat>,
+        pins: PinStorage,
     ) -> Result<(), StoreError> {
         let res = self
-            .q("UPDATE contexts SET asterisk_format = ? WHERE name = ?")
+            .q("UPDATE contexts SET asterisk_format = ?, asterisk_pins = ? WHERE name = ?")
             .bind(format.map_or("", AsteriskFormat::as_str))
+            .bind(pins.as_str())
             .bind(context.to_owned())
             .execute(&self.pool)
             .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        Ok(())
+    }
+
+    /// Mailboxes of a context whose PIN is kept as plain text: (uniqueid, PIN).
+    pub async fn plain_pins(&self, context: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .qa(
+                "SELECT uniqueid, password FROM mailboxes WHERE context = ? AND password <> '' \
+                 AND password NOT LIKE '$argon2%'",
+            )
+            .bind(context.to_owned())
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Replaces a mailbox's plain PIN by its hash, unless the PIN changed meanwhile.
+    pub async fn hash_plain_pin(
+        &self,
+        uniqueid: &str,
+        plain: &str,
+        hash: &str,
+    ) -> Result<(), StoreError> {
+        self.q("UPDATE mailboxes SET password = ? WHERE uniqueid = ? AND password = ?")
+            .bind(hash.to_owned())
+            .bind(uniqueid.to_owned())
+            .bind(plain.to_owned())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
