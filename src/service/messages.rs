@@ -151,6 +151,23 @@ impl Voicemail {
                 "give folder and/or read to change".into(),
             ));
         }
+        // Asterisk counts every message in INBOX (and Urgent) as new: where it shares the
+        // mailbox, a message that is read is in Old, so both sides count alike.
+        if read == Some(true)
+            && folder.as_ref().is_some_and(Folder::counts_as_new)
+            && self
+                .sql
+                .context_asterisk_format(&mailbox.address.context)
+                .await?
+                .is_some()
+        {
+            return Err(ServiceError::Invalid(format!(
+                "context {} is shared with Asterisk, which counts every message in {} as new: \
+                 a read message goes to Old (send {{\"read\": true}} alone)",
+                mailbox.address.context,
+                folder.as_ref().map_or("INBOX", Folder::as_str)
+            )));
+        }
         let changed = self
             .messages
             .update_message(&mailbox, id, folder, read, self.maxmsg(&mailbox))

@@ -377,6 +377,15 @@ async fn asterisks_statements_are_voxmails_changes(backend: Backend) {
         .unwrap();
     assert_eq!(gone.status(), 404);
 
+    // Read but left in INBOX would be new to Asterisk and old to voxmail: refused here.
+    let r = app
+        .patch(&format!("/v1/mailboxes/1001@default/messages/{first}"))
+        .json(&json!({ "folder": "INBOX", "read": true }))
+        .send()
+        .await
+        .unwrap();
+    crate::common::assert_problem(r, 400, "invalid-request").await;
+
     // voxmail's own move: one event of its own, nothing logged for the take-in.
     let r = app
         .patch(&format!("/v1/mailboxes/1001@default/messages/{first}"))
