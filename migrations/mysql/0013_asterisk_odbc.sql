@@ -37,7 +37,9 @@ ALTER TABLE messages
     ADD COLUMN asterisk_state BIGINT NOT NULL DEFAULT 0,
     -- 1 when `recording` holds the original recording (the in-database audio store, and
     -- Asterisk's own recordings); 0 when it holds nothing or the copy made for Asterisk.
-    ADD COLUMN recording_original BIGINT NOT NULL DEFAULT 0;
+    ADD COLUMN recording_original BIGINT NOT NULL DEFAULT 0,
+    -- Why a row Asterisk wrote was refused (asterisk_state 2), for the dashboard.
+    ADD COLUMN asterisk_note VARCHAR(255) NOT NULL DEFAULT '';
 UPDATE messages SET recording_original = 1 WHERE recording IS NOT NULL;
 CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);
 

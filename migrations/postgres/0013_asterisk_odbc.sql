@@ -34,6 +34,8 @@ ALTER TABLE messages ADD COLUMN asterisk_state BIGINT NOT NULL DEFAULT 0;
 -- 1 when `recording` holds the original recording (the in-database audio store, and Asterisk's own
 -- recordings); 0 when it holds nothing or the copy made for Asterisk in its format.
 ALTER TABLE messages ADD COLUMN recording_original BIGINT NOT NULL DEFAULT 0;
+-- Why a row Asterisk wrote was refused (asterisk_state 2), for the dashboard.
+ALTER TABLE messages ADD COLUMN asterisk_note VARCHAR(255) COLLATE "C" NOT NULL DEFAULT '';
 UPDATE messages SET recording_original = 1 WHERE recording IS NOT NULL;
 CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);
 

@@ -438,6 +438,19 @@ async fn asterisks_statements_are_voxmails_changes(backend: Backend) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], first.as_str());
     assert_eq!(ast.count(&inbox).await, 1);
+    // The dashboard's health names it, with the reason.
+    let admin = voxmail::service::Admin {
+        id: "test".into(),
+        email: "admin@example.org".into(),
+        contexts: vec![],
+    };
+    let d = app.services().await.admin_dashboard(&admin).await.unwrap();
+    assert_eq!(d.health.asterisk.dead, 1);
+    let why = d.health.asterisk.last_error.unwrap();
+    assert!(
+        why.contains(&inbox) && why.contains("no recording"),
+        "{why}"
+    );
 }
 
 async fn a_row_for_a_mailbox_voxmail_lacks_is_an_error_asterisk_logs(backend: Backend) {

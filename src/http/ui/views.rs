@@ -111,12 +111,13 @@ pub struct DashboardPage<'a> {
 
 impl DashboardPage<'_> {
     /// The delivery queues with their names.
-    pub fn queues(&self) -> [(&'static str, &QueueHealth); 3] {
+    pub fn queues(&self) -> [(&'static str, &QueueHealth); 4] {
         let h = &self.d.health;
         [
             ("Email", &h.email),
             ("Webhooks", &h.webhooks),
             ("MWI push", &h.mwi),
+            ("Asterisk take-in", &h.asterisk),
         ]
     }
 

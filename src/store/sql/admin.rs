@@ -169,6 +169,9 @@ pub struct DeliveryHealth {
     pub email: QueueHealth,
     pub webhooks: QueueHealth,
     pub mwi: QueueHealth,
+    /// Rows Asterisk wrote to the shared messages table: waiting to be taken in (failing: for
+    /// over a minute) and refused (dead), with the latest refusal's reason.
+    pub asterisk: QueueHealth,
 }
 
 /// `?, ?, ?` for `n` values.
@@ -858,6 +861,43 @@ impl SqlStore {
             email,
             webhooks,
             mwi,
+            asterisk: self.asterisk_health(contexts).await?,
+        })
+    }
+
+    /// The rows Asterisk wrote that wait to be taken in, or were refused.
+    async fn asterisk_health(
+        &self,
+        contexts: Option<&[String]>,
+    ) -> Result<QueueHealth, StoreError> {
+        let scope_sql = scope("mailboxcontext", contexts);
+        let (pending, failing, dead) = bind_scope!(
+            self.qa_owned::<(i64, i64, i64)>(format!(
+                "SELECT COUNT(CASE WHEN asterisk_state = 1 THEN 1 END), \
+                 COUNT(CASE WHEN asterisk_state = 1 AND created_at < ? THEN 1 END), \
+                 COUNT(CASE WHEN asterisk_state = 2 THEN 1 END) FROM messages \
+                 WHERE asterisk_state IN (1, 2){scope_sql}"
+            ))
+            .bind(now_secs() - 60),
+            contexts
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let last_error = bind_scope!(
+            self.qa_owned::<(String, i64, String)>(format!(
+                "SELECT dir, msgnum, asterisk_note FROM messages WHERE asterisk_state = 2\
+                 {scope_sql} ORDER BY updated_at DESC LIMIT 1"
+            )),
+            contexts
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|(dir, msgnum, note)| format!("{dir} msg{msgnum:04}: {note}"));
+        Ok(QueueHealth {
+            pending,
+            failing,
+            dead,
+            last_error,
         })
     }
 

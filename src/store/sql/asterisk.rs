@@ -115,15 +115,6 @@ pub enum AsteriskOutcome {
     Stale,
 }
 
-/// Rows Asterisk wrote that voxmail refused, for the dashboard's health.
-#[derive(Debug, Clone, Default)]
-pub struct AsteriskHealth {
-    /// Rows kept but not taken in (`asterisk_state = 2`).
-    pub refused: i64,
-    /// Rows waiting to be taken in for over a minute.
-    pub waiting: i64,
-}
-
 impl SqlStore {
     /// Mailboxes with rows or changes of Asterisk's to take in.
     pub async fn asterisk_pending_mailboxes(&self) -> Result<Vec<MailboxId>, StoreError> {
@@ -271,18 +262,6 @@ impl SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-
-    /// Refused and long-waiting rows written by Asterisk.
-    pub async fn asterisk_health(&self) -> Result<AsteriskHealth, StoreError> {
-        let (refused, waiting): (i64, i64) = self
-            .qa("SELECT COUNT(CASE WHEN asterisk_state = 2 THEN 1 END), \
-                 COUNT(CASE WHEN asterisk_state = 1 AND created_at < ? THEN 1 END) \
-                 FROM messages WHERE asterisk_state <> 0")
-            .bind(now_secs() - 60)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(AsteriskHealth { refused, waiting })
     }
 
     /// Applies the decided steps of one mailbox in one transaction, each with its event.
@@ -493,9 +472,14 @@ impl SqlStore {
                         replaced: None,
                     }
                 }
-                AsteriskStep::Refuse { temp_id, .. } => {
+                AsteriskStep::Refuse { temp_id, reason } => {
                     let res = self
-                        .q("UPDATE messages SET asterisk_state = 2 WHERE id = ? AND asterisk_state = 1")
+                        .q(
+                            "UPDATE messages SET asterisk_state = 2, asterisk_note = ?, \
+                             updated_at = ? WHERE id = ? AND asterisk_state = 1",
+                        )
+                        .bind(reason.chars().take(255).collect::<String>())
+                        .bind(now)
                         .bind(temp_id.clone())
                         .execute(&mut *tx)
                         .await?;
