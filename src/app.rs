@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -126,6 +127,12 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     tracker.spawn(async move {
         // The peer address reaches handlers (the admin audit log records it).
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        // TCP_NODELAY, or a response's tail waits ~40 ms for the client's delayed ACK (#16).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+            }
+        });
         let serve = axum::serve(listener, service)
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future();
