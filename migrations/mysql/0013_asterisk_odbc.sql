@@ -3,7 +3,7 @@
 --  * `voicemessages` is Asterisk's table: a view of exactly its columns (its `SELECT *` writes every
 --    column into msgNNNN.txt and fails on a NULL), insertable and updatable through to `messages`;
 --  * every column of ours gets a default, and a trigger completes a row Asterisk inserts (it never
---    names `id`): a temporary id, the mailbox by (mailboxcontext, mailboxuser), the folder from `dir`;
+--    names `id`): its id (a UUIDv7), the mailbox by (mailboxcontext, mailboxuser), the folder from `dir`;
 --    `asterisk_state = 1` marks it for voxmail to take in (metadata, audio, id, event);
 --  * a row Asterisk deletes, or moves to another folder, is copied to `asterisk_changes` first, so
 --    voxmail can tell a move (Asterisk copies, then deletes the original) from a delete.
@@ -12,6 +12,29 @@
 -- A MySQL view of one table without aggregates is insertable and updatable, and the table's own
 -- triggers run for writes through it. The defaults matter: an insert through a view must name every
 -- column of the table that has none.
+
+-- InnoDB's foreign key check takes a shared lock on the mailbox row, and so does any read inside a
+-- trigger, at every isolation level. voxmail holds that row exclusively while it changes the
+-- mailbox (its per-mailbox lock and MWI version), so Asterisk's INSERT — autocommitted, never
+-- retried — could be chosen as a deadlock victim and the caller's message lost. So on MySQL the
+-- trigger finds the mailbox in `asterisk_mailboxes`, which voxmail only writes when a mailbox is
+-- created or deleted, and `messages` has no foreign key to `mailboxes` (voxmail deletes a
+-- mailbox's messages before the mailbox, in one transaction). PostgreSQL needs neither: its key
+-- check takes FOR KEY SHARE, which the version update (FOR NO KEY UPDATE) does not block.
+ALTER TABLE messages DROP FOREIGN KEY messages_mailbox_id_fk;
+CREATE TABLE asterisk_mailboxes (
+    context     VARCHAR(80) NOT NULL,
+    mailbox     VARCHAR(30) NOT NULL,
+    mailbox_id  VARCHAR(36) NOT NULL,
+    PRIMARY KEY (context, mailbox)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+INSERT INTO asterisk_mailboxes (context, mailbox, mailbox_id)
+    SELECT context, mailbox, uniqueid FROM mailboxes;
+CREATE TRIGGER mailboxes_asterisk_insert AFTER INSERT ON mailboxes FOR EACH ROW
+    INSERT INTO asterisk_mailboxes (context, mailbox, mailbox_id)
+    VALUES (NEW.context, NEW.mailbox, NEW.uniqueid);
+CREATE TRIGGER mailboxes_asterisk_delete AFTER DELETE ON mailboxes FOR EACH ROW
+    DELETE FROM asterisk_mailboxes WHERE context = OLD.context AND mailbox = OLD.mailbox;
 
 ALTER TABLE messages
     MODIFY id VARCHAR(36) NOT NULL DEFAULT '',
@@ -32,13 +55,15 @@ ALTER TABLE messages
     MODIFY sha256 VARCHAR(64) NOT NULL DEFAULT '',
     MODIFY created_at BIGINT NOT NULL DEFAULT 0,
     MODIFY updated_at BIGINT NOT NULL DEFAULT 0,
-    -- 0: a complete row; 1: written by Asterisk, not taken in yet (not listed); 2: written by
-    -- Asterisk and refused (reported on the dashboard, kept, not listed).
+    -- 0: a complete message; 1: written by Asterisk, not taken in yet (not listed); 2: written by
+    -- Asterisk and refused (kept for Asterisk, not listed, on the dashboard with `asterisk_note`);
+    -- 3: Asterisk's row of a greeting (msgnum -1), never a message; 4: taken in, its event not
+    -- written yet (`asterisk_note` holds the event type; not listed until it is).
     ADD COLUMN asterisk_state BIGINT NOT NULL DEFAULT 0,
     -- 1 when `recording` holds the original recording (the in-database audio store, and
     -- Asterisk's own recordings); 0 when it holds nothing or the copy made for Asterisk.
     ADD COLUMN recording_original BIGINT NOT NULL DEFAULT 0,
-    -- Why a row Asterisk wrote was refused (asterisk_state 2), for the dashboard.
+    -- Why a row Asterisk wrote was refused (state 2), or the event a taken-in row waits for (4).
     ADD COLUMN asterisk_note VARCHAR(255) NOT NULL DEFAULT '';
 UPDATE messages SET recording_original = 1 WHERE recording IS NOT NULL;
 CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);
@@ -98,14 +123,19 @@ CREATE TRIGGER messages_asterisk_insert BEFORE INSERT ON messages FOR EACH ROW
 BEGIN
     DECLARE mbx VARCHAR(36);
     IF NEW.id = '' THEN
-        SET mbx = (SELECT uniqueid FROM mailboxes
+        SET mbx = (SELECT mailbox_id FROM asterisk_mailboxes
             WHERE context = NEW.mailboxcontext AND mailbox = NEW.mailboxuser);
         IF mbx IS NULL THEN
             SET @voxmail_error = CONCAT('voxmail: no mailbox ', NEW.mailboxuser, '@',
                 NEW.mailboxcontext, ' for ', NEW.dir, ' (create it in voxmail)');
             SIGNAL SQLSTATE '23000' SET MESSAGE_TEXT = @voxmail_error;
         END IF;
-        SET NEW.id = UUID();
+        -- A UUIDv7 (ms time, then random), as voxmail's own ids: listings sort by id.
+        SET @voxmail_ms = LPAD(HEX(FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000)), 12, '0');
+        SET @voxmail_rnd = MD5(CONCAT(UUID(), RAND()));
+        SET NEW.id = LOWER(CONCAT(SUBSTR(@voxmail_ms, 1, 8), '-', SUBSTR(@voxmail_ms, 9, 4), '-7',
+            SUBSTR(@voxmail_rnd, 1, 3), '-8', SUBSTR(@voxmail_rnd, 4, 3), '-',
+            SUBSTR(@voxmail_rnd, 7, 12)));
         SET NEW.mailbox_id = mbx;
         SET NEW.context = COALESCE(NEW.context, '');
         SET NEW.macrocontext = COALESCE(NEW.macrocontext, '');

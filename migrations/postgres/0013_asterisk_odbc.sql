@@ -3,12 +3,37 @@
 --  * `voicemessages` is Asterisk's table: a view of exactly its columns (its `SELECT *` writes every
 --    column into msgNNNN.txt and fails on a NULL), insertable and updatable through to `messages`;
 --  * every column of ours gets a default, and a trigger completes a row Asterisk inserts (it never
---    names `id`): a temporary id, the mailbox by (mailboxcontext, mailboxuser), the folder from `dir`;
+--    names `id`): its id (a UUIDv7), the mailbox by (mailboxcontext, mailboxuser), the folder from `dir`;
 --    `asterisk_state = 1` marks it for voxmail to take in (metadata, audio, id, event);
 --  * a row Asterisk deletes, or moves to another folder, is copied to `asterisk_changes` first, so
 --    voxmail can tell a move (Asterisk copies, then deletes the original) from a delete.
 -- voxmail's own sessions set `voxmail.writer`, so its changes (which write their own events) are
 -- not logged.
+
+-- Asterisk's inserts find their mailbox here, by (context, mailbox). voxmail writes it only when a
+-- mailbox is created or deleted: on MySQL a read of `mailboxes` inside the trigger would wait for
+-- the mailbox row voxmail holds while it changes the mailbox (see migrations/mysql/0013); kept the
+-- same on every database.
+CREATE TABLE asterisk_mailboxes (
+    context     VARCHAR(80) COLLATE "C" NOT NULL,
+    mailbox     VARCHAR(30) COLLATE "C" NOT NULL,
+    mailbox_id  VARCHAR(36) COLLATE "C" NOT NULL,
+    PRIMARY KEY (context, mailbox)
+);
+INSERT INTO asterisk_mailboxes (context, mailbox, mailbox_id)
+    SELECT context, mailbox, uniqueid FROM mailboxes;
+CREATE FUNCTION voxmail_asterisk_mailboxes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO asterisk_mailboxes (context, mailbox, mailbox_id)
+            VALUES (NEW.context, NEW.mailbox, NEW.uniqueid);
+    ELSE
+        DELETE FROM asterisk_mailboxes WHERE context = OLD.context AND mailbox = OLD.mailbox;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER mailboxes_asterisk AFTER INSERT OR DELETE ON mailboxes
+    FOR EACH ROW EXECUTE FUNCTION voxmail_asterisk_mailboxes();
 
 ALTER TABLE messages ALTER COLUMN id SET DEFAULT '';
 ALTER TABLE messages ALTER COLUMN mailbox_id SET DEFAULT '';
@@ -28,13 +53,15 @@ ALTER TABLE messages ALTER COLUMN byte_size SET DEFAULT 0;
 ALTER TABLE messages ALTER COLUMN sha256 SET DEFAULT '';
 ALTER TABLE messages ALTER COLUMN created_at SET DEFAULT 0;
 ALTER TABLE messages ALTER COLUMN updated_at SET DEFAULT 0;
--- 0: a complete row; 1: written by Asterisk, not taken in yet (not listed); 2: written by Asterisk
--- and refused (reported on the dashboard, kept, not listed).
+-- 0: a complete message; 1: written by Asterisk, not taken in yet (not listed); 2: written by
+-- Asterisk and refused (kept for Asterisk, not listed, on the dashboard with `asterisk_note`);
+-- 3: Asterisk's row of a greeting (msgnum -1), never a message; 4: taken in, its event not
+-- written yet (`asterisk_note` holds the event type; not listed until it is).
 ALTER TABLE messages ADD COLUMN asterisk_state BIGINT NOT NULL DEFAULT 0;
 -- 1 when `recording` holds the original recording (the in-database audio store, and Asterisk's own
 -- recordings); 0 when it holds nothing or the copy made for Asterisk in its format.
 ALTER TABLE messages ADD COLUMN recording_original BIGINT NOT NULL DEFAULT 0;
--- Why a row Asterisk wrote was refused (asterisk_state 2), for the dashboard.
+-- Why a row Asterisk wrote was refused (state 2), or the event a taken-in row waits for (4).
 ALTER TABLE messages ADD COLUMN asterisk_note VARCHAR(255) COLLATE "C" NOT NULL DEFAULT '';
 UPDATE messages SET recording_original = 1 WHERE recording IS NOT NULL;
 CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);
@@ -96,15 +123,21 @@ $$;
 CREATE FUNCTION voxmail_messages_before() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     mbx VARCHAR(36);
+    ms TEXT;
+    rnd TEXT;
 BEGIN
     IF TG_OP = 'INSERT' AND NEW.id = '' THEN
-        SELECT uniqueid INTO mbx FROM mailboxes
+        SELECT mailbox_id INTO mbx FROM asterisk_mailboxes
             WHERE context = NEW.mailboxcontext AND mailbox = NEW.mailboxuser;
         IF mbx IS NULL THEN
             RAISE EXCEPTION 'voxmail: no mailbox %@% for % (create it in voxmail)',
                 NEW.mailboxuser, NEW.mailboxcontext, NEW.dir USING ERRCODE = '23503';
         END IF;
-        NEW.id := gen_random_uuid()::text;
+        -- A UUIDv7 (ms time, then random), as voxmail's own ids: listings sort by id.
+        ms := lpad(to_hex((extract(epoch from clock_timestamp()) * 1000)::bigint), 12, '0');
+        rnd := replace(gen_random_uuid()::text, '-', '');
+        NEW.id := substr(ms, 1, 8) || '-' || substr(ms, 9, 4) || '-7' || substr(rnd, 1, 3)
+            || '-8' || substr(rnd, 4, 3) || '-' || substr(rnd, 7, 12);
         NEW.mailbox_id := mbx;
         NEW.context := COALESCE(NEW.context, '');
         NEW.macrocontext := COALESCE(NEW.macrocontext, '');

@@ -3,13 +3,32 @@
 -- Asterisk reaches, so it only keeps the same schema: the columns, the change table and the view,
 -- without the triggers that complete and log Asterisk's writes there.
 
--- 0: a complete row; 1: written by Asterisk, not taken in yet (not listed); 2: written by Asterisk
--- and refused (reported on the dashboard, kept, not listed).
+-- Where Asterisk's inserts find their mailbox (see migrations/postgres/0013).
+CREATE TABLE asterisk_mailboxes (
+    context     VARCHAR(80) NOT NULL,
+    mailbox     VARCHAR(30) NOT NULL,
+    mailbox_id  VARCHAR(36) NOT NULL,
+    PRIMARY KEY (context, mailbox)
+);
+INSERT INTO asterisk_mailboxes (context, mailbox, mailbox_id)
+    SELECT context, mailbox, uniqueid FROM mailboxes;
+CREATE TRIGGER mailboxes_asterisk_insert AFTER INSERT ON mailboxes FOR EACH ROW BEGIN
+    INSERT INTO asterisk_mailboxes (context, mailbox, mailbox_id)
+    VALUES (NEW.context, NEW.mailbox, NEW.uniqueid);
+END;
+CREATE TRIGGER mailboxes_asterisk_delete AFTER DELETE ON mailboxes FOR EACH ROW BEGIN
+    DELETE FROM asterisk_mailboxes WHERE context = OLD.context AND mailbox = OLD.mailbox;
+END;
+
+-- 0: a complete message; 1: written by Asterisk, not taken in yet (not listed); 2: written by
+-- Asterisk and refused (kept for Asterisk, not listed, on the dashboard with `asterisk_note`);
+-- 3: Asterisk's row of a greeting (msgnum -1), never a message; 4: taken in, its event not
+-- written yet (`asterisk_note` holds the event type; not listed until it is).
 ALTER TABLE messages ADD COLUMN asterisk_state INTEGER NOT NULL DEFAULT 0;
 -- 1 when `recording` holds the original recording (the in-database audio store, and Asterisk's own
 -- recordings); 0 when it holds nothing or the copy made for Asterisk in its format.
 ALTER TABLE messages ADD COLUMN recording_original INTEGER NOT NULL DEFAULT 0;
--- Why a row Asterisk wrote was refused (asterisk_state 2), for the dashboard.
+-- Why a row Asterisk wrote was refused (state 2), or the event a taken-in row waits for (4).
 ALTER TABLE messages ADD COLUMN asterisk_note VARCHAR(255) NOT NULL DEFAULT '';
 UPDATE messages SET recording_original = 1 WHERE recording IS NOT NULL;
 CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);

@@ -76,11 +76,21 @@ impl Voicemail {
     }
 
     async fn take_in_mailbox(&self, id: MailboxId) -> Result<usize> {
-        let mailbox = self.sql.get_mailbox_by_id(id).await?;
+        let mailbox = match self.sql.get_mailbox_by_id(id).await {
+            Ok(m) => m,
+            Err(crate::store::StoreError::NotFound) => {
+                // Written for a mailbox deleted meanwhile (MySQL has no foreign key here).
+                let n = self.sql.asterisk_orphaned(id).await?;
+                tracing::warn!(mailbox.id = %id, rows = n, "rows Asterisk wrote for a deleted mailbox are kept but not taken in");
+                return Ok(0);
+            }
+            Err(e) => return Err(e.into()),
+        };
         // Read in this order: the changes to act on, then the rows, then which originals are
         // still there, then the changes again. Asterisk copies before it deletes the original,
         // so a delete seen first has its copy among the rows read after it; and a copy whose
         // original is neither still there nor among the changes first read waits a round.
+        let unannounced = self.sql.asterisk_unannounced(id).await?;
         let changes = self.sql.asterisk_changes(id).await?;
         let rows = self.sql.asterisk_rows(id).await?;
         let mut waiting: HashSet<String> = self
@@ -100,7 +110,10 @@ impl Voicemail {
         );
 
         let mut claimed: HashSet<String> = HashSet::new();
-        let mut steps = Vec::new();
+        let mut steps: Vec<AsteriskStep> = unannounced
+            .into_iter()
+            .map(|id| AsteriskStep::Announce { id })
+            .collect();
         for c in changes {
             steps.push(decide_change(c, &rows, &mut claimed));
         }
@@ -204,18 +217,21 @@ impl Voicemail {
         if let Some(kind) = greeting {
             return self.prepare_greeting(mailbox, r, kind, format).await;
         }
-        let id = MessageId::new();
+        let Ok(id) = r.id.parse::<MessageId>() else {
+            return refuse(format!("its id {} is not a UUID", r.id));
+        };
         let key = BlobKey::message(mailbox.id, id, "audio");
         match self.receive_recording(r, key.clone(), format).await {
             Ok(info) => {
                 let (caller_id_name, caller_id_num) = split_callerid(&r.callerid);
                 AsteriskStep::TakeIn {
-                    temp_id: r.id.clone(),
                     id,
                     key: key.as_str().to_owned(),
                     info,
                     caller_id_name,
                     caller_id_num,
+                    folder: r.folder.clone(),
+                    origmailbox: mailbox.address.to_string(),
                 }
             }
             Err(reason) => refuse(reason),

@@ -644,9 +644,256 @@ macro_rules! on_servers {
     };
 }
 
+/// The rows of a folder as Asterisk sees them: (msgnum, msg_id), by msgnum.
+async fn folder_rows(ast: &mut AsteriskSql, dir: &str) -> Vec<(i64, String)> {
+    let text = format!(
+        "SELECT msgnum, msg_id FROM voicemessages WHERE dir = {} ORDER BY msgnum",
+        lit(dir)
+    );
+    match ast {
+        AsteriskSql::Pg(c) => sqlx::query_as(sqlx::AssertSqlSafe(text))
+            .fetch_all(&mut *c)
+            .await
+            .unwrap(),
+        AsteriskSql::My(c) => sqlx::query_as(sqlx::AssertSqlSafe(text))
+            .fetch_all(&mut *c)
+            .await
+            .unwrap(),
+    }
+}
+
+/// Asterisk's close_mailbox after a session in `folder`: message `k` heard and saved to
+/// `save_to` (a copy at the end of that folder) or deleted; the folder compacted by renames, the
+/// slots left over deleted.
+async fn asterisk_close(
+    ast: &mut AsteriskSql,
+    address: &str,
+    folder: &str,
+    k: i64,
+    save_to: Option<&str>,
+) {
+    let cur = dir(address, folder);
+    let last = ast.last_index(&cur).await.unwrap_or(-1);
+    let mut curmsg = -1;
+    for x in 0..=last {
+        if x == k {
+            if let Some(to) = save_to {
+                let to = dir(address, to);
+                let next = ast.last_index(&to).await.unwrap_or(-1) + 1;
+                ast.copy(&cur, x, &to, next).await;
+            }
+            continue;
+        }
+        if !ast.exists(&cur, x).await {
+            break;
+        }
+        curmsg += 1;
+        if x != curmsg {
+            ast.rename(&cur, x, &cur, curmsg).await;
+        }
+    }
+    for x in curmsg + 1..=last {
+        if ast.exists(&cur, x).await {
+            ast.delete(&cur, x).await;
+        }
+    }
+}
+
+/// Whether voxmail has taken in every change Asterisk made.
+async fn taken_in(ast: &mut AsteriskSql) -> bool {
+    ast.int(
+        "SELECT COUNT(*) FROM messages WHERE asterisk_state = 1",
+        &[],
+    )
+    .await
+        == Some(0)
+        && ast.int("SELECT COUNT(*) FROM asterisk_changes", &[]).await == Some(0)
+}
+
+async fn a_mixed_run_ends_with_both_sides_agreeing(backend: Backend) {
+    use rand::{Rng, SeedableRng};
+
+    let Some(a) = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await else {
+        return;
+    };
+    // A second node on the same database takes in Asterisk's changes too.
+    let url = a.config.database.url.clone();
+    let b = TestApp::spawn_with(|c| {
+        c.database.url = url;
+        c.node_id = "test-node-b".into();
+        c.voicemail.spool_dir = SPOOL.into();
+    })
+    .await;
+    a.create_context("default").await;
+    set_format(&a, "default", "wav49").await;
+    let boxes = ["1001@default", "1002@default"];
+    for m in boxes {
+        a.create_mailbox(m, json!({})).await;
+    }
+    let mut ast = AsteriskSql::connect(&a.config.database.url).await;
+    let seed: u64 = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("mixed run seed {seed} (TEST_SEED={seed} repeats it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let wav49 = fixture("hello-wav49.wav");
+    let ulaw = fixture("hello-ulaw.wav");
+    // Ids of the REST deposits by msg_id: they must survive every move Asterisk makes.
+    let mut rest_ids: std::collections::HashMap<String, String> = Default::default();
+    let (mut deposits, mut ops) = (0, 0);
+    while ops < 200 {
+        let address = boxes[rng.gen_range(0..boxes.len())];
+        let node = if rng.gen_bool(0.5) { &a } else { &b };
+        let folder = ["INBOX", "Old", "Work"][rng.gen_range(0..3)];
+        let rows = folder_rows(&mut ast, &dir(address, folder)).await;
+        match rng.gen_range(0..10) {
+            0 | 1 => {
+                let next = ast.last_index(&dir(address, "INBOX")).await.unwrap_or(-1) + 1;
+                let msg_id = format!("1700000000-{:08x}", rng.r#gen::<u32>());
+                ast.store(
+                    &dir(address, "INBOX"),
+                    next,
+                    &wav49,
+                    "\"Ast\" <300>",
+                    &msg_id,
+                )
+                .await;
+                deposits += 1;
+            }
+            2 | 3 => {
+                let m = node.deposit_ok(address, ulaw.clone(), "audio/wav").await;
+                rest_ids.insert(
+                    m["msg_id"].as_str().unwrap().to_owned(),
+                    m["id"].as_str().unwrap().to_owned(),
+                );
+                deposits += 1;
+            }
+            _ if rows.is_empty() => continue,
+            4 | 5 => {
+                let k = rows[rng.gen_range(0..rows.len())].0;
+                let to = match folder {
+                    "INBOX" => Some("Old"),
+                    _ => None,
+                };
+                asterisk_close(&mut ast, address, folder, k, to).await;
+            }
+            6 => {
+                let k = rows[rng.gen_range(0..rows.len())].0;
+                asterisk_close(&mut ast, address, folder, k, Some("Work")).await;
+            }
+            _ => {
+                // voxmail's side: move, mark read, or delete a message it lists in that folder.
+                let listed = node
+                    .get(&format!("/v1/mailboxes/{address}/messages?folder={folder}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap();
+                let items = listed["items"].as_array().unwrap();
+                if items.is_empty() {
+                    continue;
+                }
+                let id = items[rng.gen_range(0..items.len())]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let path = format!("/v1/mailboxes/{address}/messages/{id}");
+                let r = match rng.gen_range(0..3) {
+                    0 => node.delete(&path).send().await.unwrap(),
+                    1 => node
+                        .patch(&path)
+                        .json(&json!({"read": true}))
+                        .send()
+                        .await
+                        .unwrap(),
+                    _ => {
+                        let to = ["INBOX", "Work", "Family"][rng.gen_range(0..3)];
+                        node.patch(&path)
+                            .json(&json!({"folder": to}))
+                            .send()
+                            .await
+                            .unwrap()
+                    }
+                };
+                // A message Asterisk moved a moment ago may be gone from its old id's folder.
+                assert!(
+                    r.status().is_success() || r.status() == 404,
+                    "{path}: {}",
+                    r.text().await.unwrap()
+                );
+            }
+        }
+        ops += 1;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !taken_in(&mut ast).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Asterisk's changes were not all taken in"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("{ops} operations, {deposits} deposits");
+
+    for address in boxes {
+        let mut total = 0;
+        for folder in ["INBOX", "Old", "Work", "Family"] {
+            let rows = folder_rows(&mut ast, &dir(address, folder)).await;
+            // Compact, as both sides keep folders.
+            let nums: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            assert_eq!(
+                nums,
+                (0..rows.len() as i64).collect::<Vec<_>>(),
+                "{address} {folder}"
+            );
+            let listed = a
+                .get(&format!(
+                    "/v1/mailboxes/{address}/messages?folder={folder}&limit=500"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap();
+            let mut seen: Vec<(i64, String)> = listed["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m["msgnum"].as_i64().unwrap(),
+                        m["msg_id"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            seen.sort();
+            assert_eq!(seen, rows, "{address} {folder}: voxmail vs Asterisk");
+            for m in listed["items"].as_array().unwrap() {
+                if let Some(id) = rest_ids.get(m["msg_id"].as_str().unwrap()) {
+                    assert_eq!(m["id"], id.as_str(), "a REST deposit lost its id");
+                }
+            }
+            total += rows.len();
+        }
+        let mwi = a.mwi(address).await;
+        let inbox = ast.count(&dir(address, "INBOX")).await;
+        let urgent = ast.count(&dir(address, "Urgent")).await;
+        let old = ast.count(&dir(address, "Old")).await;
+        assert_eq!(mwi["new"], inbox + urgent, "{address}");
+        assert_eq!(mwi["old"], old, "{address}");
+        eprintln!("{address}: {total} messages agree");
+    }
+    drop(b);
+}
+
 on_servers!(
     asterisks_statements_are_voxmails_changes,
     greetings_are_shared_both_ways,
     pins_are_shared_with_asterisks_realtime_users,
     a_row_for_a_mailbox_voxmail_lacks_is_an_error_asterisk_logs,
+    a_mixed_run_ends_with_both_sides_agreeing,
 );

@@ -68,16 +68,21 @@ pub struct AsteriskChange {
 /// What one of Asterisk's changes means, as the service decided.
 #[derive(Debug)]
 pub enum AsteriskStep {
-    /// A new message: the row `temp_id` becomes message `id` with the audio stored under `key`.
+    /// A new message: Asterisk's row `id` (the trigger gave it a UUIDv7) is complete with the
+    /// audio stored under `key`.
     TakeIn {
-        temp_id: String,
         id: MessageId,
         key: String,
         info: AudioInfo,
         /// Split from Asterisk's `callerid` (`"Name" <num>`).
         caller_id_name: String,
         caller_id_num: String,
+        folder: String,
+        /// `mailbox@context`.
+        origmailbox: String,
     },
+    /// A row taken in whose event was not written (the node stopped in between).
+    Announce { id: String },
     /// Asterisk copied a message (the change's row) and deleted the original: the copy
     /// `temp_id` becomes that message again, in its new folder.
     Adopt {
@@ -101,6 +106,16 @@ pub enum AsteriskStep {
     Refuse { temp_id: String, reason: String },
 }
 
+/// How the first phase of a step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowDone {
+    Done,
+    /// Another node did it, or Asterisk changed the row meanwhile.
+    Stale,
+    /// The row to adopt is gone: the message was deleted.
+    Gone,
+}
+
 /// What an applied step did, for the service's clean-up and logs.
 #[derive(Debug)]
 pub enum AsteriskOutcome {
@@ -119,8 +134,10 @@ impl SqlStore {
     /// Mailboxes with rows or changes of Asterisk's to take in.
     pub async fn asterisk_pending_mailboxes(&self) -> Result<Vec<MailboxId>, StoreError> {
         let rows: Vec<(String,)> = self
-            .qa("SELECT mailbox_id FROM messages WHERE asterisk_state = 1 \
-                 UNION SELECT mailbox_id FROM asterisk_changes")
+            .qa(
+                "SELECT mailbox_id FROM messages WHERE asterisk_state IN (1, 4) \
+                 UNION SELECT mailbox_id FROM asterisk_changes",
+            )
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().filter_map(|(m,)| m.parse().ok()).collect())
@@ -137,6 +154,37 @@ impl SqlStore {
             .bind(mailbox.to_string())
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// Refuses what Asterisk wrote for a mailbox that no longer exists; returns the rows.
+    pub async fn asterisk_orphaned(&self, mailbox: MailboxId) -> Result<u64, StoreError> {
+        let res = self
+            .q(
+                "UPDATE messages SET asterisk_state = 2, asterisk_note = 'its mailbox was \
+                 deleted', updated_at = ? WHERE mailbox_id = ? AND asterisk_state IN (1, 4)",
+            )
+            .bind(now_secs())
+            .bind(mailbox.to_string())
+            .execute(&self.pool)
+            .await?;
+        self.q("DELETE FROM asterisk_changes WHERE mailbox_id = ?")
+            .bind(mailbox.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// The rows of a mailbox taken in whose event is not written yet.
+    pub async fn asterisk_unannounced(
+        &self,
+        mailbox: MailboxId,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = self
+            .qa("SELECT id FROM messages WHERE asterisk_state = 4 AND mailbox_id = ?")
+            .bind(mailbox.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
     /// The deletes and moves Asterisk made in a mailbox, in order.
@@ -264,240 +312,314 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Applies the decided steps of one mailbox in one transaction, each with its event.
+    /// Applies the decided steps of one mailbox, in two phases. First each row, in a statement
+    /// of its own and without the mailbox lock: on MySQL an INSERT of Asterisk's waits for the
+    /// locks of the `messages` index, and it must never be chosen as a deadlock victim (it is not
+    /// retried: the caller's message would be lost), so nothing of voxmail's may hold those locks
+    /// while waiting for another. A row taken in waits in state 4, not listed. Then one
+    /// transaction under the mailbox lock writes the events, the greetings and state 0; a node
+    /// that stops in between leaves state-4 rows the next round announces.
     pub async fn asterisk_apply(
         &self,
         mailbox: &MailboxRecord,
         steps: &[AsteriskStep],
     ) -> Result<Vec<AsteriskOutcome>, StoreError> {
-        let mut tx = self.begin().await?;
-        // The mailbox lock first: nodes taking in this mailbox at once queue here, and every row
-        // re-checked below is then final for this transaction.
-        self.lock_mailbox(&mut tx, mailbox).await?;
         let now = now_secs();
-        let mut out = Vec::with_capacity(steps.len());
+        let mut first = Vec::with_capacity(steps.len());
         for step in steps {
-            let outcome = match step {
-                AsteriskStep::TakeIn {
-                    temp_id,
-                    id,
-                    key,
-                    info,
-                    caller_id_name,
-                    caller_id_num,
-                } => {
-                    let row: Option<(String,)> = self
-                        .qa("SELECT folder FROM messages WHERE id = ? AND asterisk_state = 1")
-                        .bind(temp_id.clone())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    match row {
-                        None => AsteriskOutcome::Stale,
-                        Some((folder,)) => {
-                            self.q(
-                                "UPDATE messages SET id = ?, audio_key = ?, audio_format = ?, \
-                                 codec = ?, sample_rate = ?, channels = ?, byte_size = ?, \
-                                 sha256 = ?, duration_ms = ?, caller_id_num = ?, \
-                                 caller_id_name = ?, origmailbox = ?, is_read = ?, \
-                                 asterisk_state = 0, updated_at = ? \
-                                 WHERE id = ? AND asterisk_state = 1",
-                            )
-                            .bind(id.to_string())
-                            .bind(key.clone())
-                            .bind(info.format.as_str())
-                            .bind(info.format.codec())
-                            .bind(i64::from(info.sample_rate))
-                            .bind(i64::from(info.channels))
-                            .bind(info.byte_size as i64)
-                            .bind(info.sha256.clone())
-                            .bind(info.duration_ms as i64)
-                            .bind(caller_id_num.clone())
-                            .bind(caller_id_name.clone())
-                            .bind(mailbox.address.to_string())
-                            .bind(i64::from(folder == Folder::Old.as_str()))
-                            .bind(now)
-                            .bind(temp_id.clone())
-                            .execute(&mut *tx)
-                            .await?;
-                            if self.audio_in_db() {
-                                // `recording` already holds these bytes (they were read from
-                                // it): the copy the audio store just took is not needed.
-                                self.drop_adopted(&mut tx, key).await?;
-                            }
-                            self.emit(&mut tx, mailbox, "message.deposited", Some(*id))
-                                .await?;
-                            AsteriskOutcome::Applied {
-                                event: "message.deposited",
-                                message: Some(*id),
-                                replaced: None,
-                            }
-                        }
-                    }
-                }
-                AsteriskStep::Adopt { change, temp_id } => {
-                    if !self.forget_change(&mut tx, change.seq).await? {
-                        AsteriskOutcome::Stale
-                    } else {
-                        let folder: Option<(String,)> = self
-                            .qa("SELECT folder FROM messages WHERE id = ? AND asterisk_state = 1")
-                            .bind(temp_id.clone())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        match folder {
-                            // The copy went too: the message is gone.
-                            None => self.announce_delete(&mut tx, mailbox, change).await?,
-                            Some((folder,)) => {
-                                self.adopt(&mut tx, change, temp_id, &folder, now).await?;
-                                let id = change.id.parse().ok();
-                                if folder == change.folder {
-                                    // Asterisk renumbered by copy: nothing a client sees.
-                                    AsteriskOutcome::Applied {
-                                        event: "",
-                                        message: id,
-                                        replaced: None,
-                                    }
-                                } else {
-                                    self.emit(&mut tx, mailbox, "message.moved", id).await?;
-                                    AsteriskOutcome::Applied {
-                                        event: "message.moved",
-                                        message: id,
-                                        replaced: None,
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                AsteriskStep::Deleted { change } => {
-                    if self.forget_change(&mut tx, change.seq).await? {
-                        self.announce_delete(&mut tx, mailbox, change).await?
-                    } else {
-                        AsteriskOutcome::Stale
-                    }
-                }
-                AsteriskStep::Moved { change } => {
-                    if !self.forget_change(&mut tx, change.seq).await? {
-                        AsteriskOutcome::Stale
-                    } else {
-                        // Asterisk's Old is "heard"; back in INBOX a message is new again.
-                        self.q(
-                            "UPDATE messages SET is_read = CASE WHEN folder = 'Old' THEN 1 \
-                             WHEN folder IN ('INBOX', 'Urgent') THEN 0 ELSE is_read END, \
-                             updated_at = ? WHERE id = ?",
-                        )
-                        .bind(now)
-                        .bind(change.id.clone())
-                        .execute(&mut *tx)
-                        .await?;
-                        let id = change.id.parse().ok();
-                        self.emit(&mut tx, mailbox, "message.moved", id).await?;
-                        AsteriskOutcome::Applied {
-                            event: "message.moved",
-                            message: id,
-                            replaced: None,
-                        }
-                    }
-                }
-                AsteriskStep::TakeInGreeting { temp_id, greeting } => {
-                    let res = self
-                        .q("UPDATE messages SET asterisk_state = 3, audio_key = ?, \
-                             audio_format = ?, codec = ?, sample_rate = ?, channels = ?, \
-                             byte_size = ?, sha256 = ?, duration_ms = ?, updated_at = ? \
-                             WHERE id = ? AND asterisk_state = 1")
-                        .bind(greeting.audio_key.clone())
-                        .bind(greeting.audio_format.as_str())
-                        .bind(greeting.audio_format.codec())
-                        .bind(i64::from(greeting.sample_rate))
-                        .bind(i64::from(greeting.channels))
-                        .bind(greeting.byte_size)
-                        .bind(greeting.sha256.clone())
-                        .bind(greeting.duration_ms)
-                        .bind(now)
-                        .bind(temp_id.clone())
-                        .execute(&mut *tx)
-                        .await?;
-                    if res.rows_affected() == 0 {
-                        AsteriskOutcome::Stale
-                    } else {
-                        let replaced = self
-                            .replace_greeting_row(&mut tx, mailbox, greeting)
-                            .await?;
-                        self.emit(&mut tx, mailbox, "greeting.changed", None)
-                            .await?;
-                        AsteriskOutcome::Applied {
-                            event: "greeting.changed",
-                            message: None,
-                            replaced,
-                        }
-                    }
-                }
-                AsteriskStep::GreetingDeleted { seq, kind } => {
-                    if !self.forget_change(&mut tx, *seq).await? {
-                        AsteriskOutcome::Stale
-                    } else {
-                        let old: Option<(String,)> = self
-                            .qa("SELECT audio_key FROM greetings WHERE mailbox_id = ? AND kind = ?")
-                            .bind(mailbox.id.to_string())
-                            .bind(kind.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        match old {
-                            None => AsteriskOutcome::Applied {
-                                event: "",
-                                message: None,
-                                replaced: None,
-                            },
-                            Some((key,)) => {
-                                self.q("DELETE FROM greetings WHERE mailbox_id = ? AND kind = ?")
-                                    .bind(mailbox.id.to_string())
-                                    .bind(kind.as_str())
-                                    .execute(&mut *tx)
-                                    .await?;
-                                self.emit(&mut tx, mailbox, "greeting.deleted", None)
-                                    .await?;
-                                AsteriskOutcome::Applied {
-                                    event: "greeting.deleted",
-                                    message: None,
-                                    replaced: Some(key),
-                                }
-                            }
-                        }
-                    }
-                }
-                AsteriskStep::Forget { seq } => {
-                    self.forget_change(&mut tx, *seq).await?;
-                    AsteriskOutcome::Applied {
-                        event: "",
-                        message: None,
-                        replaced: None,
-                    }
-                }
-                AsteriskStep::Refuse { temp_id, reason } => {
-                    let res = self
-                        .q(
-                            "UPDATE messages SET asterisk_state = 2, asterisk_note = ?, \
-                             updated_at = ? WHERE id = ? AND asterisk_state = 1",
-                        )
-                        .bind(reason.chars().take(255).collect::<String>())
-                        .bind(now)
-                        .bind(temp_id.clone())
-                        .execute(&mut *tx)
-                        .await?;
-                    if res.rows_affected() == 0 {
-                        AsteriskOutcome::Stale
-                    } else {
-                        AsteriskOutcome::Applied {
-                            event: "",
-                            message: None,
-                            replaced: None,
-                        }
-                    }
-                }
-            };
-            out.push(outcome);
+            first.push(self.apply_row(step, now).await?);
+        }
+        let mut tx = self.begin().await?;
+        // The mailbox lock first: nodes announcing this mailbox at once queue here.
+        self.lock_mailbox(&mut tx, mailbox).await?;
+        let mut out = Vec::with_capacity(steps.len());
+        for (step, row) in steps.iter().zip(first) {
+            out.push(self.announce(&mut tx, mailbox, step, row, now).await?);
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// The first phase of a step: its row, on its own.
+    async fn apply_row(&self, step: &AsteriskStep, now: i64) -> Result<RowDone, StoreError> {
+        Ok(match step {
+            AsteriskStep::TakeIn {
+                id,
+                key,
+                info,
+                caller_id_name,
+                caller_id_num,
+                folder,
+                origmailbox,
+            } => {
+                let res = self
+                    .q(
+                        "UPDATE messages SET audio_key = ?, audio_format = ?, codec = ?, \
+                         sample_rate = ?, channels = ?, byte_size = ?, sha256 = ?, \
+                         duration_ms = ?, caller_id_num = ?, caller_id_name = ?, origmailbox = ?, \
+                         is_read = ?, asterisk_state = 4, asterisk_note = 'message.deposited', \
+                         updated_at = ? WHERE id = ? AND asterisk_state = 1",
+                    )
+                    .bind(key.clone())
+                    .bind(info.format.as_str())
+                    .bind(info.format.codec())
+                    .bind(i64::from(info.sample_rate))
+                    .bind(i64::from(info.channels))
+                    .bind(info.byte_size as i64)
+                    .bind(info.sha256.clone())
+                    .bind(info.duration_ms as i64)
+                    .bind(caller_id_num.clone())
+                    .bind(caller_id_name.clone())
+                    .bind(origmailbox.clone())
+                    .bind(i64::from(folder == Folder::Old.as_str()))
+                    .bind(now)
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await?;
+                if res.rows_affected() == 1 {
+                    RowDone::Done
+                } else {
+                    RowDone::Stale
+                }
+            }
+            AsteriskStep::Adopt { change, temp_id } => {
+                let copy: Option<(String,)> = self
+                    .qa("SELECT folder FROM messages WHERE id = ? AND asterisk_state = 1")
+                    .bind(temp_id.clone())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let adopted = match copy {
+                    Some((folder,)) => self.adopt(change, temp_id, &folder, now).await?,
+                    None => false,
+                };
+                if adopted {
+                    RowDone::Done
+                } else if self.message_exists(&change.id).await? {
+                    // Another node gave the copy this identity first.
+                    RowDone::Stale
+                } else {
+                    // The copy went too: the message is gone.
+                    RowDone::Gone
+                }
+            }
+            AsteriskStep::TakeInGreeting { temp_id, greeting } => {
+                let res = self
+                    .q("UPDATE messages SET asterisk_state = 3, audio_key = ?, \
+                         audio_format = ?, codec = ?, sample_rate = ?, channels = ?, \
+                         byte_size = ?, sha256 = ?, duration_ms = ?, updated_at = ? \
+                         WHERE id = ? AND asterisk_state = 1")
+                    .bind(greeting.audio_key.clone())
+                    .bind(greeting.audio_format.as_str())
+                    .bind(greeting.audio_format.codec())
+                    .bind(i64::from(greeting.sample_rate))
+                    .bind(i64::from(greeting.channels))
+                    .bind(greeting.byte_size)
+                    .bind(greeting.sha256.clone())
+                    .bind(greeting.duration_ms)
+                    .bind(now)
+                    .bind(temp_id.clone())
+                    .execute(&self.pool)
+                    .await?;
+                if res.rows_affected() == 1 {
+                    RowDone::Done
+                } else {
+                    RowDone::Stale
+                }
+            }
+            AsteriskStep::Refuse { temp_id, reason } => {
+                let res = self
+                    .q(
+                        "UPDATE messages SET asterisk_state = 2, asterisk_note = ?, \
+                         updated_at = ? WHERE id = ? AND asterisk_state = 1",
+                    )
+                    .bind(reason.chars().take(255).collect::<String>())
+                    .bind(now)
+                    .bind(temp_id.clone())
+                    .execute(&self.pool)
+                    .await?;
+                if res.rows_affected() == 1 {
+                    RowDone::Done
+                } else {
+                    RowDone::Stale
+                }
+            }
+            AsteriskStep::Announce { .. }
+            | AsteriskStep::Deleted { .. }
+            | AsteriskStep::Moved { .. }
+            | AsteriskStep::Forget { .. }
+            | AsteriskStep::GreetingDeleted { .. } => RowDone::Done,
+        })
+    }
+
+    /// The second phase of a step, in the transaction holding the mailbox lock.
+    async fn announce(
+        &self,
+        tx: &mut super::Tx,
+        mailbox: &MailboxRecord,
+        step: &AsteriskStep,
+        row: RowDone,
+        now: i64,
+    ) -> Result<AsteriskOutcome, StoreError> {
+        let nothing = AsteriskOutcome::Applied {
+            event: "",
+            message: None,
+            replaced: None,
+        };
+        if row == RowDone::Stale {
+            return Ok(AsteriskOutcome::Stale);
+        }
+        Ok(match step {
+            AsteriskStep::TakeIn { id, key, .. } => {
+                let event = self.finish_row(tx, mailbox, &id.to_string()).await?;
+                if event.is_some() && self.audio_in_db() {
+                    // `recording` already holds these bytes (they were read from it): the copy
+                    // the audio store took is not needed.
+                    self.drop_adopted(tx, key).await?;
+                }
+                event.map_or(AsteriskOutcome::Stale, |event| AsteriskOutcome::Applied {
+                    event,
+                    message: Some(*id),
+                    replaced: None,
+                })
+            }
+            AsteriskStep::Announce { id } => match self.finish_row(tx, mailbox, id).await? {
+                Some(event) => AsteriskOutcome::Applied {
+                    event,
+                    message: id.parse().ok(),
+                    replaced: None,
+                },
+                None => AsteriskOutcome::Stale,
+            },
+            AsteriskStep::Adopt { change, .. } => {
+                self.forget_change(tx, change.seq).await?;
+                if row == RowDone::Gone {
+                    self.announce_delete(tx, mailbox, change).await?
+                } else {
+                    match self.finish_row(tx, mailbox, &change.id).await? {
+                        Some(event) => AsteriskOutcome::Applied {
+                            event,
+                            message: change.id.parse().ok(),
+                            replaced: None,
+                        },
+                        None => AsteriskOutcome::Stale,
+                    }
+                }
+            }
+            AsteriskStep::TakeInGreeting { greeting, .. } => {
+                let replaced = self.replace_greeting_row(tx, mailbox, greeting).await?;
+                self.emit(tx, mailbox, "greeting.changed", None).await?;
+                AsteriskOutcome::Applied {
+                    event: "greeting.changed",
+                    message: None,
+                    replaced,
+                }
+            }
+            AsteriskStep::Deleted { change } => {
+                if !self.forget_change(tx, change.seq).await? {
+                    AsteriskOutcome::Stale
+                } else if self.message_exists(&change.id).await? {
+                    // Its copy took its identity (a move announced on its own).
+                    nothing
+                } else {
+                    self.announce_delete(tx, mailbox, change).await?
+                }
+            }
+            AsteriskStep::Moved { change } => {
+                if !self.forget_change(tx, change.seq).await? {
+                    AsteriskOutcome::Stale
+                } else {
+                    // Asterisk's Old is "heard"; back in INBOX a message is new again.
+                    self.q(
+                        "UPDATE messages SET is_read = CASE WHEN folder = 'Old' THEN 1 \
+                         WHEN folder IN ('INBOX', 'Urgent') THEN 0 ELSE is_read END, \
+                         updated_at = ? WHERE id = ?",
+                    )
+                    .bind(now)
+                    .bind(change.id.clone())
+                    .execute(&mut **tx)
+                    .await?;
+                    let id = change.id.parse().ok();
+                    self.emit(tx, mailbox, "message.moved", id).await?;
+                    AsteriskOutcome::Applied {
+                        event: "message.moved",
+                        message: id,
+                        replaced: None,
+                    }
+                }
+            }
+            AsteriskStep::GreetingDeleted { seq, kind } => {
+                if !self.forget_change(tx, *seq).await? {
+                    return Ok(AsteriskOutcome::Stale);
+                }
+                let old: Option<(String,)> = self
+                    .qa("SELECT audio_key FROM greetings WHERE mailbox_id = ? AND kind = ?")
+                    .bind(mailbox.id.to_string())
+                    .bind(kind.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                match old {
+                    None => nothing,
+                    Some((key,)) => {
+                        self.q("DELETE FROM greetings WHERE mailbox_id = ? AND kind = ?")
+                            .bind(mailbox.id.to_string())
+                            .bind(kind.as_str())
+                            .execute(&mut **tx)
+                            .await?;
+                        self.emit(tx, mailbox, "greeting.deleted", None).await?;
+                        AsteriskOutcome::Applied {
+                            event: "greeting.deleted",
+                            message: None,
+                            replaced: Some(key),
+                        }
+                    }
+                }
+            }
+            AsteriskStep::Forget { seq } => {
+                self.forget_change(tx, *seq).await?;
+                nothing
+            }
+            AsteriskStep::Refuse { .. } => nothing,
+        })
+    }
+
+    /// Makes a taken-in row (state 4) a listed message and writes the event it waited for;
+    /// `None` when another node did first.
+    async fn finish_row(
+        &self,
+        tx: &mut super::Tx,
+        mailbox: &MailboxRecord,
+        id: &str,
+    ) -> Result<Option<&'static str>, StoreError> {
+        let note: Option<(String,)> = self
+            .qa("SELECT asterisk_note FROM messages WHERE id = ? AND asterisk_state = 4")
+            .bind(id.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some((note,)) = note else {
+            return Ok(None);
+        };
+        self.q("UPDATE messages SET asterisk_state = 0, asterisk_note = '' WHERE id = ?")
+            .bind(id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+        let event = match note.as_str() {
+            "message.deposited" => "message.deposited",
+            "message.moved" => "message.moved",
+            // Asterisk renumbered by copying within a folder: nothing a client sees.
+            _ => return Ok(Some("")),
+        };
+        self.emit(tx, mailbox, event, id.parse().ok()).await?;
+        Ok(Some(event))
+    }
+
+    /// Whether a message row with this id exists.
+    async fn message_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let row: Option<(String,)> = self
+            .qa("SELECT id FROM messages WHERE id = ?")
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Removes a logged change; false when another node already did (and applied it).
@@ -525,15 +647,16 @@ impl SqlStore {
         })
     }
 
-    /// Gives Asterisk's copy `temp_id` the identity, audio and metadata of the message it copied.
+    /// Gives Asterisk's copy `temp_id` the identity, audio and metadata of the message it copied
+    /// (state 4, waiting for its `message.moved`, or for nothing when it stayed in its folder);
+    /// false when the copy is gone or was taken already.
     async fn adopt(
         &self,
-        tx: &mut super::Tx,
         c: &AsteriskChange,
         temp_id: &str,
         folder: &str,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let is_read = if folder == Folder::Old.as_str() {
             1
         } else if folder == Folder::Inbox.as_str() || folder == Folder::Urgent.as_str() {
@@ -541,40 +664,47 @@ impl SqlStore {
         } else {
             c.is_read
         };
-        self.q(
-            "UPDATE messages SET id = ?, category = ?, is_read = ?, origmailbox = ?, exten = ?, \
-             rdnis = ?, priority = ?, callerchan = ?, caller_id_num = ?, caller_id_name = ?, \
-             duration_ms = ?, audio_key = ?, audio_format = ?, codec = ?, sample_rate = ?, \
-             channels = ?, byte_size = ?, sha256 = ?, forwarded_from = ?, created_by = ?, \
-             created_at = ?, recording_original = ?, asterisk_state = 0, updated_at = ? \
-             WHERE id = ? AND asterisk_state = 1",
-        )
-        .bind(c.id.clone())
-        .bind(c.category.clone())
-        .bind(is_read)
-        .bind(c.origmailbox.clone())
-        .bind(c.exten.clone())
-        .bind(c.rdnis.clone())
-        .bind(c.priority)
-        .bind(c.callerchan.clone())
-        .bind(c.caller_id_num.clone())
-        .bind(c.caller_id_name.clone())
-        .bind(c.duration_ms)
-        .bind(c.audio_key.clone())
-        .bind(c.audio_format.clone())
-        .bind(c.codec.clone())
-        .bind(c.sample_rate)
-        .bind(c.channels)
-        .bind(c.byte_size)
-        .bind(c.sha256.clone())
-        .bind(c.forwarded_from.clone())
-        .bind(c.created_by.clone())
-        .bind(c.created_at)
-        .bind(c.recording_original)
-        .bind(now)
-        .bind(temp_id.to_owned())
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        let note = if folder == c.folder {
+            ""
+        } else {
+            "message.moved"
+        };
+        let res = self
+            .q(
+                "UPDATE messages SET id = ?, category = ?, is_read = ?, origmailbox = ?, \
+                 exten = ?, rdnis = ?, priority = ?, callerchan = ?, caller_id_num = ?, \
+                 caller_id_name = ?, duration_ms = ?, audio_key = ?, audio_format = ?, codec = ?, \
+                 sample_rate = ?, channels = ?, byte_size = ?, sha256 = ?, forwarded_from = ?, \
+                 created_by = ?, created_at = ?, recording_original = ?, asterisk_state = 4, \
+                 asterisk_note = ?, updated_at = ? WHERE id = ? AND asterisk_state = 1",
+            )
+            .bind(c.id.clone())
+            .bind(c.category.clone())
+            .bind(is_read)
+            .bind(c.origmailbox.clone())
+            .bind(c.exten.clone())
+            .bind(c.rdnis.clone())
+            .bind(c.priority)
+            .bind(c.callerchan.clone())
+            .bind(c.caller_id_num.clone())
+            .bind(c.caller_id_name.clone())
+            .bind(c.duration_ms)
+            .bind(c.audio_key.clone())
+            .bind(c.audio_format.clone())
+            .bind(c.codec.clone())
+            .bind(c.sample_rate)
+            .bind(c.channels)
+            .bind(c.byte_size)
+            .bind(c.sha256.clone())
+            .bind(c.forwarded_from.clone())
+            .bind(c.created_by.clone())
+            .bind(c.created_at)
+            .bind(c.recording_original)
+            .bind(note)
+            .bind(now)
+            .bind(temp_id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() == 1)
     }
 }

@@ -242,20 +242,22 @@ impl SqlStore {
     }
 
     /// Closes the gap a message leaves in its folder, as Asterisk renumbers on mailbox close. Row
-    /// by row through the primary key, lowest first (each row moves into the slot just freed, so
-    /// the (dir, msgnum) key never collides): a ranged UPDATE may scan and lock other mailboxes'
+    /// by row through the `(dir, msgnum)` key, lowest first (each row moves into the slot just
+    /// freed, so the key never collides): a ranged UPDATE may scan and lock other mailboxes'
     /// rows on InnoDB (its optimizer prefers a table scan on small tables), which deadlocks with
-    /// concurrent changes of those mailboxes.
+    /// concurrent changes of those mailboxes. Not by id: a row Asterisk just copied into the
+    /// folder may get its final id meanwhile (see asterisk.rs).
     async fn compact(&self, tx: &mut Tx, dir: &str, removed: i64) -> Result<(), StoreError> {
-        let ids: Vec<(String,)> = self
-            .qa("SELECT id FROM messages WHERE dir = ? AND msgnum > ? ORDER BY msgnum")
+        let nums: Vec<(i64,)> = self
+            .qa("SELECT msgnum FROM messages WHERE dir = ? AND msgnum > ? ORDER BY msgnum")
             .bind(dir.to_owned())
             .bind(removed)
             .fetch_all(&mut **tx)
             .await?;
-        for (id,) in ids {
-            self.q("UPDATE messages SET msgnum = msgnum - 1 WHERE id = ?")
-                .bind(id)
+        for (n,) in nums {
+            self.q("UPDATE messages SET msgnum = msgnum - 1 WHERE dir = ? AND msgnum = ?")
+                .bind(dir.to_owned())
+                .bind(n)
                 .execute(&mut **tx)
                 .await?;
         }
