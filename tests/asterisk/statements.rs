@@ -365,6 +365,16 @@ async fn asterisks_statements_are_voxmails_changes(backend: Backend) {
         .unwrap();
     assert_eq!(audio.bytes().await.unwrap().as_ref(), wav49.as_slice());
 
+    // update_msg_id (Asterisk gives a row without one an id when it reads it) works too.
+    let n = ast
+        .exec(
+            "UPDATE voicemessages SET msg_id=? WHERE dir=? AND msgnum=?",
+            &["1700000000-0000abcd", &old, "0"],
+            None,
+        )
+        .await;
+    assert_eq!(n, 1);
+
     // Asterisk deletes the REST deposit.
     assert_eq!(ast.delete(&inbox, 0).await, 1);
     let (ev, _) = next_event(&mut sse, "message.deleted", wait).await;
@@ -886,6 +896,33 @@ async fn a_mixed_run_ends_with_both_sides_agreeing(backend: Backend) {
         assert_eq!(mwi["new"], inbox + urgent, "{address}");
         assert_eq!(mwi["old"], old, "{address}");
         eprintln!("{address}: {total} messages agree");
+    }
+    // And a real Asterisk on the same database counts what voxmail counts.
+    let conf = "[general]\nformat = wav49|gsm|wav\nodbcstorage = asterisk\nodbctable = voicemessages\n\n\
+                [default]\n1001 => 1234,A\n1002 => 1234,B\n";
+    let config = crate::common::asterisk::AsteriskConfig {
+        odbc: crate::common::asterisk::Odbc::for_backend(backend).unwrap(),
+        db_url: a.config.database.url.clone(),
+        voicemail_conf: conf.into(),
+        extensions_conf: "[default]\n".into(),
+        extconfig_conf: None,
+    };
+    if let Some(asterisk) = crate::common::asterisk::Asterisk::start(config) {
+        let users = asterisk.rx("voicemail show users for default");
+        for address in boxes {
+            let mailbox = address.split('@').next().unwrap();
+            let new: u64 = users
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(mailbox))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{mailbox} not in:\n{users}"));
+            assert_eq!(
+                a.mwi(address).await["new"],
+                new,
+                "{address}: Asterisk's NewMsg"
+            );
+        }
     }
     drop(b);
 }
