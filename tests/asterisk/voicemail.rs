@@ -64,6 +64,22 @@ exten => change-pin,1,Answer()
  same => n,Wait(4)
  same => n,Hangup()
 
+; Log in, 0 (mailbox options), 1 (record the unavailable greeting), speak, # ends it, 1 accepts.
+exten => record-greeting,1,Answer()
+ same => n,Wait(2)
+ same => n,SendDTMF(1234#)
+ same => n,Wait(4)
+ same => n,SendDTMF(0)
+ same => n,Wait(2)
+ same => n,SendDTMF(1)
+ same => n,Wait(5)
+ same => n,Playback(vm-tocallback)
+ same => n,SendDTMF(#)
+ same => n,Wait(3)
+ same => n,SendDTMF(1)
+ same => n,Wait(3)
+ same => n,Hangup()
+
 exten => login-5678,1,Answer()
  same => n,Wait(2)
  same => n,SendDTMF(5678#)
@@ -272,6 +288,22 @@ async fn asterisk_and_voxmail_share_a_mailbox(backend: Backend) {
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     let a = ast.clone();
     assert_eq!(blocking(move || asterisk_new(&a)).await, 0);
+
+    // A greeting recorded in VoiceMailMain is voxmail's unavailable greeting.
+    let a = ast.clone();
+    blocking(move || a.call("record-greeting@caller", "login@vm", CALL)).await;
+    next_event(&mut sse, "greeting.changed", EVENT).await;
+    let g: Value = app
+        .get("/v1/mailboxes/1001@default/greetings/unavailable")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(g["audio"]["format"], "wav_gsm", "{g}");
+    assert!(g["duration_ms"].as_i64().unwrap() >= 2000, "{g}");
 
     let unexpected = ast.unexpected_warnings();
     assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
