@@ -64,7 +64,10 @@ ALTER TABLE messages
     -- Asterisk's own recordings); 0 when it holds nothing or the copy made for Asterisk.
     ADD COLUMN recording_original BIGINT NOT NULL DEFAULT 0,
     -- Why a row Asterisk wrote was refused (state 2), or the event a taken-in row waits for (4).
-    ADD COLUMN asterisk_note VARCHAR(255) NOT NULL DEFAULT '';
+    ADD COLUMN asterisk_note VARCHAR(255) NOT NULL DEFAULT '',
+    -- The msgnum Asterisk inserted the row at (-1 for voxmail's rows): tells its store_file's
+    -- DELETE of a slot from a rename's.
+    ADD COLUMN asterisk_slot BIGINT NOT NULL DEFAULT -1;
 UPDATE messages SET recording_original = 1 WHERE recording IS NOT NULL;
 CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);
 
@@ -109,7 +112,15 @@ CREATE TABLE asterisk_changes (
     created_by      VARCHAR(64) NOT NULL,
     created_at      BIGINT NOT NULL,
     asterisk_state  BIGINT NOT NULL,
-    recording_original BIGINT NOT NULL
+    recording_original BIGINT NOT NULL,
+    -- Asterisk's columns, and the audio of a row voxmail stored moments before Asterisk deleted
+    -- it (see "Numbering" in docs/ARCHITECTURE.md: store_file's DELETE of a stale slot).
+    context         VARCHAR(80) NOT NULL,
+    callerid        VARCHAR(80) NOT NULL,
+    origtime        BIGINT NOT NULL,
+    duration        BIGINT NOT NULL,
+    flag            VARCHAR(30) NOT NULL,
+    recording       LONGBLOB NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX asterisk_changes_mailbox ON asterisk_changes (mailbox_id, seq);
 
@@ -151,6 +162,7 @@ BEGIN
         SET NEW.updated_at = NEW.created_at;
         SET NEW.asterisk_state = 1;
         SET NEW.recording_original = 1;
+        SET NEW.asterisk_slot = NEW.msgnum;
     END IF;
     SET NEW.folder = SUBSTRING_INDEX(NEW.dir, '/', -1);
 END;
@@ -169,13 +181,14 @@ BEGIN
         folder, is_read, origmailbox, exten, rdnis, priority, callerchan, caller_id_num,
         caller_id_name, duration_ms, audio_key, audio_format, codec, sample_rate, channels,
         byte_size, sha256, forwarded_from, created_by, created_at, asterisk_state,
-        recording_original)
+        recording_original, context, callerid, origtime, duration, flag, recording)
         VALUES ('move', UNIX_TIMESTAMP(), OLD.id, OLD.mailbox_id, OLD.dir, OLD.msgnum,
         OLD.category, OLD.msg_id, OLD.folder, OLD.is_read, OLD.origmailbox, OLD.exten, OLD.rdnis,
         OLD.priority, OLD.callerchan, OLD.caller_id_num, OLD.caller_id_name, OLD.duration_ms,
         OLD.audio_key, OLD.audio_format, OLD.codec, OLD.sample_rate, OLD.channels, OLD.byte_size,
         OLD.sha256, OLD.forwarded_from, OLD.created_by, OLD.created_at, OLD.asterisk_state,
-        OLD.recording_original);
+        OLD.recording_original, OLD.context, OLD.callerid, OLD.origtime, OLD.duration, OLD.flag,
+        NULL);
     END IF;
 END;
 
@@ -186,12 +199,14 @@ BEGIN
         folder, is_read, origmailbox, exten, rdnis, priority, callerchan, caller_id_num,
         caller_id_name, duration_ms, audio_key, audio_format, codec, sample_rate, channels,
         byte_size, sha256, forwarded_from, created_by, created_at, asterisk_state,
-        recording_original)
+        recording_original, context, callerid, origtime, duration, flag, recording)
         VALUES ('delete', UNIX_TIMESTAMP(), OLD.id, OLD.mailbox_id, OLD.dir, OLD.msgnum,
         OLD.category, OLD.msg_id, OLD.folder, OLD.is_read, OLD.origmailbox, OLD.exten, OLD.rdnis,
         OLD.priority, OLD.callerchan, OLD.caller_id_num, OLD.caller_id_name, OLD.duration_ms,
         OLD.audio_key, OLD.audio_format, OLD.codec, OLD.sample_rate, OLD.channels, OLD.byte_size,
         OLD.sha256, OLD.forwarded_from, OLD.created_by, OLD.created_at, OLD.asterisk_state,
-        OLD.recording_original);
+        OLD.recording_original, OLD.context, OLD.callerid, OLD.origtime, OLD.duration, OLD.flag,
+        CASE WHEN OLD.asterisk_state = 0 AND OLD.created_by <> 'asterisk'
+            AND OLD.created_at >= UNIX_TIMESTAMP() - 5 THEN OLD.recording END);
     END IF;
 END;

@@ -30,6 +30,8 @@ ALTER TABLE messages ADD COLUMN asterisk_state INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN recording_original INTEGER NOT NULL DEFAULT 0;
 -- Why a row Asterisk wrote was refused (state 2), or the event a taken-in row waits for (4).
 ALTER TABLE messages ADD COLUMN asterisk_note VARCHAR(255) NOT NULL DEFAULT '';
+-- The msgnum Asterisk inserted the row at (-1 for voxmail's rows).
+ALTER TABLE messages ADD COLUMN asterisk_slot INTEGER NOT NULL DEFAULT -1;
 UPDATE messages SET recording_original = 1 WHERE recording IS NOT NULL;
 CREATE INDEX messages_asterisk_state ON messages (asterisk_state, mailbox_id);
 
@@ -73,7 +75,15 @@ CREATE TABLE asterisk_changes (
     created_by      VARCHAR(64) NOT NULL,
     created_at      INTEGER NOT NULL,
     asterisk_state  INTEGER NOT NULL,
-    recording_original INTEGER NOT NULL
+    recording_original INTEGER NOT NULL,
+    -- Asterisk's columns, and the audio of a row voxmail stored moments before Asterisk deleted
+    -- it (see "Numbering" in docs/ARCHITECTURE.md: store_file's DELETE of a stale slot).
+    context         VARCHAR(80) NOT NULL,
+    callerid        VARCHAR(80) NOT NULL,
+    origtime        INTEGER NOT NULL,
+    duration        INTEGER NOT NULL,
+    flag            VARCHAR(30) NOT NULL,
+    recording       BLOB NULL
 );
 CREATE INDEX asterisk_changes_mailbox ON asterisk_changes (mailbox_id, seq);
 

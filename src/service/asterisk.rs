@@ -33,6 +33,11 @@ use crate::store::{GreetingRecord, MailboxRecord};
 /// message of its own.
 const COPY_GRACE_SECS: i64 = 600;
 
+/// How young (seconds) a message voxmail stored may be when Asterisk's store_file deletes it for
+/// the slot it picked from a stale index (Asterisk reads the index, then deletes and inserts a
+/// few milliseconds later; the trigger keeps the audio of rows up to 5 s old).
+const COLLISION_SECS: i64 = 2;
+
 /// The longest recording taken in from Asterisk, in seconds (its own `maxsecs` already applied).
 const MAX_TAKE_IN_SECS: u32 = 4 * 3600;
 
@@ -114,14 +119,22 @@ impl Voicemail {
             .into_iter()
             .map(|id| AsteriskStep::Announce { id })
             .collect();
+        let now = now_secs();
         for c in changes {
-            steps.push(decide_change(c, &rows, &mut claimed));
+            // Asterisk's store_file deletes the slot it picked before inserting: a message voxmail
+            // stored there a moment earlier (Asterisk read the folder's last index before it
+            // committed) was deleted by mistake if Asterisk inserted its own into that slot.
+            let displaced = is_young(&c)
+                && self
+                    .sql
+                    .asterisk_displaced(&c.dir, c.msgnum, &c.msg_id, c.changed_at - 1)
+                    .await?;
+            steps.extend(decide_change(c, &rows, &mut claimed, displaced, now));
         }
         let format = self
             .sql
             .context_asterisk_format(&mailbox.address.context)
             .await?;
-        let now = now_secs();
         for r in rows.iter().filter(|r| !claimed.contains(&r.id)) {
             if waiting.contains(&r.msg_id) && now - r.created_at < COPY_GRACE_SECS {
                 continue;
@@ -300,44 +313,61 @@ impl Voicemail {
     }
 }
 
-/// What a logged delete or move of Asterisk's means.
+/// What a logged delete or move of Asterisk's means; `None` to look again next round.
 fn decide_change(
     c: AsteriskChange,
     rows: &[AsteriskRow],
     claimed: &mut HashSet<String>,
-) -> AsteriskStep {
+    displaced: bool,
+    now: i64,
+) -> Option<AsteriskStep> {
     if c.asterisk_state == GREETING_ROW && c.kind == "delete" {
         // Asterisk re-records a greeting by deleting its row and inserting a new one.
         let rerecorded = rows.iter().any(|r| r.msgnum < 0 && r.dir == c.dir);
-        return match greeting_kind(&c.folder) {
+        return Some(match greeting_kind(&c.folder) {
             Some(kind) if !rerecorded => AsteriskStep::GreetingDeleted { seq: c.seq, kind },
             _ => AsteriskStep::Forget { seq: c.seq },
-        };
+        });
     }
     if c.asterisk_state != 0 {
         // A row voxmail never announced (e.g. Asterisk's copy of a copy): nothing to tell.
-        return AsteriskStep::Forget { seq: c.seq };
+        return Some(AsteriskStep::Forget { seq: c.seq });
     }
     if c.kind != "delete" {
-        return AsteriskStep::Moved {
+        return Some(AsteriskStep::Moved {
             change: Box::new(c),
-        };
+        });
     }
-    match rows
+    if let Some(copy) = rows
         .iter()
         .find(|r| r.msg_id == c.msg_id && !claimed.contains(&r.id))
     {
-        Some(copy) => {
-            claimed.insert(copy.id.clone());
-            AsteriskStep::Adopt {
-                temp_id: copy.id.clone(),
-                change: Box::new(c),
-            }
-        }
-        None => AsteriskStep::Deleted {
+        claimed.insert(copy.id.clone());
+        return Some(AsteriskStep::Adopt {
+            temp_id: copy.id.clone(),
             change: Box::new(c),
-        },
+        });
     }
+    if displaced {
+        return Some(AsteriskStep::Restore {
+            change: Box::new(c),
+        });
+    }
+    // A young message's delete waits a little for Asterisk's insert into its slot to show.
+    if is_young(&c) && now - c.changed_at <= COLLISION_SECS {
+        return None;
+    }
+    Some(AsteriskStep::Deleted {
+        change: Box::new(c),
+    })
+}
+
+/// A message voxmail stored moments before Asterisk deleted it.
+fn is_young(c: &AsteriskChange) -> bool {
+    c.kind == "delete"
+        && c.asterisk_state == 0
+        && c.created_by != "asterisk"
+        && c.changed_at - c.created_at <= COLLISION_SECS
 }
 
 /// `asterisk_state` of Asterisk's row of a greeting (msgnum -1), never a message.

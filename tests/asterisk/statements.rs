@@ -222,8 +222,13 @@ fn owner(dir: &str) -> (&str, &str) {
 }
 
 pub fn dir(address: &str, folder: &str) -> String {
+    dir_at(SPOOL, address, folder)
+}
+
+/// Asterisk's `dir` of a folder under the spool directory `spool`.
+pub fn dir_at(spool: &str, address: &str, folder: &str) -> String {
     let (mailbox, context) = address.split_once('@').unwrap();
-    format!("{SPOOL}/voicemail/{context}/{mailbox}/{folder}")
+    format!("{spool}/voicemail/{context}/{mailbox}/{folder}")
 }
 
 /// The next event of `kind`, skipping others; panics after `wait`. Returns it and how long it
@@ -654,6 +659,69 @@ macro_rules! on_servers {
     };
 }
 
+async fn a_deposit_asterisks_stale_index_overwrote_comes_back(backend: Backend) {
+    let Some(app) = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await
+    else {
+        return;
+    };
+    app.create_context("default").await;
+    app.create_mailbox("1001@default", json!({})).await;
+    set_format(&app, "default", "wav49").await;
+    let mut sse = SseClient::connect(&app.url("/v1/events"), &app.admin, None).await;
+    let mut ast = AsteriskSql::connect(&app.config.database.url).await;
+    let inbox = dir("1001@default", "INBOX");
+    let wait = Duration::from_secs(10);
+
+    // Asterisk read the folder's last index (none: slot 0) before voxmail's deposit committed
+    // there; its store_file then deletes slot 0 and inserts its own message.
+    let ours = app
+        .deposit_ok("1001@default", fixture("hello-ulaw.wav"), "audio/wav")
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    next_event(&mut sse, "message.deposited", wait).await;
+    ast.store(
+        &inbox,
+        0,
+        &fixture("hello-wav49.wav"),
+        "\"Ast\" <300>",
+        "1700000000-0000beef",
+    )
+    .await;
+    let (ev, _) = next_event(&mut sse, "message.deposited", wait).await;
+    let theirs = ev["message_id"].as_str().unwrap().to_owned();
+    assert_eq!(ev["counts"]["new"], 2, "{ev}");
+
+    // Both are there, ours after Asterisk's, with its id, audio and Asterisk's copy.
+    let listed = messages(&app, "1001@default").await;
+    let num = |id: &str| {
+        listed
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in {listed:?}"))["msgnum"]
+            .clone()
+    };
+    assert_eq!(num(&theirs), 0);
+    assert_eq!(num(&ours), 1);
+    let audio = app
+        .get(&format!("/v1/mailboxes/1001@default/messages/{ours}/audio"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        audio.bytes().await.unwrap().as_ref(),
+        fixture("hello-ulaw.wav").as_slice()
+    );
+    let (_, recording) = ast.retrieve(&inbox, 1).await;
+    assert_eq!(&recording.unwrap()[..4], b"RIFF");
+    assert!(taken_in(&mut ast).await);
+    // No delete was announced.
+    while let Some(m) = sse.next(Duration::from_millis(300)).await {
+        assert_ne!(m.event, "message.deleted", "{}", m.data);
+    }
+}
+
 /// The rows of a folder as Asterisk sees them: (msgnum, msg_id), by msgnum.
 async fn folder_rows(ast: &mut AsteriskSql, dir: &str) -> Vec<(i64, String)> {
     let text = format!(
@@ -677,21 +745,24 @@ async fn folder_rows(ast: &mut AsteriskSql, dir: &str) -> Vec<(i64, String)> {
 /// slots left over deleted.
 async fn asterisk_close(
     ast: &mut AsteriskSql,
+    spool: &str,
     address: &str,
     folder: &str,
     k: i64,
     save_to: Option<&str>,
 ) {
-    let cur = dir(address, folder);
+    let cur = dir_at(spool, address, folder);
+    // The save happens during the session (save_to_folder copies at once); close_mailbox reads
+    // the last index afterwards.
+    if let Some(to) = save_to {
+        let to = dir_at(spool, address, to);
+        let next = ast.last_index(&to).await.unwrap_or(-1) + 1;
+        ast.copy(&cur, k, &to, next).await;
+    }
     let last = ast.last_index(&cur).await.unwrap_or(-1);
     let mut curmsg = -1;
     for x in 0..=last {
         if x == k {
-            if let Some(to) = save_to {
-                let to = dir(address, to);
-                let next = ast.last_index(&to).await.unwrap_or(-1) + 1;
-                ast.copy(&cur, x, &to, next).await;
-            }
             continue;
         }
         if !ast.exists(&cur, x).await {
@@ -723,15 +794,33 @@ async fn taken_in(ast: &mut AsteriskSql) -> bool {
 async fn a_mixed_run_ends_with_both_sides_agreeing(backend: Backend) {
     use rand::{Rng, SeedableRng};
 
-    let Some(a) = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await else {
+    let Some(db) = crate::common::db::TestDb::create(backend).await else {
         return;
     };
+    // voxmail's schema, then a real Asterisk on the database (when this machine has one): it
+    // must count at the end what voxmail counts, under its own spool directory.
+    voxmail::store::SqlStore::connect(&db.url, 1, SPOOL, "migrate")
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let conf = "[general]\nformat = wav49|gsm|wav\nodbcstorage = asterisk\nodbctable = voicemessages\n\n\
+                [default]\n1001 => 1234,A\n1002 => 1234,B\n";
+    let asterisk = crate::common::asterisk::Asterisk::start(
+        crate::common::asterisk::AsteriskConfig::for_db(&db, conf, "[default]\n"),
+    );
+    let spool = asterisk
+        .as_ref()
+        .map_or(SPOOL.to_owned(), |a| a.spool_dir().display().to_string());
+    let url = db.url.clone();
+    let sp = spool.clone();
+    let a = TestApp::spawn_with_db(Some(db), |c| c.voicemail.spool_dir = sp).await;
     // A second node on the same database takes in Asterisk's changes too.
-    let url = a.config.database.url.clone();
+    let sp = spool.clone();
     let b = TestApp::spawn_with(|c| {
         c.database.url = url;
         c.node_id = "test-node-b".into();
-        c.voicemail.spool_dir = SPOOL.into();
+        c.voicemail.spool_dir = sp;
     })
     .await;
     a.create_context("default").await;
@@ -756,13 +845,17 @@ async fn a_mixed_run_ends_with_both_sides_agreeing(backend: Backend) {
         let address = boxes[rng.gen_range(0..boxes.len())];
         let node = if rng.gen_bool(0.5) { &a } else { &b };
         let folder = ["INBOX", "Old", "Work"][rng.gen_range(0..3)];
-        let rows = folder_rows(&mut ast, &dir(address, folder)).await;
+        let rows = folder_rows(&mut ast, &dir_at(&spool, address, folder)).await;
         match rng.gen_range(0..10) {
             0 | 1 => {
-                let next = ast.last_index(&dir(address, "INBOX")).await.unwrap_or(-1) + 1;
+                let next = ast
+                    .last_index(&dir_at(&spool, address, "INBOX"))
+                    .await
+                    .unwrap_or(-1)
+                    + 1;
                 let msg_id = format!("1700000000-{:08x}", rng.r#gen::<u32>());
                 ast.store(
-                    &dir(address, "INBOX"),
+                    &dir_at(&spool, address, "INBOX"),
                     next,
                     &wav49,
                     "\"Ast\" <300>",
@@ -780,17 +873,32 @@ async fn a_mixed_run_ends_with_both_sides_agreeing(backend: Backend) {
                 deposits += 1;
             }
             _ if rows.is_empty() => continue,
-            4 | 5 => {
+            op @ 4..=6 => {
                 let k = rows[rng.gen_range(0..rows.len())].0;
-                let to = match folder {
-                    "INBOX" => Some("Old"),
+                // A caller needs seconds to reach a message in VoiceMailMain: none deletes or
+                // saves one voxmail stored under 3 s ago (that is how the take-in tells
+                // Asterisk's store_file overwriting a fresh deposit, tested on its own above).
+                let d = dir_at(&spool, address, folder);
+                let young = ast
+                    .int(
+                        "SELECT COUNT(*) FROM messages WHERE dir = ? AND msgnum = ? \
+                         AND created_by <> 'asterisk' AND created_at > ?",
+                        &[
+                            &d,
+                            &k.to_string(),
+                            &(voxmail::domain::now_secs() - 3).to_string(),
+                        ],
+                    )
+                    .await;
+                if young != Some(0) {
+                    continue;
+                }
+                let to = match (op, folder) {
+                    (6, _) => Some("Work"),
+                    (_, "INBOX") => Some("Old"),
                     _ => None,
                 };
-                asterisk_close(&mut ast, address, folder, k, to).await;
-            }
-            6 => {
-                let k = rows[rng.gen_range(0..rows.len())].0;
-                asterisk_close(&mut ast, address, folder, k, Some("Work")).await;
+                asterisk_close(&mut ast, &spool, address, folder, k, to).await;
             }
             _ => {
                 // voxmail's side: move, mark read, or delete a message it lists in that folder.
@@ -851,7 +959,7 @@ async fn a_mixed_run_ends_with_both_sides_agreeing(backend: Backend) {
     for address in boxes {
         let mut total = 0;
         for folder in ["INBOX", "Old", "Work", "Family"] {
-            let rows = folder_rows(&mut ast, &dir(address, folder)).await;
+            let rows = folder_rows(&mut ast, &dir_at(&spool, address, folder)).await;
             // Compact, as both sides keep folders.
             let nums: Vec<i64> = rows.iter().map(|r| r.0).collect();
             assert_eq!(
@@ -890,24 +998,15 @@ async fn a_mixed_run_ends_with_both_sides_agreeing(backend: Backend) {
             total += rows.len();
         }
         let mwi = a.mwi(address).await;
-        let inbox = ast.count(&dir(address, "INBOX")).await;
-        let urgent = ast.count(&dir(address, "Urgent")).await;
-        let old = ast.count(&dir(address, "Old")).await;
+        let inbox = ast.count(&dir_at(&spool, address, "INBOX")).await;
+        let urgent = ast.count(&dir_at(&spool, address, "Urgent")).await;
+        let old = ast.count(&dir_at(&spool, address, "Old")).await;
         assert_eq!(mwi["new"], inbox + urgent, "{address}");
         assert_eq!(mwi["old"], old, "{address}");
         eprintln!("{address}: {total} messages agree");
     }
-    // And a real Asterisk on the same database counts what voxmail counts.
-    let conf = "[general]\nformat = wav49|gsm|wav\nodbcstorage = asterisk\nodbctable = voicemessages\n\n\
-                [default]\n1001 => 1234,A\n1002 => 1234,B\n";
-    let config = crate::common::asterisk::AsteriskConfig {
-        odbc: crate::common::asterisk::Odbc::for_backend(backend).unwrap(),
-        db_url: a.config.database.url.clone(),
-        voicemail_conf: conf.into(),
-        extensions_conf: "[default]\n".into(),
-        extconfig_conf: None,
-    };
-    if let Some(asterisk) = crate::common::asterisk::Asterisk::start(config) {
+    // And the real Asterisk on the same database counts what voxmail counts.
+    if let Some(asterisk) = &asterisk {
         let users = asterisk.rx("voicemail show users for default");
         for address in boxes {
             let mailbox = address.split('@').next().unwrap();
@@ -933,4 +1032,5 @@ on_servers!(
     pins_are_shared_with_asterisks_realtime_users,
     a_row_for_a_mailbox_voxmail_lacks_is_an_error_asterisk_logs,
     a_mixed_run_ends_with_both_sides_agreeing,
+    a_deposit_asterisks_stale_index_overwrote_comes_back,
 );

@@ -25,6 +25,8 @@ pub struct AsteriskRow {
     pub msg_id: String,
     pub callerid: String,
     pub created_at: i64,
+    /// The msgnum Asterisk inserted it at.
+    pub asterisk_slot: i64,
     /// Bytes in `recording` (NULL when Asterisk stored none).
     pub recording_len: Option<i64>,
 }
@@ -36,6 +38,7 @@ pub struct AsteriskChange {
     /// `delete` or `move`.
     pub kind: String,
     pub id: String,
+    pub mailbox_id: String,
     pub dir: String,
     pub msgnum: i64,
     pub category: String,
@@ -63,6 +66,12 @@ pub struct AsteriskChange {
     /// The row's state when it changed: 0 for a message voxmail had taken in.
     pub asterisk_state: i64,
     pub recording_original: i64,
+    pub changed_at: i64,
+    pub context: String,
+    pub callerid: String,
+    pub origtime: i64,
+    pub duration: i64,
+    pub flag: String,
 }
 
 /// What one of Asterisk's changes means, as the service decided.
@@ -100,6 +109,10 @@ pub enum AsteriskStep {
     GreetingDeleted { seq: i64, kind: GreetingKind },
     /// Asterisk moved a message to another folder (an UPDATE of its `dir`).
     Moved { change: Box<AsteriskChange> },
+    /// Asterisk's store_file deleted a message voxmail had just stored in the slot it had picked
+    /// from a stale last index, and inserted its own there: the message goes back, at the end of
+    /// its folder, with its id, audio and metadata.
+    Restore { change: Box<AsteriskChange> },
     /// A change of a row voxmail never took in: nothing to report.
     Forget { seq: i64 },
     /// A row that makes no sense: kept for Asterisk, not listed, reported.
@@ -147,7 +160,7 @@ impl SqlStore {
     pub async fn asterisk_rows(&self, mailbox: MailboxId) -> Result<Vec<AsteriskRow>, StoreError> {
         Ok(self
             .qa(
-                "SELECT id, dir, msgnum, folder, msg_id, callerid, created_at, \
+                "SELECT id, dir, msgnum, folder, msg_id, callerid, created_at, asterisk_slot, \
                  LENGTH(recording) AS recording_len FROM messages \
                  WHERE asterisk_state = 1 AND mailbox_id = ? ORDER BY created_at, dir, msgnum",
             )
@@ -174,6 +187,29 @@ impl SqlStore {
         Ok(res.rows_affected())
     }
 
+    /// Whether Asterisk inserted a message of its own into the slot `msgnum` of `dir` (not
+    /// `msg_id`) at or after `since`: its store_file deleted what was there first.
+    pub async fn asterisk_displaced(
+        &self,
+        dir: &str,
+        msgnum: i64,
+        msg_id: &str,
+        since: i64,
+    ) -> Result<bool, StoreError> {
+        let row: Option<(String,)> = self
+            .qa(
+                "SELECT id FROM messages WHERE dir = ? AND asterisk_slot = ? AND msg_id <> ? \
+                 AND created_at >= ?",
+            )
+            .bind(dir.to_owned())
+            .bind(msgnum)
+            .bind(msg_id.to_owned())
+            .bind(since)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// The rows of a mailbox taken in whose event is not written yet.
     pub async fn asterisk_unannounced(
         &self,
@@ -194,11 +230,12 @@ impl SqlStore {
     ) -> Result<Vec<AsteriskChange>, StoreError> {
         Ok(self
             .qa(
-                "SELECT seq, kind, id, dir, msgnum, category, msg_id, folder, is_read, \
+                "SELECT seq, kind, id, mailbox_id, dir, msgnum, category, msg_id, folder, is_read, \
                  origmailbox, exten, rdnis, priority, callerchan, caller_id_num, caller_id_name, \
                  duration_ms, audio_key, audio_format, codec, sample_rate, channels, byte_size, \
                  sha256, forwarded_from, created_by, created_at, asterisk_state, \
-                 recording_original FROM asterisk_changes WHERE mailbox_id = ? ORDER BY seq",
+                 recording_original, changed_at, context, callerid, origtime, duration, flag \
+                 FROM asterisk_changes WHERE mailbox_id = ? ORDER BY seq",
             )
             .bind(mailbox.to_string())
             .fetch_all(&self.pool)
@@ -444,6 +481,7 @@ impl SqlStore {
                 }
             }
             AsteriskStep::Announce { .. }
+            | AsteriskStep::Restore { .. }
             | AsteriskStep::Deleted { .. }
             | AsteriskStep::Moved { .. }
             | AsteriskStep::Forget { .. }
@@ -578,6 +616,16 @@ impl SqlStore {
                 self.forget_change(tx, *seq).await?;
                 nothing
             }
+            AsteriskStep::Restore { change } => {
+                // Under the mailbox lock, so voxmail's own renumbering cannot interleave; only
+                // its number changed: nothing a client sees.
+                if !self.message_exists(&change.id).await? {
+                    // Reads the audio the change row kept: before that row goes.
+                    self.restore(tx, change, now).await?;
+                }
+                self.forget_change(tx, change.seq).await?;
+                nothing
+            }
             AsteriskStep::Refuse { .. } => nothing,
         })
     }
@@ -610,6 +658,76 @@ impl SqlStore {
         };
         self.emit(tx, mailbox, event, id.parse().ok()).await?;
         Ok(Some(event))
+    }
+
+    /// Inserts a message Asterisk deleted by mistake again, after the last of its folder.
+    async fn restore(
+        &self,
+        tx: &mut super::Tx,
+        c: &AsteriskChange,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (recording,): (Option<Vec<u8>>,) = self
+            .qa("SELECT recording FROM asterisk_changes WHERE seq = ?")
+            .bind(c.seq)
+            .fetch_one(&mut **tx)
+            .await?;
+        let (last,): (Option<i64>,) = self
+            .qa("SELECT MAX(msgnum) FROM messages WHERE dir = ?")
+            .bind(c.dir.clone())
+            .fetch_one(&mut **tx)
+            .await?;
+        let (mailboxuser, mailboxcontext) = owner_of(&c.dir);
+        let res = self
+            .q(
+                "INSERT INTO messages (id, mailbox_id, dir, msgnum, context, callerid, origtime, \
+                 duration, recording, flag, category, mailboxuser, mailboxcontext, msg_id, folder, \
+                 is_read, origmailbox, exten, rdnis, priority, callerchan, caller_id_num, \
+                 caller_id_name, duration_ms, audio_key, audio_format, codec, sample_rate, channels, \
+                 byte_size, sha256, forwarded_from, created_by, created_at, updated_at, \
+                 recording_original) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(c.id.clone())
+            .bind(c.mailbox_id.clone())
+            .bind(c.dir.clone())
+            .bind(last.map_or(0, |n| n + 1))
+            .bind(c.context.clone())
+            .bind(c.callerid.clone())
+            .bind(c.origtime)
+            .bind(c.duration)
+            .bind(recording)
+            .bind(c.flag.clone())
+            .bind(c.category.clone())
+            .bind(mailboxuser.to_owned())
+            .bind(mailboxcontext.to_owned())
+            .bind(c.msg_id.clone())
+            .bind(c.folder.clone())
+            .bind(c.is_read)
+            .bind(c.origmailbox.clone())
+            .bind(c.exten.clone())
+            .bind(c.rdnis.clone())
+            .bind(c.priority)
+            .bind(c.callerchan.clone())
+            .bind(c.caller_id_num.clone())
+            .bind(c.caller_id_name.clone())
+            .bind(c.duration_ms)
+            .bind(c.audio_key.clone())
+            .bind(c.audio_format.clone())
+            .bind(c.codec.clone())
+            .bind(c.sample_rate)
+            .bind(c.channels)
+            .bind(c.byte_size)
+            .bind(c.sha256.clone())
+            .bind(c.forwarded_from.clone())
+            .bind(c.created_by.clone())
+            .bind(c.created_at)
+            .bind(now)
+            .bind(c.recording_original)
+            .execute(&mut **tx)
+            .await;
+        res.map(|_| ()).map_err(Into::into)
     }
 
     /// Whether a message row with this id exists.
@@ -707,4 +825,12 @@ impl SqlStore {
             .await?;
         Ok(res.rows_affected() == 1)
     }
+}
+
+/// (mailbox, context) of Asterisk's `<spool>/voicemail/<context>/<mailbox>/<folder>`.
+fn owner_of(dir: &str) -> (&str, &str) {
+    let mut parts = dir.rsplit('/').skip(1);
+    let mailbox = parts.next().unwrap_or_default();
+    let context = parts.next().unwrap_or_default();
+    (mailbox, context)
 }

@@ -245,23 +245,37 @@ impl SqlStore {
     /// by row through the `(dir, msgnum)` key, lowest first (each row moves into the slot just
     /// freed, so the key never collides): a ranged UPDATE may scan and lock other mailboxes'
     /// rows on InnoDB (its optimizer prefers a table scan on small tables), which deadlocks with
-    /// concurrent changes of those mailboxes. Not by id: a row Asterisk just copied into the
-    /// folder may get its final id meanwhile (see asterisk.rs).
+    /// concurrent changes of those mailboxes. A row Asterisk copied into the folder may get its
+    /// final id meanwhile (asterisk.rs), and InnoDB's UPDATE then skips it (it finds the old
+    /// version deleted): the folder is read again until every row is in place.
     async fn compact(&self, tx: &mut Tx, dir: &str, removed: i64) -> Result<(), StoreError> {
-        let nums: Vec<(i64,)> = self
-            .qa("SELECT msgnum FROM messages WHERE dir = ? AND msgnum > ? ORDER BY msgnum")
-            .bind(dir.to_owned())
-            .bind(removed)
-            .fetch_all(&mut **tx)
-            .await?;
-        for (n,) in nums {
-            self.q("UPDATE messages SET msgnum = msgnum - 1 WHERE dir = ? AND msgnum = ?")
+        'again: for _ in 0..8 {
+            let nums: Vec<(i64,)> = self
+                .qa("SELECT msgnum FROM messages WHERE dir = ? AND msgnum > ? ORDER BY msgnum")
                 .bind(dir.to_owned())
-                .bind(n)
-                .execute(&mut **tx)
+                .bind(removed)
+                .fetch_all(&mut **tx)
                 .await?;
+            for (slot, (n,)) in (removed..).zip(nums) {
+                if n == slot {
+                    continue;
+                }
+                let res = self
+                    .q("UPDATE messages SET msgnum = ? WHERE dir = ? AND msgnum = ?")
+                    .bind(slot)
+                    .bind(dir.to_owned())
+                    .bind(n)
+                    .execute(&mut **tx)
+                    .await?;
+                if res.rows_affected() == 0 {
+                    continue 'again;
+                }
+            }
+            return Ok(());
         }
-        Ok(())
+        Err(StoreError::Corrupt(format!(
+            "the messages of {dir} could not be renumbered"
+        )))
     }
 
     /// Inserts a message into a locked mailbox at the end of its folder; refuses a full folder.
