@@ -145,14 +145,10 @@ impl Voicemail {
             return Ok(0);
         }
 
-        let outcomes = match self.sql.asterisk_apply(&mailbox, &steps).await {
-            Ok(o) => o,
-            Err(e) => {
-                self.remove_blobs(steps.iter().filter_map(taken_in_key))
-                    .await;
-                return Err(e.into());
-            }
-        };
+        // On an error some rows may already hold the audio stored for them (the first phase
+        // commits row by row): none is removed here; the orphan collector takes what no row
+        // references.
+        let outcomes = self.sql.asterisk_apply(&mailbox, &steps).await?;
         let mut applied = 0;
         let mut unused = Vec::new();
         for (step, outcome) in steps.iter().zip(outcomes) {

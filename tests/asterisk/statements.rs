@@ -247,7 +247,8 @@ pub async fn next_event(sse: &mut SseClient, kind: &str, wait: Duration) -> (Val
     }
 }
 
-async fn messages(app: &TestApp, address: &str) -> Vec<Value> {
+/// The messages voxmail lists in a mailbox (first page).
+pub async fn messages(app: &TestApp, address: &str) -> Vec<Value> {
     let r = app
         .get(&format!("/v1/mailboxes/{address}/messages"))
         .send()
@@ -305,6 +306,15 @@ async fn asterisks_statements_are_voxmails_changes(backend: Backend) {
         .unwrap();
     assert_eq!(audio.status(), 200);
     assert_eq!(audio.bytes().await.unwrap().as_ref(), wav49.as_slice());
+    // On the database audio store the recording stays in its row, once.
+    let copies = ast
+        .int(
+            "SELECT COUNT(*) FROM audio_blobs b JOIN messages m ON b.blob_key = m.audio_key \
+             WHERE m.id = ?",
+            &[&first],
+        )
+        .await;
+    assert_eq!(copies, Some(0));
 
     // A REST deposit: Asterisk counts it and finds a WAV49 copy in the slot after.
     let second = app

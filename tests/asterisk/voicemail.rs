@@ -12,7 +12,7 @@ use crate::common::asterisk::{Asterisk, AsteriskConfig};
 use crate::common::db::{Backend, TestDb};
 use crate::common::sse::SseClient;
 use crate::common::{TestApp, fixture};
-use crate::statements::next_event;
+use crate::statements::{messages, next_event};
 
 /// voicemail.conf of the Asterisk nodes: `odbctable` is voxmail's view of Asterisk's columns,
 /// the first format is the one the context names in voxmail (`wav49`).
@@ -165,18 +165,6 @@ pub async fn asterisk_and_voxmail_with(
     Some((std::sync::Arc::new(ast), app))
 }
 
-async fn listed(app: &TestApp) -> Vec<Value> {
-    let v: Value = app
-        .get("/v1/mailboxes/1001@default/messages")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["items"].as_array().unwrap().clone()
-}
-
 async fn asterisk_and_voxmail_share_a_mailbox(backend: Backend) {
     let Some((ast, app)) = asterisk_and_voxmail(backend).await else {
         return;
@@ -220,7 +208,7 @@ async fn asterisk_and_voxmail_share_a_mailbox(backend: Backend) {
     eprintln!("{backend:?}: Asterisk's deposit -> message.deposited {took:?} after the call ended");
     let recorded = ev["message_id"].as_str().unwrap().to_owned();
     assert_eq!(ev["counts"]["new"], 2);
-    let msgs = listed(&app).await;
+    let msgs = messages(&app, "1001@default").await;
     let m = msgs.iter().find(|m| m["id"] == recorded.as_str()).unwrap();
     assert_eq!(m["folder"], "INBOX");
     assert_eq!(m["msgnum"], 1);
@@ -261,7 +249,7 @@ async fn asterisk_and_voxmail_share_a_mailbox(backend: Backend) {
     assert_eq!(ev["message_id"], rest.as_str());
     assert_eq!(ev["counts"]["new"], 1);
     assert_eq!(ev["counts"]["old"], 1);
-    let msgs = listed(&app).await;
+    let msgs = messages(&app, "1001@default").await;
     assert_eq!(msgs.len(), 2, "{msgs:?}");
     let heard = msgs.iter().find(|m| m["id"] == rest.as_str()).unwrap();
     assert_eq!(heard["folder"], "Old");
@@ -284,7 +272,7 @@ async fn asterisk_and_voxmail_share_a_mailbox(backend: Backend) {
     let (ev, _) = next_event(&mut sse, "message.deleted", EVENT).await;
     assert_eq!(ev["message_id"], recorded.as_str());
     assert_eq!(ev["counts"]["new"], 0);
-    let msgs = listed(&app).await;
+    let msgs = messages(&app, "1001@default").await;
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     let a = ast.clone();
     assert_eq!(blocking(move || asterisk_new(&a)).await, 0);

@@ -507,18 +507,14 @@ impl SqlStore {
             return Ok(AsteriskOutcome::Stale);
         }
         Ok(match step {
-            AsteriskStep::TakeIn { id, key, .. } => {
+            AsteriskStep::TakeIn { id, .. } => {
+                // Announced by another node meanwhile (its row holds our audio all the same).
                 let event = self.finish_row(tx, mailbox, &id.to_string()).await?;
-                if event.is_some() && self.audio_in_db() {
-                    // `recording` already holds these bytes (they were read from it): the copy
-                    // the audio store took is not needed.
-                    self.drop_adopted(tx, key).await?;
-                }
-                event.map_or(AsteriskOutcome::Stale, |event| AsteriskOutcome::Applied {
-                    event,
+                AsteriskOutcome::Applied {
+                    event: event.unwrap_or(""),
                     message: Some(*id),
                     replaced: None,
-                })
+                }
             }
             AsteriskStep::Announce { id } => match self.finish_row(tx, mailbox, id).await? {
                 Some(event) => AsteriskOutcome::Applied {
@@ -650,6 +646,15 @@ impl SqlStore {
             .bind(id.to_owned())
             .execute(&mut **tx)
             .await?;
+        if self.audio_in_db() && note == "message.deposited" {
+            // Asterisk's `recording` is the original: the copy the database audio store took
+            // while the recording was received is not needed.
+            self.q("DELETE FROM audio_blobs WHERE blob_key = \
+                 (SELECT audio_key FROM messages WHERE id = ? AND recording_original = 1)")
+                .bind(id.to_owned())
+                .execute(&mut **tx)
+                .await?;
+        }
         let event = match note.as_str() {
             "message.deposited" => "message.deposited",
             "message.moved" => "message.moved",
@@ -678,14 +683,14 @@ impl SqlStore {
             .fetch_one(&mut **tx)
             .await?;
         let (mailboxuser, mailboxcontext) = owner_of(&c.dir);
-        let res = self
+        let q = self
             .q(
                 "INSERT INTO messages (id, mailbox_id, dir, msgnum, context, callerid, origtime, \
                  duration, recording, flag, category, mailboxuser, mailboxcontext, msg_id, folder, \
                  is_read, origmailbox, exten, rdnis, priority, callerchan, caller_id_num, \
                  caller_id_name, duration_ms, audio_key, audio_format, codec, sample_rate, channels, \
-                 byte_size, sha256, forwarded_from, created_by, created_at, updated_at, \
-                 recording_original) \
+                 byte_size, sha256, forwarded_from, created_by, created_at, recording_original, \
+                 updated_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
                  ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
@@ -704,30 +709,9 @@ impl SqlStore {
             .bind(mailboxcontext.to_owned())
             .bind(c.msg_id.clone())
             .bind(c.folder.clone())
-            .bind(c.is_read)
-            .bind(c.origmailbox.clone())
-            .bind(c.exten.clone())
-            .bind(c.rdnis.clone())
-            .bind(c.priority)
-            .bind(c.callerchan.clone())
-            .bind(c.caller_id_num.clone())
-            .bind(c.caller_id_name.clone())
-            .bind(c.duration_ms)
-            .bind(c.audio_key.clone())
-            .bind(c.audio_format.clone())
-            .bind(c.codec.clone())
-            .bind(c.sample_rate)
-            .bind(c.channels)
-            .bind(c.byte_size)
-            .bind(c.sha256.clone())
-            .bind(c.forwarded_from.clone())
-            .bind(c.created_by.clone())
-            .bind(c.created_at)
-            .bind(now)
-            .bind(c.recording_original)
-            .execute(&mut **tx)
-            .await;
-        res.map(|_| ()).map_err(Into::into)
+            .bind(c.is_read);
+        bind_ours(q, c).bind(now).execute(&mut **tx).await?;
+        Ok(())
     }
 
     /// Whether a message row with this id exists.
@@ -787,7 +771,7 @@ impl SqlStore {
         } else {
             "message.moved"
         };
-        let res = self
+        let q = self
             .q(
                 "UPDATE messages SET id = ?, category = ?, is_read = ?, origmailbox = ?, \
                  exten = ?, rdnis = ?, priority = ?, callerchan = ?, caller_id_num = ?, \
@@ -798,26 +782,8 @@ impl SqlStore {
             )
             .bind(c.id.clone())
             .bind(c.category.clone())
-            .bind(is_read)
-            .bind(c.origmailbox.clone())
-            .bind(c.exten.clone())
-            .bind(c.rdnis.clone())
-            .bind(c.priority)
-            .bind(c.callerchan.clone())
-            .bind(c.caller_id_num.clone())
-            .bind(c.caller_id_name.clone())
-            .bind(c.duration_ms)
-            .bind(c.audio_key.clone())
-            .bind(c.audio_format.clone())
-            .bind(c.codec.clone())
-            .bind(c.sample_rate)
-            .bind(c.channels)
-            .bind(c.byte_size)
-            .bind(c.sha256.clone())
-            .bind(c.forwarded_from.clone())
-            .bind(c.created_by.clone())
-            .bind(c.created_at)
-            .bind(c.recording_original)
+            .bind(is_read);
+        let res = bind_ours(q, c)
             .bind(note)
             .bind(now)
             .bind(temp_id.to_owned())
@@ -825,6 +791,35 @@ impl SqlStore {
             .await?;
         Ok(res.rows_affected() == 1)
     }
+}
+
+/// Binds our columns of a message kept in a change row, in this order: origmailbox, exten, rdnis,
+/// priority, callerchan, caller_id_num, caller_id_name, duration_ms, audio_key, audio_format,
+/// codec, sample_rate, channels, byte_size, sha256, forwarded_from, created_by, created_at,
+/// recording_original.
+fn bind_ours<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    c: &AsteriskChange,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(c.origmailbox.clone())
+        .bind(c.exten.clone())
+        .bind(c.rdnis.clone())
+        .bind(c.priority)
+        .bind(c.callerchan.clone())
+        .bind(c.caller_id_num.clone())
+        .bind(c.caller_id_name.clone())
+        .bind(c.duration_ms)
+        .bind(c.audio_key.clone())
+        .bind(c.audio_format.clone())
+        .bind(c.codec.clone())
+        .bind(c.sample_rate)
+        .bind(c.channels)
+        .bind(c.byte_size)
+        .bind(c.sha256.clone())
+        .bind(c.forwarded_from.clone())
+        .bind(c.created_by.clone())
+        .bind(c.created_at)
+        .bind(c.recording_original)
 }
 
 /// (mailbox, context) of Asterisk's `<spool>/voicemail/<context>/<mailbox>/<folder>`.

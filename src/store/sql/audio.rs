@@ -338,7 +338,7 @@ impl SqlStore {
         self.drop_adopted(tx, key).await
     }
 
-    pub(super) async fn drop_adopted(&self, tx: &mut Tx, key: &str) -> Result<(), StoreError> {
+    async fn drop_adopted(&self, tx: &mut Tx, key: &str) -> Result<(), StoreError> {
         let res = self
             .q("DELETE FROM audio_blobs WHERE blob_key = ?")
             .bind(key.to_owned())
