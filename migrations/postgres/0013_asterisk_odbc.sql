@@ -77,6 +77,9 @@ ALTER TABLE contexts ADD COLUMN asterisk_format VARCHAR(10) COLLATE "C" NOT NULL
 -- default) or 'plain' — Asterisk's realtime voicemail users (extconfig `voicemail => odbc,…,mailboxes`)
 -- compare the PIN as plain text, and write a PIN changed in VoiceMailMain there as plain text.
 ALTER TABLE contexts ADD COLUMN asterisk_pins VARCHAR(10) COLLATE "C" NOT NULL DEFAULT 'hashed';
+-- Who mails the messages Asterisk records: 'asterisk' (itself, the default) or 'voxmail' (as it mails
+-- its own deposits).
+ALTER TABLE contexts ADD COLUMN asterisk_mail VARCHAR(10) COLLATE "C" NOT NULL DEFAULT 'asterisk';
 
 CREATE TABLE asterisk_changes (
     seq             BIGSERIAL PRIMARY KEY,

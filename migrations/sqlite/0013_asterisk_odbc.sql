@@ -42,6 +42,9 @@ ALTER TABLE contexts ADD COLUMN asterisk_format TEXT NOT NULL DEFAULT '';
 -- default) or 'plain' — Asterisk's realtime voicemail users (extconfig `voicemail => odbc,…,mailboxes`)
 -- compare the PIN as plain text, and write a PIN changed in VoiceMailMain there as plain text.
 ALTER TABLE contexts ADD COLUMN asterisk_pins TEXT NOT NULL DEFAULT 'hashed';
+-- Who mails the messages Asterisk records: 'asterisk' (itself, the default) or 'voxmail' (as it mails
+-- its own deposits).
+ALTER TABLE contexts ADD COLUMN asterisk_mail TEXT NOT NULL DEFAULT 'asterisk';
 
 CREATE TABLE asterisk_changes (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,

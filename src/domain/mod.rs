@@ -150,6 +150,34 @@ impl PinStorage {
     }
 }
 
+/// Who mails the messages Asterisk records in a context it shares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AsteriskMail {
+    /// Asterisk, as it does without voxmail (the default); voxmail mails none of them.
+    #[default]
+    Asterisk,
+    /// voxmail, as it mails its own deposits; Asterisk should then have no address or mailer.
+    Voxmail,
+}
+
+impl AsteriskMail {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Asterisk => "asterisk",
+            Self::Voxmail => "voxmail",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "asterisk" => Some(Self::Asterisk),
+            "voxmail" => Some(Self::Voxmail),
+            _ => None,
+        }
+    }
+}
+
 impl AsteriskFormat {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -19,8 +19,8 @@ use crate::audio::{OutputFormat, RawHint, Rendition};
 use crate::blob::BlobKey;
 use crate::domain::Principal;
 use crate::domain::{
-    AsteriskFormat, AudioFormat, AudioInfo, GreetingKind, MailboxId, MessageId, PinStorage,
-    now_secs,
+    AsteriskFormat, AsteriskMail, AudioFormat, AudioInfo, GreetingKind, MailboxId, MessageId,
+    PinStorage, now_secs,
 };
 use crate::mail::template::split_callerid;
 use crate::store::sql::Dialect;
@@ -392,11 +392,12 @@ impl Voicemail {
         &self,
         p: &Principal,
         context: &str,
-    ) -> Result<(Option<AsteriskFormat>, PinStorage)> {
+    ) -> Result<(Option<AsteriskFormat>, PinStorage, AsteriskMail)> {
         self.admin_context(p, context, "Asterisk settings").await?;
         Ok((
             self.sql.context_asterisk_format(context).await?,
             self.sql.context_pin_storage(context).await?,
+            self.sql.context_asterisk_mail(context).await?,
         ))
     }
 
@@ -408,10 +409,14 @@ impl Voicemail {
         context: &str,
         format: Option<AsteriskFormat>,
         pins: PinStorage,
+        mail: AsteriskMail,
     ) -> Result<()> {
         self.admin_context(p, context, "Asterisk settings").await?;
-        self.sql.set_context_asterisk(context, format, pins).await?;
-        tracing::info!(context, asterisk.format = ?format, asterisk.pins = pins.as_str(), "Asterisk settings of the context set");
+        self.sql
+            .set_context_asterisk(context, format, pins, mail)
+            .await?;
+        tracing::info!(context, asterisk.format = ?format, asterisk.pins = pins.as_str(),
+            asterisk.mail = mail.as_str(), "Asterisk settings of the context set");
         if pins == PinStorage::Hashed {
             self.hash_plain_pins(context).await?;
         }

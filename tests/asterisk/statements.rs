@@ -732,6 +732,91 @@ async fn a_deposit_asterisks_stale_index_overwrote_comes_back(backend: Backend) 
     }
 }
 
+async fn asterisks_deposits_are_mailed_by_the_side_the_context_names(backend: Backend) {
+    let Some(smtp) = crate::common::smtp::SmtpServer::start().await else {
+        return;
+    };
+    let port = smtp.port;
+    let Some(app) = TestApp::spawn_on(backend, |c| {
+        c.voicemail.spool_dir = SPOOL.into();
+        c.email.host = "127.0.0.1".into();
+        c.email.port = port;
+        c.email.timeout_secs = 5;
+        c.email.serveremail = "vm@pbx.example.org".into();
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_context("default").await;
+    app.create_mailbox("1001@default", json!({"email": "alice@example.org"}))
+        .await;
+    let mut sse = SseClient::connect(&app.url("/v1/events"), &app.admin, None).await;
+    let mut ast = AsteriskSql::connect(&app.config.database.url).await;
+    let wait = Duration::from_secs(10);
+    let wav49 = fixture("hello-wav49.wav");
+    let state = |id: String| {
+        let app = &app;
+        async move {
+            let m: Value = app
+                .get(&format!("/v1/mailboxes/1001@default/messages/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            m["email"]["status"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // By default Asterisk mails what it records: voxmail queues nothing.
+    set_format(&app, "default", "wav49").await;
+    ast.store(
+        &dir("1001@default", "INBOX"),
+        0,
+        &wav49,
+        "\"Bob\" <2000>",
+        "1700000000-0000000a",
+    )
+    .await;
+    let (ev, _) = next_event(&mut sse, "message.deposited", wait).await;
+    assert_eq!(
+        state(ev["message_id"].as_str().unwrap().to_owned()).await,
+        "none"
+    );
+
+    // The context hands it to voxmail: mailed like its own deposits, with the recording.
+    let r = app
+        .put("/v1/contexts/default/asterisk")
+        .json(&json!({"format": "wav49", "mail": "voxmail"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    ast.store(
+        &dir("1001@default", "INBOX"),
+        1,
+        &wav49,
+        "\"Bob\" <2000>",
+        "1700000000-0000000b",
+    )
+    .await;
+    let (ev, _) = next_event(&mut sse, "message.deposited", wait).await;
+    let mails = smtp.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].rcpt_tos, ["alice@example.org"]);
+    let id = ev["message_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while state(id.clone()).await != "sent" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mail was not recorded as sent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The rows of a folder as Asterisk sees them: (msgnum, msg_id), by msgnum.
 async fn folder_rows(ast: &mut AsteriskSql, dir: &str) -> Vec<(i64, String)> {
     let text = format!(
@@ -1043,4 +1128,5 @@ on_servers!(
     a_row_for_a_mailbox_voxmail_lacks_is_an_error_asterisk_logs,
     a_mixed_run_ends_with_both_sides_agreeing,
     a_deposit_asterisks_stale_index_overwrote_comes_back,
+    asterisks_deposits_are_mailed_by_the_side_the_context_names,
 );

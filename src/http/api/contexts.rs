@@ -117,10 +117,10 @@ pub async fn get_context_asterisk(
     Auth(p): Auth,
     ApiPath(name): ApiPath<String>,
 ) -> Result<axum::Json<ContextAsteriskView>, ApiError> {
-    let (format, pins) = s.vm.get_context_asterisk(&p, &name).await?;
+    let (format, pins, mail) = s.vm.get_context_asterisk(&p, &name).await?;
     Ok(axum::Json(ContextAsteriskView {
         context: name,
-        settings: ContextAsteriskBody { format, pins },
+        settings: ContextAsteriskBody { format, pins, mail },
     }))
 }
 
@@ -140,7 +140,7 @@ pub async fn put_context_asterisk(
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<ContextAsteriskBody>,
 ) -> Result<axum::Json<ContextAsteriskView>, ApiError> {
-    s.vm.put_context_asterisk(&p, &name, body.format, body.pins)
+    s.vm.put_context_asterisk(&p, &name, body.format, body.pins, body.mail)
         .await?;
     Ok(axum::Json(ContextAsteriskView {
         context: name,

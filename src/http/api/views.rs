@@ -430,6 +430,12 @@ pub struct ContextAsteriskBody {
     /// database. Back to `hashed`, every plain PIN is hashed at once.
     #[serde(default)]
     pub pins: crate::domain::PinStorage,
+    /// Who mails the messages Asterisk records: `asterisk` (the default: Asterisk does, when the
+    /// mailbox has an address and Asterisk a mailer; voxmail does not) or `voxmail` (voxmail
+    /// mails them as its own deposits, from its templates; give Asterisk no mailer or address
+    /// then, so none is mailed twice). voxmail always mails its own deposits.
+    #[serde(default)]
+    pub mail: crate::domain::AsteriskMail,
 }
 
 /// A context's Asterisk settings.

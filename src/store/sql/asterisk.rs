@@ -10,7 +10,8 @@
 
 use super::SqlStore;
 use crate::domain::{
-    AsteriskFormat, AudioInfo, Folder, GreetingKind, MailboxId, MessageId, PinStorage, now_secs,
+    AsteriskFormat, AsteriskMail, AudioInfo, Folder, GreetingKind, MailboxId, MessageId,
+    PinStorage, now_secs,
 };
 use crate::store::{GreetingRecord, MailboxRecord, StoreError};
 
@@ -300,18 +301,38 @@ impl SqlStore {
         }
     }
 
-    /// Sets how a context is shared with Asterisk: the format its nodes store (or none) and how
-    /// its PINs are kept.
+    /// Who mails the messages Asterisk records in a context (Asterisk when it does not exist).
+    pub async fn context_asterisk_mail(&self, context: &str) -> Result<AsteriskMail, StoreError> {
+        let row: Option<(String,)> = self
+            .qa("SELECT asterisk_mail FROM contexts WHERE name = ?")
+            .bind(context.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(AsteriskMail::Asterisk),
+            Some((m,)) => AsteriskMail::parse(&m).ok_or_else(|| {
+                StoreError::Corrupt(format!("context {context}: asterisk_mail {m}"))
+            }),
+        }
+    }
+
+    /// Sets how a context is shared with Asterisk: the format its nodes store (or none), how its
+    /// PINs are kept and who mails the messages Asterisk records.
     pub async fn set_context_asterisk(
         &self,
         context: &str,
         format: Option<AsteriskFormat>,
         pins: PinStorage,
+        mail: AsteriskMail,
     ) -> Result<(), StoreError> {
         let res = self
-            .q("UPDATE contexts SET asterisk_format = ?, asterisk_pins = ? WHERE name = ?")
+            .q(
+                "UPDATE contexts SET asterisk_format = ?, asterisk_pins = ?, asterisk_mail = ? \
+                 WHERE name = ?",
+            )
             .bind(format.map_or("", AsteriskFormat::as_str))
             .bind(pins.as_str())
+            .bind(mail.as_str())
             .bind(context.to_owned())
             .execute(&self.pool)
             .await?;
@@ -654,6 +675,17 @@ impl SqlStore {
                 .bind(id.to_owned())
                 .execute(&mut **tx)
                 .await?;
+        }
+        if note == "message.deposited"
+            && self.context_asterisk_mail(&mailbox.address.context).await? == AsteriskMail::Voxmail
+            && let Ok(message) = id.parse()
+        {
+            let (msgnum,): (i64,) = self
+                .qa("SELECT msgnum FROM messages WHERE id = ?")
+                .bind(id.to_owned())
+                .fetch_one(&mut **tx)
+                .await?;
+            self.queue_email(tx, mailbox, message, msgnum, None).await?;
         }
         let event = match note.as_str() {
             "message.deposited" => "message.deposited",
