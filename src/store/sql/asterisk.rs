@@ -130,6 +130,17 @@ enum RowDone {
     Gone,
 }
 
+impl RowDone {
+    /// Done when the statement changed the row, else another node or Asterisk came first.
+    fn of(rows_affected: u64) -> Self {
+        if rows_affected == 1 {
+            Self::Done
+        } else {
+            Self::Stale
+        }
+    }
+}
+
 /// What an applied step did, for the service's clean-up and logs.
 #[derive(Debug)]
 pub enum AsteriskOutcome {
@@ -434,11 +445,7 @@ impl SqlStore {
                     .bind(id.to_string())
                     .execute(&self.pool)
                     .await?;
-                if res.rows_affected() == 1 {
-                    RowDone::Done
-                } else {
-                    RowDone::Stale
-                }
+                RowDone::of(res.rows_affected())
             }
             AsteriskStep::Adopt { change, temp_id } => {
                 let copy: Option<(String,)> = self
@@ -478,11 +485,7 @@ impl SqlStore {
                     .bind(temp_id.clone())
                     .execute(&self.pool)
                     .await?;
-                if res.rows_affected() == 1 {
-                    RowDone::Done
-                } else {
-                    RowDone::Stale
-                }
+                RowDone::of(res.rows_affected())
             }
             AsteriskStep::Refuse { temp_id, reason } => {
                 let res = self
@@ -495,11 +498,7 @@ impl SqlStore {
                     .bind(temp_id.clone())
                     .execute(&self.pool)
                     .await?;
-                if res.rows_affected() == 1 {
-                    RowDone::Done
-                } else {
-                    RowDone::Stale
-                }
+                RowDone::of(res.rows_affected())
             }
             AsteriskStep::Announce { .. }
             | AsteriskStep::Restore { .. }
