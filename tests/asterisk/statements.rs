@@ -269,16 +269,22 @@ async fn set_format(app: &TestApp, context: &str, format: &str) {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
-async fn asterisks_statements_are_voxmails_changes(backend: Backend) {
-    let Some(app) = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await
-    else {
-        return;
-    };
+/// A voxmail on a fresh database of `backend` with mailbox 1001@default in a context shared
+/// with Asterisk (wav49), its event stream, and a session of Asterisk's on the database.
+async fn shared_mailbox(backend: Backend) -> Option<(TestApp, SseClient, AsteriskSql)> {
+    let app = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await?;
     app.create_context("default").await;
     app.create_mailbox("1001@default", json!({})).await;
     set_format(&app, "default", "wav49").await;
-    let mut sse = SseClient::connect(&app.url("/v1/events"), &app.admin, None).await;
-    let mut ast = AsteriskSql::connect(&app.config.database.url).await;
+    let sse = SseClient::connect(&app.url("/v1/events"), &app.admin, None).await;
+    let ast = AsteriskSql::connect(&app.config.database.url).await;
+    Some((app, sse, ast))
+}
+
+async fn asterisks_statements_are_voxmails_changes(backend: Backend) {
+    let Some((app, mut sse, mut ast)) = shared_mailbox(backend).await else {
+        return;
+    };
     let inbox = dir("1001@default", "INBOX");
     let old = dir("1001@default", "Old");
     let wait = Duration::from_secs(10);
@@ -506,15 +512,9 @@ async fn a_row_for_a_mailbox_voxmail_lacks_is_an_error_asterisk_logs(backend: Ba
 }
 
 async fn greetings_are_shared_both_ways(backend: Backend) {
-    let Some(app) = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await
-    else {
+    let Some((app, mut sse, mut ast)) = shared_mailbox(backend).await else {
         return;
     };
-    app.create_context("default").await;
-    app.create_mailbox("1001@default", json!({})).await;
-    set_format(&app, "default", "wav49").await;
-    let mut sse = SseClient::connect(&app.url("/v1/events"), &app.admin, None).await;
-    let mut ast = AsteriskSql::connect(&app.config.database.url).await;
     let wait = Duration::from_secs(10);
     let greeting = |kind: &str| format!("/v1/mailboxes/1001@default/greetings/{kind}");
 
@@ -670,15 +670,9 @@ macro_rules! on_servers {
 }
 
 async fn a_deposit_asterisks_stale_index_overwrote_comes_back(backend: Backend) {
-    let Some(app) = TestApp::spawn_on(backend, |c| c.voicemail.spool_dir = SPOOL.into()).await
-    else {
+    let Some((app, mut sse, mut ast)) = shared_mailbox(backend).await else {
         return;
     };
-    app.create_context("default").await;
-    app.create_mailbox("1001@default", json!({})).await;
-    set_format(&app, "default", "wav49").await;
-    let mut sse = SseClient::connect(&app.url("/v1/events"), &app.admin, None).await;
-    let mut ast = AsteriskSql::connect(&app.config.database.url).await;
     let inbox = dir("1001@default", "INBOX");
     let wait = Duration::from_secs(10);
 
