@@ -65,8 +65,23 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
         429,
         "Too many failed PIN attempts; the mailbox is locked for a while",
     ),
+    (
+        "request-timeout",
+        408,
+        "The request was not sent in time (too slow, or stalled)",
+    ),
+    (
+        "too-many-uploads",
+        429,
+        "Too many uploads in flight for this API key or client address; retry later",
+    ),
     ("internal", 500, "Internal error"),
     ("unavailable", 503, "A back end is unavailable; retry later"),
+    (
+        "busy",
+        503,
+        "The node is at its limit of concurrent audio work; retry later",
+    ),
     (
         "imap-unavailable",
         503,
@@ -177,6 +192,9 @@ impl From<ServiceError> for ApiError {
                     .with_header(header::RETRY_AFTER, retry_after.to_string())
             }
             ServiceError::NotImplemented(_) => Self::new("not-implemented", detail),
+            ServiceError::Busy { retry_after, .. } => {
+                Self::new("busy", detail).with_header(header::RETRY_AFTER, retry_after.to_string())
+            }
         }
     }
 }

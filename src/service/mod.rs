@@ -107,6 +107,15 @@ pub enum ServiceError {
     /// The operation is not available for this mailbox's message store (yet).
     #[error("{0}")]
     NotImplemented(String),
+    /// The node is at a configured limit of concurrent work (decoders, transcoders): retry after
+    /// `retry_after` seconds. Nothing was stored.
+    #[error("{message}")]
+    Busy {
+        /// What is saturated.
+        message: String,
+        /// Seconds after which a retry may succeed.
+        retry_after: u64,
+    },
 }
 
 impl From<StoreError> for ServiceError {
