@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -110,6 +109,7 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let grace = Duration::from_secs(vm.config().http.shutdown_grace_secs);
+    let open_files = crate::http::server::raise_open_file_limit();
 
     // First, so SMTP settings that cannot work stop the start before anything runs.
     vm.start_email(shutdown.clone(), &tracker)
@@ -123,26 +123,13 @@ pub async fn start(vm: Voicemail, listener: TcpListener) -> anyhow::Result<Runni
     vm.start_asterisk_sync(shutdown.clone(), &tracker);
     let vm = vm.with_hub(hub);
     let router = crate::http::router(vm.clone());
+    let limits = crate::http::server::Limits::new(&vm.config().http, open_files);
     let stop = shutdown.clone();
     tracker.spawn(async move {
-        // The peer address reaches handlers (the admin audit log records it).
-        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        // TCP_NODELAY, or a response's tail waits ~40 ms for the client's delayed ACK (#16).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-            }
-        });
-        let serve = axum::serve(listener, service)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future();
+        let serve = crate::http::server::serve(listener, router, limits, stop.clone());
         tokio::pin!(serve);
         tokio::select! {
-            res = &mut serve => {
-                if let Err(e) = res {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
-            }
+            () = &mut serve => {}
             () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!("in-flight requests did not finish within the grace period");
             }

@@ -3,7 +3,9 @@
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod server;
 pub mod ui;
+pub mod uploads;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -125,10 +127,13 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Builds the router.
 pub fn router(vm: Voicemail) -> Router {
     let ui_enabled = vm.config().ui.enabled;
+    let http = &vm.config().http;
+    let uploads = uploads::Uploads::new(http.max_uploads_per_key, http.max_uploads_per_source);
+    let limit_uploads = || axum::middleware::from_fn_with_state(uploads.clone(), uploads::limit);
     let state = AppState { vm };
     let mbox = "/v1/mailboxes/{address}";
     let base = if ui_enabled {
-        ui::router()
+        ui::router(limit_uploads())
     } else {
         Router::new()
     };
@@ -166,7 +171,9 @@ pub fn router(vm: Voicemail) -> Router {
         .route(
             &format!("{mbox}/messages"),
             get(messages::list_messages).merge(
-                axum::routing::post(messages::deposit_message).layer(DefaultBodyLimit::disable()),
+                axum::routing::post(messages::deposit_message)
+                    .layer(DefaultBodyLimit::disable())
+                    .layer(limit_uploads()),
             ),
         )
         .route(
@@ -190,7 +197,7 @@ pub fn router(vm: Voicemail) -> Router {
         .route(
             &format!("{mbox}/greetings/{{kind}}"),
             get(greetings::get_greeting)
-                .put(greetings::put_greeting)
+                .merge(axum::routing::put(greetings::put_greeting).layer(limit_uploads()))
                 .delete(greetings::delete_greeting),
         )
         .route("/v1/events", get(events::stream_events))

@@ -246,6 +246,9 @@ async fn concurrent_changes_end_with_every_consumers_last_counts_equal_to_the_st
     let app = TestApp::spawn_with(|c| {
         c.webhooks.retry_base_ms = 100;
         c.mwi.retry_base_ms = 100;
+        // A whole cluster's deposits from this one address and key.
+        c.http.max_uploads_per_key = 0;
+        c.http.max_uploads_per_source = 0;
     })
     .await;
     let boxes: Vec<String> = (0..50).map(|i| format!("{}@load", 2000 + i)).collect();

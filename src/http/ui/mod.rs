@@ -35,8 +35,20 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
     connect-src 'self'; media-src 'self'; form-action 'self'; frame-ancestors 'none'; \
     base-uri 'none'";
 
-/// The UI's routes (mounted by `http::router` when `[ui] enabled`).
-pub fn router() -> Router<AppState> {
+/// The UI's routes (mounted by `http::router` when `[ui] enabled`); `limit_uploads` bounds the
+/// greeting uploads in flight per session and per client address.
+pub fn router<L>(limit_uploads: L) -> Router<AppState>
+where
+    L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+    L::Service: tower::Service<axum::extract::Request, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as tower::Service<axum::extract::Request>>::Response:
+        axum::response::IntoResponse + 'static,
+    <L::Service as tower::Service<axum::extract::Request>>::Future: Send + 'static,
+{
     let ctx = "/ui/contexts/{ctx}";
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
@@ -85,7 +97,9 @@ pub fn router() -> Router<AppState> {
         .route(
             &format!("{ctx}/mailboxes/{{mbx}}/greetings/{{kind}}"),
             // The service bounds the audio (the mailbox's maxsecs), as for API deposits.
-            post(messages::put_greeting).layer(axum::extract::DefaultBodyLimit::disable()),
+            post(messages::put_greeting)
+                .layer(axum::extract::DefaultBodyLimit::disable())
+                .layer(limit_uploads),
         )
         .route(
             &format!("{ctx}/mailboxes/{{mbx}}/greetings/{{kind}}/audio"),
