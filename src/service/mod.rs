@@ -128,6 +128,10 @@ impl From<StoreError> for ServiceError {
                 tracing::error!(error = %m, "corrupt row in the database");
                 Self::Unavailable("stored data is inconsistent; see the server log".into())
             }
+            e @ StoreError::Database(_) if e.is_disk_full() => {
+                tracing::error!(error = %e, "database error: the disk is full");
+                Self::Unavailable("the database's disk is full".into())
+            }
             StoreError::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 Self::Unavailable("the database is unavailable".into())
@@ -152,6 +156,10 @@ impl From<BlobError> for ServiceError {
                 Self::Unavailable("the audio of this item is missing from storage".into())
             }
             BlobError::RangeNotSatisfiable => Self::RangeNotSatisfiable { size: 0 },
+            BlobError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                tracing::error!(error = %e, "audio storage error: the disk is full");
+                Self::Unavailable("audio storage is full".into())
+            }
             BlobError::Io(e) => {
                 tracing::error!(error = %e, "audio storage error");
                 Self::Unavailable("audio storage is unavailable".into())

@@ -199,6 +199,14 @@ impl SqlStore {
                     Ok(())
                 })
             })
+            // A COMMIT or statement that fails with SQLITE_FULL (or IOERR) has rolled the
+            // transaction back inside SQLite; sqlx's own ROLLBACK then fails ("no transaction is
+            // active") and its depth counter stays at 1, so every later BEGIN on that connection
+            // fails. Such a connection is closed instead of lent out. Checked before acquire, not
+            // after release: the ROLLBACK of a dropped transaction is only flushed by then.
+            .before_acquire(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(opts)
             .await?;
         if dialect == Dialect::Sqlite {
