@@ -118,20 +118,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn check(&self) -> Result<(), BlobError> {
-        // A block of data written and fsynced, as a deposit does: a full disk, a read-only
-        // mount or a dead device all show. Own name, so concurrent probes never collide.
-        let mut tmp = TmpFile(Some(
-            self.root
-                .join("tmp")
-                .join(format!("{}.readyz", uuid::Uuid::now_v7())),
-        ));
-        let mut file = File::create(tmp.path()).await?;
-        file.write_all(&[0u8; 4096]).await?;
-        file.sync_all().await?;
-        drop(file);
-        fs::remove_file(tmp.path()).await?;
-        tmp.keep();
-        Ok(())
+        Ok(super::probe_dir(&self.root.join("tmp")).await?)
     }
 
     fn list(&self, prefix: &str) -> MetaStream {

@@ -389,10 +389,34 @@ impl Voicemail {
         }
     }
 
-    /// Checks the database and audio storage (for `/readyz`).
+    /// Checks that this node can write to the database and to audio storage (for `/readyz`).
+    /// Both checks run at once and each gives up after `database.acquire_timeout_ms`, so the
+    /// answer comes within that bound whatever hangs.
     pub async fn ready(&self) -> Result<()> {
-        self.sql.ping().await?;
-        self.blobs.check().await?;
+        let bound = std::time::Duration::from_millis(self.config.database.acquire_timeout_ms);
+        let late = |what: &str| {
+            tracing::error!(
+                timeout_ms = bound.as_millis() as u64,
+                "{what} did not answer the readiness check in time"
+            );
+            ServiceError::Unavailable(format!(
+                "{what} did not answer within {} ms",
+                bound.as_millis()
+            ))
+        };
+        let database = async {
+            match tokio::time::timeout(bound, self.sql.probe_write()).await {
+                Ok(r) => r.map_err(ServiceError::from),
+                Err(_) => Err(late("the database")),
+            }
+        };
+        let audio = async {
+            match tokio::time::timeout(bound, self.blobs.check()).await {
+                Ok(r) => r.map_err(ServiceError::from),
+                Err(_) => Err(late("audio storage")),
+            }
+        };
+        tokio::try_join!(database, audio)?;
         Ok(())
     }
 

@@ -108,6 +108,8 @@ async fn after_a_full_disk_every_write_succeeds_again_and_nothing_acknowledged_i
             assert_unavailable(r, "delete on a full disk").await;
         }
     }
+    let r = readyz(&app).await;
+    assert_problem(r, 503, "unavailable").await;
 
     disk.free();
     let r = readyz(&app).await;
@@ -181,4 +183,35 @@ async fn after_a_full_disk_every_write_succeeds_again_and_nothing_acknowledged_i
         parts.is_empty(),
         "partial audio files left behind: {parts:?}"
     );
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_the_disk_of_the_sqlite_database_is_full() {
+    let Some(disk) = SmallDisk::mount(8) else {
+        return;
+    };
+    let db = disk.path().join("voxmail.db");
+    // The audio stays on the roomy disk of the data directory: only the database cannot write.
+    let app = TestApp::spawn_with_db(None, |c| {
+        c.database.url = format!("sqlite://{}?mode=rwc", db.display());
+        c.audio.store = "fs".into();
+        c.audio.dir = Default::default();
+    })
+    .await;
+    app.create_mailbox(MBX, json!({})).await;
+    app.deposit_ok(MBX, audio::wav_ulaw(1.0), "audio/wav").await;
+    assert_eq!(readyz(&app).await.status(), StatusCode::OK);
+
+    disk.fill();
+    let body = assert_unavailable(readyz(&app).await, "readyz on a full database disk").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("full"),
+        "the detail names the cause: {body}"
+    );
+    // Reads still work meanwhile.
+    assert_eq!(helpers::list(&app, MBX, "").await.len(), 1);
+
+    disk.free();
+    assert_eq!(readyz(&app).await.status(), StatusCode::OK);
+    app.deposit_ok(MBX, audio::wav_ulaw(1.0), "audio/wav").await;
 }
