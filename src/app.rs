@@ -17,9 +17,10 @@ use crate::store::SqlStore;
 /// Opens the stores the configuration names and builds the services on them.
 pub async fn build(config: Config) -> anyhow::Result<Voicemail> {
     let url = config.database_url();
-    let sql = SqlStore::connect(
+    let sql = SqlStore::connect_with(
         &url,
         config.database.max_connections,
+        Duration::from_millis(config.database.acquire_timeout_ms),
         &config.voicemail.spool_dir,
         &config.node_id(),
     )

@@ -97,6 +97,10 @@ pub struct DatabaseConfig {
     /// PostgreSQL and MySQL/MariaDB also how often it looks for changes Asterisk's app_voicemail
     /// made in the shared messages table.
     pub poll_interval_ms: u64,
+    /// How long (milliseconds) a request waits for a pooled connection before it fails with a
+    /// 503. Bounds every request, and `/readyz`, while the database is unreachable: a connection
+    /// is tried again and again until then. Must be at least 1.
+    pub acquire_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -105,6 +109,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
             .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .finish()
     }
 }
@@ -745,6 +750,7 @@ impl Default for DatabaseConfig {
             url: String::new(),
             max_connections: 16,
             poll_interval_ms: 200,
+            acquire_timeout_ms: 2000,
         }
     }
 }
@@ -1003,6 +1009,11 @@ impl Config {
         if self.database.poll_interval_ms == 0 {
             return Err(ConfigError::Value(
                 "database.poll_interval_ms must be at least 1".into(),
+            ));
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            return Err(ConfigError::Value(
+                "database.acquire_timeout_ms must be at least 1".into(),
             ));
         }
         if self.database.max_connections == 0 {

@@ -217,7 +217,9 @@ impl BlobStore for DbBlobStore {
     }
 
     async fn check(&self) -> Result<(), BlobError> {
-        self.sql.audio_check().await.map_err(store_err)
+        // Writing the database itself is `/readyz`'s database probe; uploads also need scratch.
+        self.sql.audio_check().await.map_err(store_err)?;
+        Ok(super::probe_dir(&self.scratch).await?)
     }
 
     /// Lists the rows of `audio_blobs` (renditions, and uploads no row has adopted yet), a page

@@ -50,7 +50,7 @@ impl BlobStore for FsBlobStore {
         let file = File::create(&tmp).await?;
         Ok(Box::new(FsBlobWriter {
             file: Some(BufWriter::with_capacity(64 * 1024, file)),
-            tmp,
+            tmp: TmpFile(Some(tmp)),
             dest: self.path(key),
         }))
     }
@@ -92,13 +92,17 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(from, e)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(_) => {
-                let tmp = self
-                    .root
-                    .join("tmp")
-                    .join(format!("{}.part", uuid::Uuid::now_v7()));
-                fs::copy(&src, &tmp).await.map_err(|e| not_found(from, e))?;
-                File::open(&tmp).await?.sync_all().await?;
-                fs::rename(&tmp, &dest).await?;
+                let mut tmp = TmpFile(Some(
+                    self.root
+                        .join("tmp")
+                        .join(format!("{}.part", uuid::Uuid::now_v7())),
+                ));
+                fs::copy(&src, tmp.path())
+                    .await
+                    .map_err(|e| not_found(from, e))?;
+                File::open(tmp.path()).await?.sync_all().await?;
+                fs::rename(tmp.path(), &dest).await?;
+                tmp.keep();
             }
         }
         sync_dir(&parent).await?;
@@ -114,10 +118,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn check(&self) -> Result<(), BlobError> {
-        let probe = self.root.join("tmp").join(".readyz");
-        fs::write(&probe, b"ok").await?;
-        fs::remove_file(&probe).await?;
-        Ok(())
+        Ok(super::probe_dir(&self.root.join("tmp")).await?)
     }
 
     fn list(&self, prefix: &str) -> MetaStream {
@@ -199,8 +200,31 @@ fn walk(root: &Path, prefix: &str, tx: &tokio::sync::mpsc::Sender<Result<BlobMet
 
 struct FsBlobWriter {
     file: Option<BufWriter<File>>,
-    tmp: PathBuf,
+    tmp: TmpFile,
     dest: PathBuf,
+}
+
+/// A file under `tmp/` that is removed when this is dropped, unless [`TmpFile::keep`] said it
+/// was renamed into place: every way out of a write (an error at any step, a dropped future)
+/// removes it, so a full disk never leaves `.part` files behind.
+struct TmpFile(Option<PathBuf>);
+
+impl TmpFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 #[async_trait]
@@ -230,22 +254,16 @@ impl BlobWriter for FsBlobWriter {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         fs::create_dir_all(&parent).await?;
-        fs::rename(&self.tmp, &self.dest).await?;
+        fs::rename(self.tmp.path(), &self.dest).await?;
+        self.tmp.keep();
         sync_dir(&parent).await?;
         Ok(())
     }
 
     async fn abort(mut self: Box<Self>) {
         self.file = None;
-        let _ = fs::remove_file(&self.tmp).await;
-    }
-}
-
-impl Drop for FsBlobWriter {
-    fn drop(&mut self) {
-        // Dropped mid-write (client went away, error): discard the partial file.
-        if self.file.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
+        if let Some(p) = self.tmp.0.take() {
+            let _ = fs::remove_file(p).await;
         }
     }
 }

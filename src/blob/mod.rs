@@ -155,3 +155,21 @@ pub trait BlobWriter: Send {
     /// Discards what was written.
     async fn abort(self: Box<Self>);
 }
+
+/// Writes, fsyncs and removes a 4 KiB file in `dir`, as a deposit writes its audio: a full disk,
+/// a read-only mount or a failing device all show. Each probe has its own name, so concurrent
+/// probes never collide.
+pub(crate) async fn probe_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let path = dir.join(format!(".readyz-{}", uuid::Uuid::now_v7()));
+    let written = async {
+        let mut f = tokio::fs::File::create(&path).await?;
+        f.write_all(&[0u8; 4096]).await?;
+        f.sync_all().await
+    }
+    .await;
+    // Removed whatever happened, also after a failed write.
+    let removed = tokio::fs::remove_file(&path).await;
+    written?;
+    removed
+}

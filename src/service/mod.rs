@@ -128,6 +128,10 @@ impl From<StoreError> for ServiceError {
                 tracing::error!(error = %m, "corrupt row in the database");
                 Self::Unavailable("stored data is inconsistent; see the server log".into())
             }
+            e @ StoreError::Database(_) if e.is_disk_full() => {
+                tracing::error!(error = %e, "database error: the disk is full");
+                Self::Unavailable("the database's disk is full".into())
+            }
             StoreError::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 Self::Unavailable("the database is unavailable".into())
@@ -152,6 +156,10 @@ impl From<BlobError> for ServiceError {
                 Self::Unavailable("the audio of this item is missing from storage".into())
             }
             BlobError::RangeNotSatisfiable => Self::RangeNotSatisfiable { size: 0 },
+            BlobError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                tracing::error!(error = %e, "audio storage error: the disk is full");
+                Self::Unavailable("audio storage is full".into())
+            }
             BlobError::Io(e) => {
                 tracing::error!(error = %e, "audio storage error");
                 Self::Unavailable("audio storage is unavailable".into())
@@ -381,10 +389,34 @@ impl Voicemail {
         }
     }
 
-    /// Checks the database and audio storage (for `/readyz`).
+    /// Checks that this node can write to the database and to audio storage (for `/readyz`).
+    /// Both checks run at once and each gives up after `database.acquire_timeout_ms`, so the
+    /// answer comes within that bound whatever hangs.
     pub async fn ready(&self) -> Result<()> {
-        self.sql.ping().await?;
-        self.blobs.check().await?;
+        let bound = std::time::Duration::from_millis(self.config.database.acquire_timeout_ms);
+        let late = |what: &str| {
+            tracing::error!(
+                timeout_ms = bound.as_millis() as u64,
+                "{what} did not answer the readiness check in time"
+            );
+            ServiceError::Unavailable(format!(
+                "{what} did not answer within {} ms",
+                bound.as_millis()
+            ))
+        };
+        let database = async {
+            match tokio::time::timeout(bound, self.sql.probe_write()).await {
+                Ok(r) => r.map_err(ServiceError::from),
+                Err(_) => Err(late("the database")),
+            }
+        };
+        let audio = async {
+            match tokio::time::timeout(bound, self.blobs.check()).await {
+                Ok(r) => r.map_err(ServiceError::from),
+                Err(_) => Err(late("audio storage")),
+            }
+        };
+        tokio::try_join!(database, audio)?;
         Ok(())
     }
 

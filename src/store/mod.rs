@@ -48,6 +48,22 @@ pub enum StoreError {
     Unsupported(String),
 }
 
+impl StoreError {
+    /// Whether the database failed because its disk is full (SQLite's SQLITE_FULL, PostgreSQL's
+    /// `disk_full`, or an I/O error saying so): an operator's problem, worth naming.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Self::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("13") | Some("53100"))
+                    || db.message().contains("disk is full")
+                    || db.message().contains("No space left")
+            }
+            Self::Database(sqlx::Error::Io(e)) => e.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+}
+
 /// A tenant.
 #[derive(Debug, Clone)]
 pub struct ContextRecord {

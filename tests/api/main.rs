@@ -21,6 +21,7 @@ mod messages;
 mod mwi_push;
 mod openapi;
 mod orphans;
+mod outages;
 mod pin;
 mod renditions;
 mod restart;

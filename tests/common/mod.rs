@@ -4,6 +4,7 @@
 pub mod asterisk;
 pub mod audio;
 pub mod db;
+pub mod disk;
 pub mod dovecot;
 pub mod peer;
 pub mod receiver;

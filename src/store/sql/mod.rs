@@ -158,10 +158,24 @@ impl Tx {
 }
 
 impl SqlStore {
-    /// Connects, and applies migrations.
+    /// Connects, and applies migrations, with the default acquire timeout (2 s).
     pub async fn connect(
         url: &str,
         max_connections: u32,
+        spool_dir: &str,
+        node_id: &str,
+    ) -> Result<Self, StoreError> {
+        let timeout =
+            Duration::from_millis(crate::config::DatabaseConfig::default().acquire_timeout_ms);
+        Self::connect_with(url, max_connections, timeout, spool_dir, node_id).await
+    }
+
+    /// Connects, and applies migrations. A request waits at most `acquire_timeout` for a pooled
+    /// connection (`database.acquire_timeout_ms`).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
         spool_dir: &str,
         node_id: &str,
     ) -> Result<Self, StoreError> {
@@ -190,7 +204,7 @@ impl SqlStore {
         let opts = sqlx::any::AnyConnectOptions::from_str(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     for stmt in dialect.session_setup() {
@@ -198,6 +212,14 @@ impl SqlStore {
                     }
                     Ok(())
                 })
+            })
+            // A COMMIT or statement that fails with SQLITE_FULL (or IOERR) has rolled the
+            // transaction back inside SQLite; sqlx's own ROLLBACK then fails ("no transaction is
+            // active") and its depth counter stays at 1, so every later BEGIN on that connection
+            // fails. Such a connection is closed instead of lent out. Checked before acquire, not
+            // after release: the ROLLBACK of a dropped transaction is only flushed by then.
+            .before_acquire(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
             })
             .connect_with(opts)
             .await?;
@@ -245,10 +267,45 @@ impl SqlStore {
         self.pool.close().await;
     }
 
-    /// Checks the database answers (for `/readyz`).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+    /// Checks that this node can write to the database (for `/readyz`): commits its row of
+    /// `node_heartbeats`. On SQLite it also writes and fsyncs a block beside the database file,
+    /// since a write-ahead log that reuses its space commits even on a full disk.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let now = crate::domain::now_ms();
+        let beat = self
+            .q("UPDATE node_heartbeats SET beat_ms = ? WHERE node_id = ?")
+            .bind(now)
+            .bind(self.node_id.clone())
+            .execute(&mut *tx)
+            .await?;
+        if beat.rows_affected() == 0 {
+            self.q("INSERT INTO node_heartbeats (node_id, beat_ms) VALUES (?, ?)")
+                .bind(self.node_id.clone())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if let Some(dir) = self.sqlite_dir() {
+            probe_disk(&dir).await.map_err(sqlx::Error::Io)?;
+        }
         Ok(())
+    }
+
+    /// The directory of the SQLite database file (`None` on a server or in memory).
+    fn sqlite_dir(&self) -> Option<std::path::PathBuf> {
+        let path = self.url.strip_prefix("sqlite://")?;
+        let path = path.split('?').next().unwrap_or(path);
+        if path.is_empty() || path == ":memory:" {
+            return None;
+        }
+        let parent = std::path::Path::new(path).parent()?;
+        Some(if parent.as_os_str().is_empty() {
+            std::path::PathBuf::from(".")
+        } else {
+            parent.to_path_buf()
+        })
     }
 
     fn q(&self, sql: &'static str) -> Query<'static, Any, AnyArguments> {
@@ -338,6 +395,22 @@ async fn begin_detached(
     .await
     .map_err(|e| StoreError::Database(sqlx::Error::Io(std::io::Error::other(e))))?
     .map_err(StoreError::from)
+}
+
+/// Writes, fsyncs and removes a 4 KiB file in `dir`: fails when the disk is full or read-only.
+async fn probe_disk(dir: &std::path::Path) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let path = dir.join(format!(".voxmail-readyz-{}", uuid::Uuid::now_v7()));
+    let written = async {
+        let mut f = tokio::fs::File::create(&path).await?;
+        f.write_all(&[0u8; 4096]).await?;
+        f.sync_all().await
+    }
+    .await;
+    // Removed whatever happened, also after a failed write.
+    let removed = tokio::fs::remove_file(&path).await;
+    written?;
+    removed
 }
 
 impl Dialect {
