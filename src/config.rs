@@ -147,9 +147,30 @@ pub struct AudioConfig {
     /// Seconds between two passes of the orphan collector on this node (each pass lists the
     /// whole store, so on S3 it costs one LIST request per 1,000 objects).
     pub orphan_sweep_secs: u64,
-    /// Renditions (Opus, GSM, WAV…) transcoded at once; more requests wait, so a burst of fetches
-    /// cannot take the CPU from deposits. Each transcode runs on the blocking pool.
+    /// Renditions (Opus, GSM, WAV…), admin waveforms and e-mail attachments transcoded at once,
+    /// each on a thread of its own; more wait (see `transcode_queue`), so a burst of fetches
+    /// cannot take the CPU from deposits.
     pub transcode_concurrency: usize,
+    /// Rendition and waveform requests that may wait for a transcoder; past them, or after
+    /// `busy_wait_ms`, a request gets 503 `busy` with Retry-After. E-mail attachments wait
+    /// their turn without a limit (their own concurrency is bounded).
+    pub transcode_queue: usize,
+    /// Uploads of a compressed format (MP3, FLAC, Ogg, WebM) checked at once. Each is decoded as
+    /// it streams in, on a thread of its own that lives as long as the upload, mostly waiting for
+    /// the client (never on the blocking pool file writes need); about 0.2 MiB each. More
+    /// uploads wait for one, with no more of their body read (see `decoder_queue`). WAV and
+    /// headerless uploads need no decoder and never wait.
+    pub max_decoders: usize,
+    /// Compressed uploads that may wait for a decoder; past them, or after `busy_wait_ms`, an
+    /// upload gets 503 `busy` with Retry-After.
+    pub decoder_queue: usize,
+    /// Milliseconds an upload or a rendition request waits for a decoder or a transcoder before
+    /// its 503 `busy` (whose Retry-After is this in seconds, 1–10).
+    pub busy_wait_ms: u64,
+    /// Decoders that may compute at once (0 = the number of CPUs less one, at least one); the
+    /// others wait for their client or their turn, so hundreds of compressed uploads leave CPU
+    /// time to the rest of the node.
+    pub decode_threads: usize,
     /// Bitrate of Opus renditions and attachments in bit/s when a request names none (one of
     /// 8000, 12000, 16000, 24000, 32000, 48000, 64000).
     pub opus_bitrate: u32,
@@ -755,6 +776,18 @@ impl Default for DatabaseConfig {
     }
 }
 
+impl AudioConfig {
+    /// Decoders that may compute at once: `decode_threads`, or the CPUs less one.
+    pub fn decode_cpus(&self) -> usize {
+        match self.decode_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+            n => n,
+        }
+    }
+}
+
 impl Default for AudioConfig {
     fn default() -> Self {
         Self {
@@ -764,6 +797,11 @@ impl Default for AudioConfig {
             orphan_grace_secs: 6 * 3600,
             orphan_sweep_secs: 3600,
             transcode_concurrency: 2,
+            transcode_queue: 64,
+            max_decoders: 256,
+            decoder_queue: 256,
+            busy_wait_ms: 10_000,
+            decode_threads: 0,
             opus_bitrate: 16000,
             opus_complexity: 5,
         }
@@ -963,6 +1001,11 @@ impl Config {
         if self.audio.transcode_concurrency == 0 {
             return Err(ConfigError::Value(
                 "audio.transcode_concurrency must be at least 1".into(),
+            ));
+        }
+        if self.audio.max_decoders == 0 {
+            return Err(ConfigError::Value(
+                "audio.max_decoders must be at least 1".into(),
             ));
         }
         if !crate::audio::rendition::OPUS_BITRATES.contains(&self.audio.opus_bitrate) {

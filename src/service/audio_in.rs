@@ -2,17 +2,21 @@
 //! size and duration limits — the whole body is never in memory.
 //!
 //! Formats with a fixed byte rate (WAV, headerless) are measured from their size. Compressed ones
-//! (MP3, FLAC, Ogg, WebM) are also fed, chunk by chunk, to a validator on a blocking thread that
-//! decodes them as they arrive: it knows the duration when the body ends, and refuses a damaged or
-//! over-long recording as soon as it sees it, which stops the upload.
+//! (MP3, FLAC, Ogg, WebM) are also fed, chunk by chunk, to a validator on a decoder thread (see
+//! `cpu_pool`) that decodes them as they arrive: it knows the duration when the body ends, and
+//! refuses a damaged or over-long recording as soon as it sees it, which stops the upload. An
+//! upload waits for a decoder before more of its body is read, and gets 503 `busy` when none
+//! frees in time.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use super::cpu_pool::{CpuGate, Slot};
 use super::{Result, ServiceError, Voicemail};
 use crate::audio::{self, AudioError, GsmFrameCheck, Measured, Probe, RawHint};
 use crate::blob::{BlobKey, BlobStore, BlobWriter};
@@ -33,16 +37,18 @@ pub(crate) struct Limits {
 }
 
 /// Chunks queued for the validator: with pieces of at most `PIECE` bytes, the queue holds at most
-/// 512 KiB of a body, whatever its size.
-const QUEUE: usize = 8;
-const PIECE: usize = 64 * 1024;
+/// 64 KiB of a body, whatever its size. Pieces are copied out of the HTTP chunks: a slice would
+/// keep hyper's whole read buffer (up to ~400 KiB) alive while it waits in the queue.
+const QUEUE: usize = 4;
+const PIECE: usize = 16 * 1024;
 
-/// The body, as the validator's blocking thread reads it from the receive loop.
+/// The body, as the validator's thread reads it from the receive loop.
 struct ChannelReader {
     // A Mutex only to make the reader `Sync`, as the demuxers' source must be; it is never
     // contended (`get_mut`).
     rx: std::sync::Mutex<mpsc::Receiver<Bytes>>,
     current: Bytes,
+    gate: Option<Arc<CpuGate>>,
 }
 
 impl Read for ChannelReader {
@@ -52,7 +58,16 @@ impl Read for ChannelReader {
                 .rx
                 .get_mut()
                 .map_err(|_| std::io::Error::other("validator channel poisoned"))?;
-            match rx.blocking_recv() {
+            let next = match rx.try_recv() {
+                Ok(b) => Some(b),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                // Waiting for the client: the CPU turn goes to another decoder meanwhile.
+                Err(mpsc::error::TryRecvError::Empty) => match &self.gate {
+                    Some(g) => g.release_while(|| rx.blocking_recv()),
+                    None => rx.blocking_recv(),
+                },
+            };
+            match next {
                 Some(b) => self.current = b,
                 None => return Ok(0),
             }
@@ -67,27 +82,26 @@ impl Read for ChannelReader {
 /// Decodes a compressed body as it streams in (see the module docs).
 struct Validator {
     tx: Option<mpsc::Sender<Bytes>>,
-    task: Option<tokio::task::JoinHandle<std::result::Result<Measured, AudioError>>>,
+    task: Option<oneshot::Receiver<std::result::Result<Measured, AudioError>>>,
     /// The validator's answer, once it stopped reading before the body ended.
     early: Option<std::result::Result<Measured, AudioError>>,
 }
 
 impl Validator {
-    fn start(format: AudioFormat, max_secs: u32) -> Self {
+    /// Starts decoding on the thread of `slot`; the reader blocks on the channel between chunks.
+    fn start(slot: Slot, format: AudioFormat, max_secs: u32) -> Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let reader = ChannelReader {
             rx: std::sync::Mutex::new(rx),
             current: Bytes::new(),
+            gate: slot.gate(),
         };
-        // Decoding is CPU work and the reader blocks on the channel: a blocking thread.
-        let task = tokio::task::spawn_blocking(move || {
-            audio::measure(format, reader, u64::from(max_secs))
-        });
-        Self {
+        let task = slot.run(move || audio::measure(format, reader, u64::from(max_secs)))?;
+        Ok(Self {
             tx: Some(tx),
             task: Some(task),
             early: None,
-        }
+        })
     }
 
     async fn join(&mut self) -> std::result::Result<Measured, AudioError> {
@@ -96,8 +110,8 @@ impl Validator {
             return r;
         }
         match self.task.take() {
-            Some(t) => t.await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "audio validator task failed");
+            Some(t) => t.await.unwrap_or_else(|_| {
+                tracing::error!("audio validator thread ended without an answer");
                 Err(AudioError::Corrupt("the audio could not be decoded".into()))
             }),
             None => Err(AudioError::Corrupt("the audio could not be decoded".into())),
@@ -109,10 +123,8 @@ impl Validator {
         let Some(tx) = &self.tx else {
             return Ok(());
         };
-        let mut rest = chunk.clone();
-        while !rest.is_empty() {
-            let piece = rest.split_to(rest.len().min(PIECE));
-            if tx.send(piece).await.is_err() {
+        for piece in chunk.chunks(PIECE) {
+            if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
                 // The decoder stopped reading: it refused the body, or the audio ended before it
                 // (trailing bytes, such as an ID3v1 tag, are kept but not audio).
                 let m = self.join().await?;
@@ -281,15 +293,26 @@ impl Voicemail {
         if let Some(c) = gsm_check.as_mut() {
             c.feed(head)?;
         }
+        // Before the blob is opened and while no more of the body is read: a queued upload holds
+        // neither a file nor buffers, and its client is slowed down by TCP.
+        let slot = if p.format.is_compressed() {
+            Some(self.decoders.slot().await?)
+        } else {
+            None
+        };
         let mut w = store.writer(key).await?;
         if let Err(e) = w.write(head).await {
             w.abort().await;
             return Err(e.into());
         }
-        let mut validator = p
-            .format
-            .is_compressed()
-            .then(|| Validator::start(p.format, limits.max_secs));
+        let mut validator = match slot.map(|s| Validator::start(s, p.format, limits.max_secs)) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                w.abort().await;
+                return Err(e);
+            }
+            None => None,
+        };
         if let Some(v) = validator.as_mut()
             && let Err(e) = v.feed(head).await
         {

@@ -332,18 +332,18 @@ impl Voicemail {
             bitrate: self.config.audio.opus_bitrate,
             complexity: self.config.audio.opus_complexity,
         };
-        // Decoding and encoding are CPU work: keep them off the async workers, and share the
-        // transcode permits with renditions so a burst of mail cannot starve deposits.
-        let _permit = self
-            .renditions
-            .permit()
+        // Decoding and encoding are CPU work: on the transcoders renditions use, so a burst of
+        // mail cannot starve deposits; a job waits its turn (no client to answer 503).
+        let slot = self
+            .transcoders
+            .slot_patient()
             .await
-            .ok_or_else(|| "shutting down".to_owned())?;
-        let r = tokio::task::spawn_blocking(move || {
-            attachment::render(&fmt, recording.as_mut(), msgnum, max, opus)
-        })
-        .await
-        .map_err(|e| format!("attachment task failed: {e}"))??;
+            .map_err(|e| e.to_string())?;
+        let r = slot
+            .run(move || attachment::render(&fmt, recording.as_mut(), msgnum, max, opus))
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|_| "the attachment transcoder failed".to_owned())??;
         if let Some(why) = &r.substituted {
             tracing::info!(email.job = job.id, attachfmt, "{why}");
         }

@@ -4,6 +4,7 @@ mod admin;
 mod asterisk;
 mod audio_in;
 mod auth;
+pub mod cpu_pool;
 mod deposit;
 mod directory;
 mod email;
@@ -180,8 +181,13 @@ pub struct Voicemail {
     pub(crate) config: Arc<Config>,
     /// Bounds concurrent argon2 work so PIN checks cannot starve the blocking pool.
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
-    /// Renditions being made and the transcode permits (`audio.transcode_concurrency`).
+    /// Renditions being made (single flight per rendition).
     pub(crate) renditions: Arc<RenditionCache>,
+    /// The decoders of compressed uploads (`audio.max_decoders`, `audio.decoder_queue`).
+    pub(crate) decoders: Arc<cpu_pool::CpuPool>,
+    /// The transcoders of renditions, waveforms and e-mail attachments
+    /// (`audio.transcode_concurrency`, `audio.transcode_queue`).
+    pub(crate) transcoders: Arc<cpu_pool::CpuPool>,
     /// Bumped after every committed change, so the outbox consumers (hub, dispatchers) read it
     /// at once. A watch channel never loses a wake-up: a busy consumer sees it on its next wait.
     pub(crate) changed: Arc<tokio::sync::watch::Sender<u64>>,
@@ -195,7 +201,19 @@ pub struct Voicemail {
 
 impl Voicemail {
     pub fn new(sql: Arc<SqlStore>, blobs: Arc<dyn BlobStore>, config: Arc<Config>) -> Self {
-        let renditions = Arc::new(RenditionCache::new(config.audio.transcode_concurrency));
+        let renditions = Arc::new(RenditionCache::default());
+        let audio = &config.audio;
+        let wait = std::time::Duration::from_millis(audio.busy_wait_ms);
+        let decoders = Arc::new(
+            cpu_pool::CpuPool::new("decoders", audio.max_decoders, audio.decoder_queue, wait)
+                .with_cpu_gate(audio.decode_cpus()),
+        );
+        let transcoders = Arc::new(cpu_pool::CpuPool::new(
+            "transcoders",
+            audio.transcode_concurrency,
+            audio.transcode_queue,
+            wait,
+        ));
         let imap = imap_store::ImapMessageStore::new(config.clone()).map(Arc::new);
         sql.set_imap_config(&config.imap);
         let messages: Arc<dyn MessageStore> = match &imap {
@@ -208,6 +226,8 @@ impl Voicemail {
         Self {
             dashboards: Arc::default(),
             renditions,
+            decoders,
+            transcoders,
             imap,
             messages,
             sql,
@@ -217,6 +237,11 @@ impl Voicemail {
             changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             hub: None,
         }
+    }
+
+    /// The load of the decoders of compressed uploads (`audio.max_decoders`), as it changes.
+    pub fn decoder_load(&self) -> tokio::sync::watch::Receiver<cpu_pool::PoolLoad> {
+        self.decoders.load()
     }
 
     /// Attaches the live event hub.

@@ -2,8 +2,9 @@
 //!
 //! A request for a rendition first looks for the cached blob; if it is missing, the request takes
 //! the rendition's single-flight lock (one per key, so concurrent requests for the same rendition
-//! transcode once and the others wait, then find the blob), then a transcode permit (bounded by
-//! `audio.transcode_concurrency`), and transcodes on the blocking pool: the original streams in
+//! transcode once and the others wait, then find the blob), then a transcoder (bounded by
+//! `audio.transcode_concurrency` and `audio.transcode_queue`; 503 `busy` past them), and
+//! transcodes on the transcoder's own thread: the original streams in
 //! from the audio store, the rendition goes to a temporary file and from there to the store.
 //!
 //! Renditions of messages kept in IMAP are made from the attachment fetched from the server and
@@ -21,7 +22,6 @@ use std::io::Read;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::Semaphore;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{OrphanSweep, Result, ServiceError, Voicemail};
@@ -56,32 +56,19 @@ enum Input {
     Fetched(Vec<u8>),
 }
 
-/// The in-progress renditions and the transcode permits.
+/// The in-progress renditions.
+#[derive(Default)]
 pub struct RenditionCache {
     inflight: Mutex<HashMap<BlobKey, Arc<tokio::sync::Mutex<()>>>>,
-    permits: Semaphore,
 }
 
 impl RenditionCache {
-    pub fn new(concurrency: usize) -> Self {
-        Self {
-            inflight: Mutex::new(HashMap::new()),
-            permits: Semaphore::new(concurrency.max(1)),
-        }
-    }
-
     fn lock_for(&self, key: &BlobKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self
             .inflight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(key.clone()).or_default().clone()
-    }
-
-    /// Waits for a transcode permit: every transcode (renditions and e-mail attachments) holds
-    /// one, so together they never use more than `audio.transcode_concurrency` blocking threads.
-    pub(crate) async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.permits.acquire().await.ok()
     }
 
     fn done(&self, key: &BlobKey) {
@@ -249,36 +236,34 @@ impl Voicemail {
             }
             Input::Fetched(bytes) => (None, Some(std::io::Cursor::new(bytes))),
         };
-        let _permit = self
-            .renditions
-            .permit()
-            .await
-            .ok_or_else(|| ServiceError::Unavailable("shutting down".into()))?;
+        let slot = self.transcoders.slot().await?;
         let r = *r;
         let scratch = self.config.scratch_dir();
-        // Transcoding is CPU work (decoding, resampling, Opus, GSM): keep it off the async
-        // workers. The original is read through a blocking bridge a chunk at a time and the
-        // rendition written to an anonymous temporary file, so memory does not grow with length.
-        let made = tokio::task::spawn_blocking(move || {
-            let file = scratch_file(&scratch)?;
-            let mut out = std::io::BufWriter::with_capacity(COPY_CHUNK, file);
-            let size = match (&mut original, &mut fetched) {
-                (Some(stored), _) => transcode_stream(format, &mut *stored, &r, &mut out)
-                    .map_err(|e| stored.error_for(e))?,
-                (None, Some(bytes)) => transcode_stream(format, &mut *bytes, &r, &mut out)
-                    .map_err(|e| match e {
-                        AudioError::Write(w) => BlobError::Io(std::io::Error::other(w)).into(),
-                        e => ServiceError::from(e),
-                    })?,
-                (None, None) => return Err(ServiceError::Unavailable("no original".into())),
-            };
-            let file = out
-                .into_inner()
-                .map_err(|e| ServiceError::from(BlobError::Io(e.into_error())))?;
-            Ok::<_, ServiceError>((file, size))
-        })
-        .await
-        .map_err(|e| ServiceError::Unavailable(format!("transcoding failed: {e}")))?;
+        // Transcoding is CPU work (decoding, resampling, Opus, GSM): on a transcoder thread, off
+        // the async workers and tokio's blocking pool. The original is read through a blocking
+        // bridge a chunk at a time and the rendition written to an anonymous temporary file, so
+        // memory does not grow with length.
+        let made = slot
+            .run(move || {
+                let file = scratch_file(&scratch)?;
+                let mut out = std::io::BufWriter::with_capacity(COPY_CHUNK, file);
+                let size = match (&mut original, &mut fetched) {
+                    (Some(stored), _) => transcode_stream(format, &mut *stored, &r, &mut out)
+                        .map_err(|e| stored.error_for(e))?,
+                    (None, Some(bytes)) => transcode_stream(format, &mut *bytes, &r, &mut out)
+                        .map_err(|e| match e {
+                            AudioError::Write(w) => BlobError::Io(std::io::Error::other(w)).into(),
+                            e => ServiceError::from(e),
+                        })?,
+                    (None, None) => return Err(ServiceError::Unavailable("no original".into())),
+                };
+                let file = out
+                    .into_inner()
+                    .map_err(|e| ServiceError::from(BlobError::Io(e.into_error())))?;
+                Ok::<_, ServiceError>((file, size))
+            })?
+            .await
+            .map_err(|_| ServiceError::Unavailable("the transcoder failed".into()))?;
         let (file, size) = made?;
         let mut file = tokio::fs::File::from_std(file);
         file.rewind().await.map_err(BlobError::Io)?;

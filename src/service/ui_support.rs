@@ -279,18 +279,14 @@ impl Voicemail {
         let key = BlobKey::from_stored(&m.audio_key)
             .ok_or_else(|| ServiceError::Unavailable("the stored audio key is malformed".into()))?;
         let read = self.blobs.open(&key, None).await?;
-        let _permit = self
-            .renditions
-            .permit()
-            .await
-            .ok_or_else(|| ServiceError::Unavailable("shutting down".into()))?;
+        let slot = self.transcoders.slot().await?;
         let expected = u64::try_from(m.duration_ms.max(1)).unwrap_or(1)
             * u64::from(m.sample_rate.max(1))
             / 1000;
         let format = m.audio_format;
         let buckets = buckets.clamp(16, 2000);
         let mut src = StoredReader::new(read.stream, tokio::runtime::Handle::current());
-        tokio::task::spawn_blocking(move || {
+        slot.run(move || {
             let decoder = Decoder::new(format, &mut src)
                 .map(|d| d.with_max_secs(MAX_DECODE_SECS))
                 .and_then(|d| peaks(d, expected, buckets));
@@ -301,9 +297,9 @@ impl Voicemail {
                 ))),
                 (Err(e), None) => Err(e.into()),
             }
-        })
+        })?
         .await
-        .map_err(|e| ServiceError::Unavailable(format!("waveform failed: {e}")))?
+        .map_err(|_| ServiceError::Unavailable("the waveform transcoder failed".into()))?
     }
 
     /// The four greetings of a mailbox the admin may see (absent ones are `None`).

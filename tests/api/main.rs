@@ -16,6 +16,7 @@ mod fixtures;
 mod greetings;
 mod helpers;
 mod inputs;
+mod limits;
 mod mailboxes;
 mod messages;
 mod mwi_push;

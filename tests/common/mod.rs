@@ -27,6 +27,8 @@ pub struct TestApp {
     pub client: Client,
     pub config: Config,
     running: Option<voxmail::app::Running>,
+    /// The running server's services (shared state: its decoders, its hub…).
+    vm: Option<voxmail::service::Voicemail>,
     /// The server database when `TEST_APP_DATABASE` names one (dropped after the server stops).
     db: Option<db::TestDb>,
     // Kept last so the directory outlives the server.
@@ -114,6 +116,7 @@ impl TestApp {
             client: Client::new(),
             config,
             running: None,
+            vm: None,
             db,
             dir: Some(dir),
             data_dir,
@@ -135,6 +138,7 @@ impl TestApp {
             .await
             .expect("build");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.vm = Some(vm.clone());
         let running = voxmail::app::start(vm, listener).await.expect("start");
         self.base = format!("http://{}", running.addr);
         self.running = Some(running);
@@ -151,6 +155,11 @@ impl TestApp {
             r.shutdown();
             r.wait().await;
         }
+    }
+
+    /// The running server's own services (not a second instance, as `services` builds).
+    pub fn running_services(&self) -> &voxmail::service::Voicemail {
+        self.vm.as_ref().expect("the server is running")
     }
 
     pub fn data_dir(&self) -> &Path {
