@@ -4,11 +4,14 @@
 //! and nothing acknowledged before was lost.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::common::db::{Backend, TestDb};
 use crate::common::disk::SmallDisk;
+use crate::common::proxy::{Outage, TcpProxy, upstream_of};
 use crate::common::{TestApp, assert_problem, audio};
 use crate::helpers::{self, id_of};
 
@@ -214,4 +217,93 @@ async fn readyz_is_503_while_the_disk_of_the_sqlite_database_is_full() {
     disk.free();
     assert_eq!(readyz(&app).await.status(), StatusCode::OK);
     app.deposit_ok(MBX, audio::wav_ulaw(1.0), "audio/wav").await;
+}
+
+/// Cuts the link to the database (both ways a link fails), and checks that a listing, a deposit
+/// and /readyz answer 503 within the acquire timeout plus a margin for a loaded CI machine (well
+/// below the 10 s the pool used to wait); then restores it and checks that requests succeed again
+/// at once, without a restart, and that every acknowledged message is still there.
+async fn outage_of_the_database(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let proxy = TcpProxy::start(upstream_of(&db.url).await).await;
+    let proxied = proxy.url_for(&db.url);
+    let app = TestApp::spawn_with_db(Some(db), |c| c.database.url = proxied).await;
+    let acquire = Duration::from_millis(app.config.database.acquire_timeout_ms);
+    assert_eq!(
+        acquire,
+        Duration::from_secs(2),
+        "the default acquire timeout"
+    );
+    let bound = acquire + Duration::from_secs(3);
+    app.create_mailbox(MBX, json!({"maxmsg": 200})).await;
+    for _ in 0..3 {
+        app.deposit_ok(MBX, audio::wav_ulaw(1.0), "audio/wav").await;
+    }
+    let mut acknowledged = contents(&app).await;
+
+    for outage in [Outage::Refuse, Outage::Blackhole] {
+        proxy.cut(outage);
+        let started = Instant::now();
+        let r = app
+            .get(&format!("/v1/mailboxes/{MBX}/messages"))
+            .send()
+            .await
+            .unwrap();
+        let listing = started.elapsed();
+        assert_unavailable(r, "listing without a database").await;
+        let started = Instant::now();
+        let r = app
+            .deposit(MBX, audio::wav_ulaw(1.0), "audio/wav", "")
+            .await;
+        let deposit = started.elapsed();
+        assert_unavailable(r, "deposit without a database").await;
+        let started = Instant::now();
+        let r = readyz(&app).await;
+        let ready = started.elapsed();
+        assert_unavailable(r, "readyz without a database").await;
+        eprintln!(
+            "{} {outage:?}: listing 503 in {listing:?}, deposit 503 in {deposit:?}, \
+             readyz 503 in {ready:?} (acquire timeout {acquire:?})",
+            backend.name()
+        );
+        for (what, took) in [
+            ("listing", listing),
+            ("deposit", deposit),
+            ("readyz", ready),
+        ] {
+            assert!(
+                took < bound,
+                "{what} took {took:?} without a database ({outage:?}); bound {bound:?}"
+            );
+        }
+
+        proxy.restore();
+        assert_eq!(readyz(&app).await.status(), StatusCode::OK, "ready again");
+        for _ in 0..3 {
+            let m = app.deposit_ok(MBX, audio::wav_ulaw(0.5), "audio/wav").await;
+            let id = id_of(&m);
+            let sha = audio::sha256_hex(&helpers::audio_of(&app, MBX, &id).await);
+            acknowledged.insert(
+                id.clone(),
+                (helpers::get_message(&app, MBX, &id).await, sha),
+            );
+        }
+        assert_eq!(
+            contents(&app).await,
+            acknowledged,
+            "every acknowledged message, unchanged, after the {outage:?} outage"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_postgresql_requests_fail_fast_and_recover_when_it_is_back() {
+    outage_of_the_database(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn without_mariadb_requests_fail_fast_and_recover_when_it_is_back() {
+    outage_of_the_database(Backend::MySql).await;
 }

@@ -7,6 +7,7 @@ pub mod db;
 pub mod disk;
 pub mod dovecot;
 pub mod peer;
+pub mod proxy;
 pub mod receiver;
 pub mod s3;
 pub mod smtp;

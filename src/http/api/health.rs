@@ -10,7 +10,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the database answers and audio storage can be written.
+/// Readiness: the node can write to the database and to audio storage (503 `unavailable` when
+/// it cannot, or when a check does not answer within `database.acquire_timeout_ms`).
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = String), (status = 503, body = Problem)))]
 pub async fn readyz(State(s): State<AppState>) -> Result<(StatusCode, &'static str), ApiError> {
