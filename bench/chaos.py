@@ -303,7 +303,7 @@ def depositor(st, i):
             role = "delete" if rng.random() < 0.15 else "keep"
             with st.lock:
                 st.msgs[mid] = dict(mb=mb, sha=hashlib.sha256(body).hexdigest(), role=role,
-                                    state="live", t=now())
+                                    state="live", t=now(), node=node.name, phase=st.phase)
                 (st.keep if role == "keep" else st.to_delete).append(mid)
 
 
@@ -369,6 +369,7 @@ class Sse:
     def __init__(self, st, i, node):
         self.st, self.i, self.home = st, i, node
         self.deposited, self.last, self.events = set(), None, 0
+        self.seqs = []  # (seq, time received, connection number)
         self.reconnects, self.dups, self.resyncs, self.failed_connects = 0, 0, 0, 0
 
     def run(self):
@@ -422,6 +423,7 @@ class Sse:
             self.dups += 1
             return
         self.last = e["seq"]
+        self.seqs.append((e["seq"], now(), self.reconnects))
         if e["type"] == "message.deposited" and e.get("message_id"):
             self.deposited.add(e["message_id"])
 
@@ -692,6 +694,57 @@ def counts_of(items):
     return c
 
 
+def outbox(node):
+    """Every event of the context, replayed from the start: seq -> event."""
+    events, conn = {}, http.client.HTTPConnection(*node.addr, timeout=3)
+    try:
+        conn.request("GET", f"/v1/events?context={CONTEXT}",
+                     headers={"Authorization": f"Bearer {TOKEN}", "Last-Event-ID": "0"})
+        r = conn.getresponse()
+        while line := r.readline():
+            if line.startswith(b"data:"):
+                e = json.loads(line[5:])
+                events[e["seq"]] = e
+    except (OSError, http.client.HTTPException):
+        pass  # the end: no event for 3 s
+    finally:
+        conn.close()
+    return events
+
+
+def sse_gaps(st, sse):
+    """Which events a stream skipped, and when: the outbox's events between the first and the last
+    the stream received that it did not receive."""
+    events, out = outbox(st.nodes[1]), []
+    for i, s in enumerate(sse):
+        got = {q for q, _, _ in s.seqs}
+        if not got:
+            continue
+        skipped = sorted(q for q in events if min(got) < q < max(got) and q not in got)
+        if not skipped:
+            continue
+        runs, prev = [], None
+        for q in skipped:
+            if prev is not None and q == prev + 1:
+                runs[-1][1] = q
+            else:
+                runs.append([q, q])
+            prev = q
+        recv = dict((q, (t, c)) for q, t, c in s.seqs)
+        desc = []
+        for a, b in runs[:5]:
+            before = max((q for q in got if q < a), default=None)
+            e = events[a]
+            m = st.msgs.get(e.get("message_id") or "", {})
+            desc.append(f"seq {a}-{b} ({b - a + 1}; first: {e['type']} by {e['node']}"
+                        + (f", 201 at {m['t']:.1f} s in '{m['phase']}'" if m else "")
+                        + (f"; previous seq received {before} at {recv[before][0]:.1f} s"
+                           if before in recv else "") + ")")
+        out.append(f"client {i} (home {s.home.name}) skipped {len(skipped)} events in "
+                   f"{len(runs)} runs: " + "; ".join(desc))
+    return ("\n        " + "\n        ".join(out)) if out else ""
+
+
 def invariants(st, args, sse, audio_tmp):
     ck = Checks()
     a, b = st.nodes
@@ -708,7 +761,7 @@ def invariants(st, args, sse, audio_tmp):
     ck.check("every SSE client saw message.deposited of every 201", not any(missing),
              f"{len(want)} deposits; missing per client {missing}; events {[s.events for s in sse]}; "
              f"reconnects {[s.reconnects for s in sse]}; duplicates {[s.dups for s in sse]}; "
-             f"resyncs {[s.resyncs for s in sse]}")
+             f"resyncs {[s.resyncs for s in sse]}" + (sse_gaps(st, sse) if any(missing) else ""))
     st.stop_all.set()
 
     # RSS, settled: sampled over 5 s before the verification reads load the nodes again.
@@ -871,6 +924,7 @@ def main():
         log(f"load stopped; {len(st.records)} requests, {len(st.msgs)} deposits answered 201")
         for t in threads:
             t.join(60)
+        st.set_phase("checks")
         ck, rss_rows = invariants(st, args, sse, audio_tmp)
 
         print(f"\nvoxmail chaos run: 2 nodes, PostgreSQL through a TCP proxy, fs audio on a tmpfs; "
