@@ -157,7 +157,7 @@ pub struct AudioConfig {
     pub transcode_queue: usize,
     /// Uploads of a compressed format (MP3, FLAC, Ogg, WebM) checked at once. Each is decoded as
     /// it streams in, on a thread of its own that lives as long as the upload, mostly waiting for
-    /// the client (never on the blocking pool file writes need); about 0.2 MiB each. More
+    /// the client (never on the blocking pool file writes need); 0.3–0.5 MiB each. More
     /// uploads wait for one, with no more of their body read (see `decoder_queue`). WAV and
     /// headerless uploads need no decoder and never wait.
     pub max_decoders: usize,
