@@ -138,7 +138,7 @@ fn init_tracing(config: &Config, serving: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(crate::config::DEFAULT_LOG_FILTER));
     // Admin commands print their results on stdout; only warnings go to stderr.
     let filter = if serving {
         filter
@@ -153,6 +153,7 @@ fn init_tracing(config: &Config, serving: bool) {
 }
 
 async fn execute(cmd: Cmd, config: Config) -> anyhow::Result<()> {
+    check_writable(&config)?;
     let listen = config.http.listen;
     let vm = crate::app::build(config).await?;
     let admin = Principal::local_admin();
@@ -448,4 +449,72 @@ fn raw_content_type(path: &Path) -> Option<&'static str> {
         "sln16" | "slin16" => Some("audio/x-sln16"),
         _ => None,
     }
+}
+
+/// Fails at once, naming the path, its owner and mode and our uid, when this process cannot write
+/// the data directory, the SQLite file or the audio directory. Otherwise SQLite reports "attempt
+/// to write a readonly database" (code 14) on every write, and nothing says which file or why.
+fn check_writable(config: &Config) -> anyhow::Result<()> {
+    let mut dirs = vec![config.data_dir.clone(), config.scratch_dir()];
+    if config.audio.store == "fs" {
+        dirs.push(config.audio_dir());
+    }
+    let mut files = Vec::new();
+    if let Some(db) = sqlite_file(config) {
+        dirs.extend(db.parent().map(Path::to_path_buf));
+        for suffix in ["", "-wal", "-shm"] {
+            let mut f = db.clone().into_os_string();
+            f.push(suffix);
+            files.push(PathBuf::from(f));
+        }
+    }
+    for dir in dirs {
+        // A directory not made yet is made in the nearest one that exists.
+        let Some(dir) = dir.ancestors().find(|d| d.exists()) else {
+            continue;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        tempfile::Builder::new()
+            .prefix(".voxmail-write-check")
+            .tempfile_in(dir)
+            .map_err(|e| not_writable(dir, &e))?;
+    }
+    for file in files.iter().filter(|f| f.exists()) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(file)
+            .map_err(|e| not_writable(file, &e))?;
+    }
+    Ok(())
+}
+
+/// The SQLite database file in effect, if the database is SQLite on a file.
+fn sqlite_file(config: &Config) -> Option<PathBuf> {
+    let url = config.database_url();
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or(url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+fn not_writable(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    use std::os::unix::fs::MetadataExt;
+    let owner = match std::fs::metadata(path) {
+        Ok(m) => format!("owner uid {}, mode {:04o}", m.uid(), m.mode() & 0o7777),
+        Err(_) => "owner unknown".to_owned(),
+    };
+    // The owner of /proc/self is this process's effective uid (no libc call needed).
+    let me = std::fs::metadata("/proc/self")
+        .map(|m| m.uid().to_string())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    anyhow::anyhow!(
+        "cannot write {}: {e} ({owner}; voxmail runs as uid {me}). Give this user the data \
+         directory (chown -R), or run voxmail as its owner",
+        path.display()
+    )
 }

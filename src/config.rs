@@ -723,8 +723,13 @@ impl std::fmt::Debug for ImapMailboxLogin {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `tracing` filter, e.g. `info` or `voxmail=debug,tower_http=info`. `RUST_LOG` overrides it.
+    /// The default quiets dependencies that report routine work at INFO (symphonia logs every
+    /// Ogg stream it opens).
     pub filter: String,
 }
+
+/// `log.filter` when none is set (and when the one set cannot be parsed).
+pub const DEFAULT_LOG_FILTER: &str = "info,symphonia=warn";
 
 impl Default for Config {
     fn default() -> Self {
@@ -857,7 +862,7 @@ impl Default for UiConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info".into(),
+            filter: DEFAULT_LOG_FILTER.into(),
         }
     }
 }

@@ -19,6 +19,35 @@ pub enum AddressError {
     BadContext,
 }
 
+// The JSON Schema (ECMA-262) patterns of what `valid_mailbox` and `validate_context_name` accept.
+// No lookahead (not every generator supports it), so "." and ".." are left out by three
+// alternatives: a first character that is not a dot, a dot then a non-dot, or two dots and more.
+macro_rules! mailbox_re {
+    () => {
+        concat!(
+            "(?:[A-Za-z0-9_+*-][A-Za-z0-9._+*-]{0,29}",
+            "|\\.[A-Za-z0-9_+*-][A-Za-z0-9._+*-]{0,28}",
+            "|\\.\\.[A-Za-z0-9._+*-]{1,28})"
+        )
+    };
+}
+macro_rules! context_re {
+    () => {
+        concat!(
+            "(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,79}",
+            "|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,78}",
+            "|\\.\\.[A-Za-z0-9._-]{1,78})"
+        )
+    };
+}
+
+/// Pattern of a mailbox number, the part of an address before `@`.
+pub const MAILBOX_PATTERN: &str = concat!("^", mailbox_re!(), "$");
+/// Pattern of a context (tenant) name.
+pub const CONTEXT_PATTERN: &str = concat!("^", context_re!(), "$");
+/// Pattern of a mailbox address, `mailbox@context`.
+pub const ADDRESS_PATTERN: &str = concat!("^", mailbox_re!(), "@", context_re!(), "$");
+
 // Characters Asterisk dialplans use in extensions; anything else (notably '/', '@', spaces) would be
 // ambiguous in spool paths, URLs or IMAP searches.
 fn valid_mailbox(s: &str) -> bool {

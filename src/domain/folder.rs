@@ -101,10 +101,10 @@ impl<'de> Deserialize<'de> for Folder {
     }
 }
 
-/// Asterisk's message flag.
+/// Asterisk's message flag. The API names Asterisk's empty flag `None` (an empty enum value is
+/// one generated clients cannot name); `as_str` gives Asterisk's own text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum Flag {
-    #[serde(rename = "")]
     None,
     Urgent,
     #[serde(rename = "PRIORITY")]

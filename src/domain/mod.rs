@@ -6,7 +6,10 @@ mod folder;
 mod ids;
 mod mwi;
 
-pub use address::{AddressError, MailboxAddress, validate_context_name};
+pub use address::{
+    ADDRESS_PATTERN, AddressError, CONTEXT_PATTERN, MAILBOX_PATTERN, MailboxAddress,
+    validate_context_name,
+};
 pub use event::{EVENT_TYPES, Event, EventFilter, EventView};
 pub use folder::{Flag, Folder, FolderError};
 pub use ids::{ApiKeyId, MailboxId, MessageId};

@@ -139,6 +139,15 @@ impl ApiError {
     pub fn slug(&self) -> &'static str {
         self.slug
     }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        lookup(self.slug).0
+    }
 }
 
 fn lookup(slug: &str) -> (u16, &'static str) {
@@ -203,8 +212,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, title) = lookup(self.slug);
         let status_code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status_code.is_server_error() {
-            tracing::warn!(problem = self.slug, detail = %self.detail, "request failed");
+        // WARN/ERROR are for faults an operator must look at; a full mailbox (507), a busy node
+        // shedding load or a feature not offered are answers like any 4xx.
+        match self.slug {
+            "internal" => {
+                tracing::error!(problem = self.slug, detail = %self.detail, "request failed")
+            }
+            "unavailable" | "imap-unavailable" => {
+                tracing::warn!(problem = self.slug, detail = %self.detail, "request failed")
+            }
+            _ if status_code.is_server_error() => {
+                tracing::info!(problem = self.slug, detail = %self.detail, "request refused")
+            }
+            _ => {}
         }
         let body = Problem {
             type_: format!("/problems/{}", self.slug),

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod server;
 pub mod ui;
 pub mod uploads;
@@ -13,6 +14,7 @@ use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::StatusInRangeAsFailures;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -71,7 +73,8 @@ impl utoipa::Modify for ProblemJson {
     }
 }
 
-/// The OpenAPI 3.1 description of the API, generated from the handlers.
+/// The OpenAPI 3.1 description of the API, generated from the handlers; served as
+/// `openapi::document()`, which completes it.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "voxmail", description = "Centralized voicemail for PBX clusters"),
@@ -105,7 +108,7 @@ pub struct ApiDoc;
     responses((status = 200, description = "the OpenAPI 3.1 document of this API",
         content_type = "application/json", body = Object)))]
 async fn openapi_json() -> Response {
-    axum::Json(ApiDoc::openapi()).into_response()
+    axum::Json(openapi::document()).into_response()
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -239,6 +242,10 @@ pub fn router(vm: Voicemail) -> Router {
         // JSON bodies are small.
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http())
+        // Only a 500 is a failure worth tower-http's ERROR line: the other 5xx answers (507
+        // mailbox full, 503 busy or unavailable, 501) are logged by `ApiError` at their level.
+        .layer(TraceLayer::new(
+            StatusInRangeAsFailures::new(500..=500).into_make_classifier(),
+        ))
         .with_state(state)
 }

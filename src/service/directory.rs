@@ -43,7 +43,8 @@ impl MailboxCursor {
     }
 }
 
-const ATTACH_FORMATS: [&str; 5] = ["wav", "wav49", "gsm", "opus", "original"];
+/// The `attachfmt` values a mailbox may name.
+pub const ATTACH_FORMATS: [&str; 5] = ["wav", "wav49", "gsm", "opus", "original"];
 
 fn check_len(field: &str, v: &Option<String>, max: usize) -> Result<()> {
     match v {
@@ -99,6 +100,16 @@ impl Voicemail {
         check_len("pager", &s.pager, 255)?;
         check_len("tz", &s.tz, 64)?;
         check_len("language", &s.language, 20)?;
+        // Only names compiled into chrono-tz: a zone is never looked up as a file, so a value such
+        // as `../../etc/localtime` is refused here rather than trusted by a later reader.
+        if let Some(tz) = s.tz.as_deref()
+            && !tz.is_empty()
+            && tz.parse::<chrono_tz::Tz>().is_err()
+        {
+            return Err(ServiceError::Invalid(format!(
+                "tz must be an IANA time zone name such as Europe/Paris or UTC, not {tz:?}"
+            )));
+        }
         if let Some(f) = &s.attachfmt
             && !ATTACH_FORMATS.contains(&f.as_str())
         {

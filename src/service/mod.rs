@@ -28,7 +28,7 @@ pub use admin::{
 pub use audio_in::ReceivedAudio;
 pub use auth::NewApiKey;
 pub use deposit::DepositMeta;
-pub use directory::{MailboxCursor, MailboxSettings};
+pub use directory::{ATTACH_FORMATS, MailboxCursor, MailboxSettings};
 pub use email::{ContextEmail, validate_email_settings};
 pub use events::{EventStream, StreamItem};
 pub use messages::{AudioStream, ForwardRequest};

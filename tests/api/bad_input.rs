@@ -645,6 +645,18 @@ async fn bad_multipart_deposits_are_4xx_and_store_nothing() {
             "invalid-request",
         ),
         (
+            "metadata naming a key twice",
+            Form::new()
+                .part(
+                    "metadata",
+                    json_part(r#"{"urgent": false, "urgent": true}"#),
+                )
+                .part("audio", good()),
+            "",
+            400,
+            "invalid-request",
+        ),
+        (
             "metadata with an unknown field",
             Form::new()
                 .part("metadata", json_part(r#"{"caller": "x"}"#))
@@ -786,4 +798,93 @@ async fn a_deposit_cut_off_by_the_client_leaves_nothing_behind() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     s.check().await;
+}
+
+/// A JSON body naming a key twice is refused on every JSON endpoint, whatever the depth, and
+/// changes nothing: serde would silently keep the last value.
+#[tokio::test]
+async fn a_json_body_with_a_duplicate_key_is_400() {
+    let s = survivor().await;
+    let app = &s.app;
+    let r = app
+        .patch(&format!("/v1/mailboxes/{MBX}"))
+        .json(&json!({"pin": "1234", "fullname": "Alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let msg = format!("/v1/mailboxes/{MBX}/messages/{}", s.id);
+    for (method, path, body) in [
+        (
+            "POST",
+            format!("/v1/mailboxes/{MBX}/pin/verify"),
+            r#"{"pin":"1234","pin":"9"}"#,
+        ),
+        (
+            "POST",
+            format!("/v1/mailboxes/{MBX}/pin/verify"),
+            r#"{"pin":"9","pin":"1234"}"#,
+        ),
+        (
+            "PATCH",
+            format!("/v1/mailboxes/{MBX}"),
+            r#"{"fullname":"Bob","fullname":"Eve"}"#,
+        ),
+        ("PATCH", msg.clone(), r#"{"read":true,"read":false}"#),
+        (
+            "POST",
+            "/v1/contexts".to_owned(),
+            r#"{"name":"a","name":"b"}"#,
+        ),
+        (
+            "POST",
+            "/v1/mailboxes".to_owned(),
+            r#"{"mailbox":"1002","context":"default","mailbox":"1003"}"#,
+        ),
+        (
+            "POST",
+            format!("{msg}/forward"),
+            r#"{"to":["1001@default"],"keep":true,"keep":false}"#,
+        ),
+        (
+            "PUT",
+            "/v1/contexts/default/email".to_owned(),
+            r#"{"emailsubject":"a","emailsubject":"b"}"#,
+        ),
+        (
+            "POST",
+            "/v1/webhooks".to_owned(),
+            r#"{"context":"default","url":"http://127.0.0.1:9/h","url":"http://127.0.0.1:9/i"}"#,
+        ),
+    ] {
+        let req = match method {
+            "POST" => app.post(&path),
+            "PUT" => app.put(&path),
+            _ => app.patch(&path),
+        };
+        let r = req
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let p = assert_problem(r, 400, "invalid-request").await;
+        assert!(
+            p["detail"].as_str().unwrap().contains("duplicate key"),
+            "{method} {path}: {p}"
+        );
+    }
+    s.check().await;
+    let m: Value = app
+        .get(&format!("/v1/mailboxes/{MBX}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["fullname"], "Alice");
+    for path in ["/v1/mailboxes/1002@default", "/v1/mailboxes/1003@default"] {
+        assert_problem(app.get(path).send().await.unwrap(), 404, "not-found").await;
+    }
 }

@@ -896,3 +896,169 @@ fn audio_gc_removes_an_old_orphan_file_and_keeps_young_ones() {
     );
     assert!(err.contains("collector is off"), "{err}");
 }
+
+/// What the default log of `serve` says about routine refusals: a full mailbox (507) and
+/// refused uploads (413/415/422) are INFO lines naming the mailbox and the problem, never
+/// WARN or ERROR; dependencies' routine INFO (symphonia opening an Ogg stream) stays out, while
+/// voxmail's own INFO lines stay in.
+#[tokio::test]
+async fn routine_refusals_are_info_lines_and_dependencies_stay_quiet() {
+    let s = scratch();
+    let d = s.data.to_str().unwrap();
+    ok(voxmail(&s.cwd).args(["--data-dir", d, "context", "create", "default"]));
+    ok(voxmail(&s.cwd).args(["--data-dir", d, "mailbox", "create", "1001@default"]));
+    let token = ok(voxmail(&s.cwd).args([
+        "--data-dir",
+        d,
+        "apikey",
+        "create",
+        "--name",
+        "t",
+        "--role",
+        "admin",
+    ]));
+    let token = token.trim().to_owned();
+    let port = free_port();
+    let log = s.cwd.join("serve.log");
+    let mut server = serve(&s.cwd, &s.data, port, log);
+    server.wait_healthy(port).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}/v1/mailboxes/1001@default");
+    let r = client
+        .patch(&base)
+        .bearer_auth(&token)
+        .json(&json!({"maxmsg": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let deposit = |body: Vec<u8>, ct: &'static str| {
+        client
+            .post(format!("{base}/messages"))
+            .bearer_auth(&token)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let r = deposit(crate::common::fixture("hello.ogg"), "audio/ogg")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "Ogg Vorbis through symphonia"
+    );
+    let r = deposit(audio::wav_ulaw(0.5), "audio/wav").await.unwrap();
+    assert_problem(r, 507, "mailbox-full").await;
+    let r = deposit(
+        crate::common::fixture("garbage.bin"),
+        "application/octet-stream",
+    )
+    .await
+    .unwrap();
+    assert_problem(r, 415, "unsupported-audio").await;
+    let r = deposit(crate::common::fixture("truncated.wav"), "audio/wav")
+        .await
+        .unwrap();
+    assert_problem(r, 422, "corrupt-audio").await;
+
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(30)).await.success());
+    let log = server.log();
+    for bad in [" WARN ", " ERROR "] {
+        assert!(!log.contains(bad), "no {bad:?} line in {log}");
+    }
+    assert!(
+        !log.contains("physical stream"),
+        "symphonia's INFO is filtered: {log}"
+    );
+    assert!(
+        log.contains("voxmail listening"),
+        "voxmail's own INFO stays: {log}"
+    );
+    let line = |problem: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("problem=\"{problem}\"")))
+            .unwrap_or_else(|| panic!("a line for {problem} in {log}"))
+            .to_owned()
+    };
+    assert!(line("mailbox-full").contains(" INFO "));
+    for problem in ["unsupported-audio", "corrupt-audio"] {
+        let l = line(problem);
+        assert!(
+            l.contains(" INFO ") && l.contains("deposit refused") && l.contains("1001@default"),
+            "{l}"
+        );
+    }
+}
+
+/// A data directory this process cannot write (owned by another user) stops `serve` at once
+/// with one error naming the path, its owner and mode and the process's uid — not a "readonly
+/// database" on every write. As root (CI) the binary runs as another uid through setpriv.
+#[test]
+fn a_data_dir_owned_by_another_user_fails_at_start_naming_path_owner_and_uid() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = scratch();
+    let d = s.data.to_str().unwrap();
+    ok(voxmail(&s.cwd).args(["--data-dir", d, "context", "create", "default"]));
+    let root = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").unwrap().uid() == 0
+    };
+    let (mut cmd, uid, owner, mode) = if root {
+        // The scratch area must be reachable by the other uid; only the data dir is not its own.
+        for p in [s.data.parent().unwrap(), s.cwd.as_path()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let st = Command::new("chown")
+            .args(["-R", "65534:65534", d])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::set_permissions(&s.data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65533", "--regid=65533", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_voxmail"))
+            .current_dir(&s.cwd)
+            .env_remove("RUST_LOG");
+        (c, "65533".to_owned(), "65534", "0755")
+    } else {
+        std::fs::set_permissions(&s.data, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let uid = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/self").unwrap().uid()
+        };
+        (voxmail(&s.cwd), uid.to_string(), "", "0555")
+    };
+    let port = free_port().to_string();
+    let out = run(cmd
+        .args(["serve", "--data-dir", d, "--listen"])
+        .arg(format!("127.0.0.1:{port}")));
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "serve must not start: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("cannot write"))
+        .unwrap_or_else(|| panic!("one clear error: {err}"));
+    assert!(line.contains(d), "names the path: {line}");
+    assert!(
+        line.contains(&format!("mode {mode}")),
+        "names the mode: {line}"
+    );
+    assert!(
+        line.contains(&format!("owner uid {owner}")),
+        "names the owner: {line}"
+    );
+    assert!(
+        line.contains(&format!("runs as uid {uid}")),
+        "names our uid: {line}"
+    );
+    assert!(!err.contains("readonly database"), "{err}");
+    if root {
+        let st = Command::new("chown")
+            .args(["-R", "0:0", d])
+            .status()
+            .unwrap();
+        assert!(st.success(), "the scratch area can be removed");
+    }
+}

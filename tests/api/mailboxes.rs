@@ -132,7 +132,7 @@ async fn a_mailbox_is_created_and_read_back_with_asterisk_field_names() {
             "mailbox": "1001", "context": "default", "fullname": "Alice Example",
             "email": "alice@example.com", "pager": "alice-pager@example.com", "pin": "1234",
             "attach": false, "attachfmt": "wav49", "maxmsg": 20, "maxsecs": 120, "minsecs": 2,
-            "tz": "europe", "language": "fr", "deletevoicemail": true
+            "tz": "Europe/Paris", "language": "fr", "deletevoicemail": true
         }))
         .send()
         .await
@@ -151,7 +151,7 @@ async fn a_mailbox_is_created_and_read_back_with_asterisk_field_names() {
         ("maxmsg", json!(20)),
         ("maxsecs", json!(120)),
         ("minsecs", json!(2)),
-        ("tz", json!("europe")),
+        ("tz", json!("Europe/Paris")),
         ("language", json!("fr")),
         ("deletevoicemail", json!(true)),
         ("has_pin", json!(true)),
@@ -765,4 +765,52 @@ async fn deleting_a_mailbox_removes_its_messages_greetings_and_audio_files() {
         .await
         .unwrap();
     assert_problem(r, 404, "not-found").await;
+}
+
+/// `tz` takes IANA zone names only: a path (which a reader resolving zones from files would
+/// follow) or an unknown name is a 400, on create and on change, and nothing is stored.
+#[tokio::test]
+async fn a_time_zone_must_be_an_iana_name() {
+    let app = TestApp::spawn().await;
+    app.create_context("default").await;
+    for tz in [
+        "../../etc/localtime",
+        "/etc/localtime",
+        "Europe/../../etc/passwd",
+        "europe",
+        "Mars/Olympus",
+    ] {
+        let r = app
+            .post("/v1/mailboxes")
+            .json(&json!({"mailbox": "1001", "context": "default", "tz": tz}))
+            .send()
+            .await
+            .unwrap();
+        let p = assert_problem(r, 400, "invalid-request").await;
+        assert!(p["detail"].as_str().unwrap().contains("tz"), "{p}");
+    }
+    let r = app.get("/v1/mailboxes/1001@default").send().await.unwrap();
+    assert_problem(r, 404, "not-found").await;
+
+    app.create_mailbox("1001@default", json!({"tz": "America/New_York"}))
+        .await;
+    for tz in ["../../etc/localtime", "Europe/Nowhere"] {
+        let r = app
+            .patch("/v1/mailboxes/1001@default")
+            .json(&json!({"tz": tz}))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(r, 400, "invalid-request").await;
+    }
+    for tz in ["UTC", "Europe/Paris", ""] {
+        let r = app
+            .patch("/v1/mailboxes/1001@default")
+            .json(&json!({"tz": tz}))
+            .send()
+            .await
+            .unwrap();
+        let m = json_of(r, StatusCode::OK).await;
+        assert_eq!(m["tz"], tz);
+    }
 }

@@ -450,3 +450,206 @@ async fn answers_have_exactly_the_documented_properties() {
     .await;
     assert_eq!(keys(&problem), keys(&schemas["Problem"]["properties"]));
 }
+
+/// Every `$ref` under `v`, resolved.
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v["$ref"].as_str() {
+        Some(r) => doc
+            .pointer(r.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("dangling {r}")),
+        None => v,
+    }
+}
+
+/// An `allOf` with a closed part (`additionalProperties: false`) can only be satisfied by an
+/// object without the other parts' properties: no client could send or receive one.
+#[tokio::test]
+async fn no_schema_combines_a_closed_object_with_other_properties() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        if let Some(parts) = schema["allOf"].as_array() {
+            for part in parts {
+                assert_ne!(
+                    resolve(&doc, part)["additionalProperties"],
+                    json!(false),
+                    "{name}: allOf of a closed schema: {schema}"
+                );
+            }
+        }
+    }
+    let new_mailbox = &doc["components"]["schemas"]["NewMailbox"];
+    let props = keys(&new_mailbox["properties"]);
+    for k in ["mailbox", "context", "pin", "fullname", "maxmsg", "tz"] {
+        assert!(props.contains(k), "NewMailbox has {k}: {new_mailbox}");
+    }
+    assert_eq!(new_mailbox["additionalProperties"], json!(false));
+    let required = new_mailbox["required"].as_array().unwrap();
+    assert!(required.contains(&json!("mailbox")) && required.contains(&json!("context")));
+}
+
+/// The context settings answers carry exactly the properties of their schemas.
+#[tokio::test]
+async fn context_settings_answers_have_exactly_the_documented_properties() {
+    let app = TestApp::spawn().await;
+    app.create_context("default").await;
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    for (path, schema) in [
+        ("/v1/contexts/default/email", "ContextEmailView"),
+        ("/v1/contexts/default/asterisk", "ContextAsteriskView"),
+    ] {
+        let r = app.get(path).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(
+            keys(&answer),
+            keys(&schemas[schema]["properties"]),
+            "{path} against {schema}: {}",
+            schemas[schema]
+        );
+    }
+}
+
+/// A message's `flag` is a value of the documented enum, urgent or not.
+#[tokio::test]
+async fn a_message_flag_is_one_of_the_documented_values() {
+    let app = TestApp::spawn().await;
+    app.create_mailbox("1001@default", json!({})).await;
+    let doc = document(&app).await;
+    let flag = &doc["components"]["schemas"]["Flag"];
+    let values = flag["enum"].as_array().unwrap();
+    let plain = app
+        .deposit_ok("1001@default", audio::wav_ulaw(1.0), "audio/wav")
+        .await;
+    let urgent = app
+        .deposit(
+            "1001@default",
+            audio::wav_ulaw(1.0),
+            "audio/wav",
+            "?urgent=true",
+        )
+        .await;
+    assert_eq!(urgent.status(), StatusCode::CREATED);
+    let urgent: Value = urgent.json().await.unwrap();
+    for m in [plain, urgent] {
+        assert!(
+            values.contains(&m["flag"]),
+            "flag {} not in {flag}",
+            m["flag"]
+        );
+    }
+}
+
+/// Every operation lists what its extractors answer before the handler runs: 400/413/415 for a
+/// request body (JSON or audio), 401 and 503 (the key is checked in the database) when secured.
+#[tokio::test]
+async fn every_operation_documents_the_answers_of_its_body_and_key() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    let mut bodies = 0;
+    for (path, method, op) in operations(&doc) {
+        let statuses = op["responses"].as_object().unwrap();
+        if let Some(content) = op["requestBody"]["content"].as_object() {
+            bodies += 1;
+            let json_or_audio = content
+                .keys()
+                .any(|k| k == "application/json" || k.starts_with("audio/"));
+            assert!(json_or_audio, "{method} {path}: {content:?}");
+            for s in ["400", "413", "415"] {
+                assert!(statuses.contains_key(s), "{method} {path} documents {s}");
+            }
+        }
+        if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+            for s in ["401", "503"] {
+                assert!(statuses.contains_key(s), "{method} {path} documents {s}");
+            }
+        }
+    }
+    assert!(bodies >= 14, "only {bodies} operations take a body");
+}
+
+/// Mailbox addresses and context names carry the pattern the server enforces, on path
+/// parameters and body fields, and the pattern accepts exactly what the server accepts.
+#[tokio::test]
+async fn addresses_and_context_names_carry_the_patterns_the_server_enforces() {
+    use voxmail::domain::{MailboxAddress, validate_context_name};
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    let mut address_pattern = None;
+    for (path, method, op) in operations(&doc) {
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            let named = |n: &str| p["in"] == "path" && p["name"] == n;
+            if named("address") || (named("name") && path.starts_with("/v1/contexts/")) {
+                let pattern = p["schema"]["pattern"].as_str();
+                assert!(pattern.is_some(), "{method} {path}: {p}");
+                if named("address") {
+                    address_pattern = pattern.map(str::to_owned);
+                }
+            }
+        }
+    }
+    let address = regex::Regex::new(&address_pattern.expect("an {address} parameter")).unwrap();
+    let pattern = |schema: &str, pointer: &str| {
+        let p = schemas[schema]
+            .pointer(pointer)
+            .and_then(|s| s["pattern"].as_str())
+            .unwrap_or_else(|| panic!("{schema}{pointer} has no pattern: {}", schemas[schema]));
+        regex::Regex::new(p).unwrap()
+    };
+    let mailbox = pattern("NewMailbox", "/properties/mailbox");
+    let context = pattern("NewMailbox", "/properties/context");
+    assert_eq!(
+        context.as_str(),
+        pattern("NewContext", "/properties/name").as_str()
+    );
+    assert_eq!(
+        address.as_str(),
+        pattern("ForwardBody", "/properties/to/items").as_str()
+    );
+
+    let long = |n: usize| "a".repeat(n);
+    let names = [
+        "1001",
+        "default",
+        "a",
+        ".",
+        "..",
+        "...",
+        ".a",
+        "a.",
+        "..a",
+        "a..",
+        "x.y",
+        "1*2+3",
+        "a-b_c",
+        "",
+        "a b",
+        "a/b",
+        "é",
+        "a@b",
+        "+",
+        "*",
+        "-",
+        "_",
+        &long(30),
+        &long(31),
+        &long(80),
+        &long(81),
+        &format!(".{}", long(29)),
+        &format!("..{}", long(28)),
+        &format!("..{}", long(29)),
+    ];
+    for m in names {
+        let ok = MailboxAddress::new(m, "default").is_ok();
+        assert_eq!(mailbox.is_match(m), ok, "mailbox {m:?}: server says {ok}");
+        let ok = validate_context_name(m).is_ok();
+        assert_eq!(context.is_match(m), ok, "context {m:?}: server says {ok}");
+        for c in names {
+            let a = format!("{m}@{c}");
+            let ok = a.parse::<MailboxAddress>().is_ok();
+            assert_eq!(address.is_match(&a), ok, "address {a:?}: server says {ok}");
+        }
+    }
+}

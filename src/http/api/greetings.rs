@@ -46,10 +46,18 @@ pub async fn put_greeting(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let hint = hint_from_content_type(ct.as_deref()).map_err(ServiceError::from)?;
-    let (g, created) =
-        s.vm.put_greeting(&p, &address, kind, hint, req.into_body().into_data_stream())
-            .await?;
+    let stored = async {
+        let hint = hint_from_content_type(ct.as_deref()).map_err(ServiceError::from)?;
+        Ok::<_, ApiError>(
+            s.vm.put_greeting(&p, &address, kind, hint, req.into_body().into_data_stream())
+                .await?,
+        )
+    }
+    .await;
+    if let Err(e) = &stored {
+        super::log_refused_upload("greeting", &address, e);
+    }
+    let (g, created) = stored?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -146,6 +146,20 @@ pub async fn deposit_message(
     req: Request,
 ) -> Result<Response, ApiError> {
     let address = super::address(&addr)?;
+    let result = deposit(&s, &p, &address, q, req).await;
+    if let Err(e) = &result {
+        super::log_refused_upload("deposit", &address, e);
+    }
+    result
+}
+
+async fn deposit(
+    s: &AppState,
+    p: &Principal,
+    address: &MailboxAddress,
+    q: DepositQuery,
+    req: Request,
+) -> Result<Response, ApiError> {
     let idem = match req.headers().get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
@@ -159,9 +173,9 @@ pub async fn deposit_message(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (mailbox, existing) = s.vm.begin_deposit(&p, &address, idem.as_deref()).await?;
+    let (mailbox, existing) = s.vm.begin_deposit(p, address, idem.as_deref()).await?;
     if let Some(m) = existing {
-        return deposited(&s, m, false).await;
+        return deposited(s, m, false).await;
     }
     let is_multipart = content_type.as_deref().is_some_and(|c| {
         c.trim_start()
@@ -174,7 +188,7 @@ pub async fn deposit_message(
                 "with multipart/form-data, send metadata in the metadata part, not the query",
             ));
         }
-        return deposit_multipart(&s, &mailbox, idem.as_deref(), req).await;
+        return deposit_multipart(s, &mailbox, idem.as_deref(), req).await;
     }
     let meta = q.into_meta()?;
     let hint = hint_from_content_type(content_type.as_deref()).map_err(ServiceError::from)?;
@@ -183,7 +197,7 @@ pub async fn deposit_message(
     let (m, created) =
         s.vm.commit_deposit(&mailbox, id, audio, meta, idem.as_deref())
             .await?;
-    deposited(&s, m, created).await
+    deposited(s, m, created).await
 }
 
 async fn deposit_multipart(
@@ -224,9 +238,13 @@ async fn deposit_multipart(
                         }
                         bytes.extend_from_slice(&chunk);
                     }
-                    meta = Some(serde_json::from_slice(&bytes).map_err(|e| {
-                        ApiError::invalid(format!("the metadata part is not valid: {e}"))
-                    })?);
+                    meta = Some(
+                        crate::http::extract::strict_json(&bytes)
+                            .and_then(serde_json::from_value)
+                            .map_err(|e| {
+                                ApiError::invalid(format!("the metadata part is not valid: {e}"))
+                            })?,
+                    );
                 }
                 Some("audio") => {
                     if audio.is_some() {

@@ -36,3 +36,17 @@ pub fn address(s: &str) -> Result<MailboxAddress, ApiError> {
     s.parse::<MailboxAddress>()
         .map_err(|e| ApiError::new("invalid-mailbox-address", e.to_string()))
 }
+
+/// One INFO line for an upload refused for what was sent (413, 415, 422): the client may never
+/// say why its recording vanished, and the operator needs to see which mailbox refuses what.
+/// Never the body.
+pub fn log_refused_upload(what: &str, address: &MailboxAddress, e: &ApiError) {
+    if matches!(e.status(), 413 | 415 | 422) {
+        tracing::info!(
+            mailbox.address = %address,
+            problem = e.slug(),
+            detail = e.detail(),
+            "{what} refused"
+        );
+    }
+}

@@ -130,6 +130,7 @@ pub struct MailboxFields {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
     pub minsecs: Option<Option<u32>>,
+    /// IANA time zone name (e.g. `Europe/Paris`) of the dates in notification emails; "" = UTC.
     #[serde(default)]
     pub tz: Option<String>,
     #[serde(default)]
@@ -214,7 +215,7 @@ pub struct MessageView {
     pub folder: Folder,
     pub read: bool,
     pub urgent: bool,
-    /// Asterisk flag: "", "Urgent" or "PRIORITY".
+    /// Asterisk flag: "None" (Asterisk's empty flag), "Urgent" or "PRIORITY".
     pub flag: Flag,
     /// Zero-based position in the folder (Asterisk msgnum; file msg%04d).
     pub msgnum: i64,
