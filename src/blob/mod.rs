@@ -157,11 +157,11 @@ pub trait BlobWriter: Send {
 }
 
 /// Writes, fsyncs and removes a 4 KiB file in `dir`, as a deposit writes its audio: a full disk,
-/// a read-only mount or a failing device all show. Each probe has its own name, so concurrent
-/// probes never collide.
+/// a read-only mount or a failing device all show (the SQLite store checks its disk with it too).
+/// Each probe has its own name, so concurrent probes never collide.
 pub(crate) async fn probe_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
-    let path = dir.join(format!(".readyz-{}", uuid::Uuid::now_v7()));
+    let path = dir.join(format!(".voxmail-readyz-{}", uuid::Uuid::now_v7()));
     let written = async {
         let mut f = tokio::fs::File::create(&path).await?;
         f.write_all(&[0u8; 4096]).await?;

@@ -288,7 +288,9 @@ impl SqlStore {
         }
         tx.commit().await?;
         if let Some(dir) = self.sqlite_dir() {
-            probe_disk(&dir).await.map_err(sqlx::Error::Io)?;
+            crate::blob::probe_dir(&dir)
+                .await
+                .map_err(sqlx::Error::Io)?;
         }
         Ok(())
     }
@@ -395,22 +397,6 @@ async fn begin_detached(
     .await
     .map_err(|e| StoreError::Database(sqlx::Error::Io(std::io::Error::other(e))))?
     .map_err(StoreError::from)
-}
-
-/// Writes, fsyncs and removes a 4 KiB file in `dir`: fails when the disk is full or read-only.
-async fn probe_disk(dir: &std::path::Path) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let path = dir.join(format!(".voxmail-readyz-{}", uuid::Uuid::now_v7()));
-    let written = async {
-        let mut f = tokio::fs::File::create(&path).await?;
-        f.write_all(&[0u8; 4096]).await?;
-        f.sync_all().await
-    }
-    .await;
-    // Removed whatever happened, also after a failed write.
-    let removed = tokio::fs::remove_file(&path).await;
-    written?;
-    removed
 }
 
 impl Dialect {
