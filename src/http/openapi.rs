@@ -233,7 +233,8 @@ fn event_stream(op: &mut Value) {
 }
 
 /// Answers the extractors give on any operation, whatever its handler does: a body is refused
-/// before the handler runs (400 unreadable, 413 too large, 415 wrong type), and a key is checked
+/// before the handler runs (400 unreadable, 413 too large, 415 wrong type) or while it arrives
+/// (408 too slow, from the listener), and a key is checked
 /// against the database (401, and 503 when the database cannot be reached).
 fn shared_answers(op: &mut Value) {
     let takes_body = op
@@ -263,6 +264,7 @@ fn shared_answers(op: &mut Value) {
         add("invalid-request");
         add("payload-too-large");
         add("unsupported-media-type");
+        add("request-timeout");
     }
     if secured {
         add("unauthorized");

@@ -31,7 +31,8 @@ fn kind(s: &str) -> Result<GreetingKind, ApiError> {
         (Vec<u8> = "audio/webm"))),
     responses((status = 201, body = GreetingView), (status = 200, body = GreetingView),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
-        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem, description = "too many uploads in flight for this key or address")),
     security(("bearer" = [])))]
 pub async fn put_greeting(
     State(s): State<AppState>,

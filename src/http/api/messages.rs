@@ -136,6 +136,7 @@ async fn deposited(
         (status = 200, body = MessageView, description = "an earlier deposit with this Idempotency-Key"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem, description = "too many uploads in flight for this key or address"),
         (status = 503, body = Problem), (status = 507, body = Problem)),
     security(("bearer" = [])))]
 pub async fn deposit_message(
