@@ -253,19 +253,14 @@ async fn connections_over_the_limit_get_503_and_idle_ones_make_room() {
     // When the silent ones go, connections are served again.
     drop(silent);
     drop(newer);
-    let mut tries = 0;
-    loop {
-        let r = app.get("/healthz").send().await;
-        if r.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        tries += 1;
-        assert!(
-            tries < 200,
-            "the node did not serve again after the connections closed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        "the node serves again after the connections closed",
+        async || {
+            let r = app.get("/healthz").send().await;
+            r.is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -365,12 +360,10 @@ async fn a_client_that_stops_reading_is_disconnected() {
     // of the connection disappears while most of the audio is still unsent.
     let server = addr;
     let client = conn.local_addr().unwrap();
-    let mut tries = 0;
-    while server_side_open(server, client) {
-        tries += 1;
-        assert!(tries < 400, "the server still holds the stalled download");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the server lets go of the stalled download", async || {
+        !server_side_open(server, client)
+    })
+    .await;
     drop(conn);
 }
 
@@ -409,30 +402,41 @@ async fn held_upload(addr: SocketAddr, token: &str) -> TcpStream {
     conn
 }
 
-/// Deposits until one is not refused 429 (the server has seen a held upload go).
-async fn deposit_when_admitted(app: &TestApp, token: &str) {
-    let mut tries = 0;
-    loop {
-        let r = app
-            .client
-            .post(app.url(&format!("/v1/mailboxes/{MB}/messages")))
-            .bearer_auth(token)
-            .header("content-type", "audio/wav")
-            .body(wav_ulaw(1.0))
-            .send()
-            .await
-            .unwrap();
-        if r.status() != 429 {
-            assert_eq!(r.status(), 201);
-            return;
-        }
-        tries += 1;
-        assert!(
-            tries < 200,
-            "still refused after the held upload was dropped"
-        );
+/// A one-second µ-law deposit with `token`.
+async fn small_deposit(app: &TestApp, token: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/v1/mailboxes/{MB}/messages")))
+        .bearer_auth(token)
+        .header("content-type", "audio/wav")
+        .body(wav_ulaw(1.0))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls `done` every 50 ms until it holds; fails naming `what` after [`ACT`].
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < ACT, "{what}: not within {ACT:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Deposits until one is not refused 429 (the server has seen a held upload go).
+async fn deposit_when_admitted(app: &TestApp, token: &str) {
+    until(
+        "admitted again after the held upload was dropped",
+        async || {
+            let r = small_deposit(app, token).await;
+            if r.status() == 429 {
+                return false;
+            }
+            assert_eq!(r.status(), 201);
+            true
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -456,50 +460,31 @@ async fn uploads_in_flight_are_bounded_per_key_and_per_address() {
     // sure of it with a third one refused.
     let held_a = held_upload(addr, &app.admin).await;
     let held_b = held_upload(addr, &app.admin).await;
-    let refused = |r: reqwest::Response| async move {
-        assert_problem(r, 429, "too-many-uploads").await;
-    };
-    let mut tries = 0;
-    loop {
-        let r = app
-            .post(&format!("/v1/mailboxes/{MB}/messages"))
-            .header("content-type", "audio/wav")
-            .body(wav_ulaw(1.0))
-            .send()
-            .await
-            .unwrap();
+    until("a third upload with the key refused", async || {
+        let r = small_deposit(&app, &app.admin).await;
         if r.status() == 429 {
-            refused(r).await;
-            break;
+            assert_problem(r, 429, "too-many-uploads").await;
+            return true;
         }
         // The held uploads were not all counted yet; that deposit went through.
         assert_eq!(r.status(), 201);
-        tries += 1;
-        assert!(tries < 200, "a third upload with the key was never refused");
-    }
+        false
+    })
+    .await;
     // Another key from the same address is admitted (the address holds 2 of 3).
     let held_c = held_upload(addr, &other).await;
     // Now the address is at its limit, whatever the key.
-    let mut tries = 0;
-    loop {
-        let r = app
-            .client
-            .post(app.url(&format!("/v1/mailboxes/{MB}/messages")))
-            .bearer_auth(&other)
-            .header("content-type", "audio/wav")
-            .body(wav_ulaw(1.0))
-            .send()
-            .await
-            .unwrap();
+    until("the address limit applied", async || {
+        let r = small_deposit(&app, &other).await;
         if r.status() == 429 {
             let p = assert_problem(r, 429, "too-many-uploads").await;
             assert!(p["detail"].as_str().unwrap().contains("address"), "{p}");
-            break;
+            return true;
         }
         assert_eq!(r.status(), 201);
-        tries += 1;
-        assert!(tries < 200, "the address limit never applied");
-    }
+        false
+    })
+    .await;
     // Listing is not an upload.
     let r = app
         .get(&format!("/v1/mailboxes/{MB}/messages"))
