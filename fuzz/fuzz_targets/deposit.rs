@@ -54,15 +54,23 @@ fn server() -> &'static Server {
                 .expect("key")
                 .token;
             let router = voxmail::http::router(vm);
-            let setup = Request::post("/v1/mailboxes")
-                .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(
+            for (path, body) in [
+                ("/v1/contexts", r#"{"name":"default"}"#),
+                (
+                    "/v1/mailboxes",
                     r#"{"mailbox":"1001","context":"default","maxmsg":9999}"#,
-                ))
-                .expect("request");
-            let r = router.clone().oneshot(setup).await.expect("infallible");
-            assert_eq!(r.status(), StatusCode::CREATED, "create the mailbox");
+                ),
+            ] {
+                let setup = Request::post(path)
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body))
+                    .expect("request");
+                let r = router.clone().oneshot(setup).await.expect("infallible");
+                let status = r.status();
+                let text = r.into_body().collect().await.map(|b| b.to_bytes());
+                assert_eq!(status, StatusCode::CREATED, "POST {path}: {text:?}");
+            }
             (router, token)
         });
         Server { rt, router, token }
