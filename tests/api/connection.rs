@@ -59,6 +59,18 @@ async fn get(conn: &mut BufReader<TcpStream>, path: &str, token: &str) -> (u16, 
 /// The server's side of the TCP connection `client` → `server`, as a duplicate of the server's
 /// descriptor (its socket options are the server socket's: they live on the socket, not the fd).
 fn server_side(server: SocketAddr, client: SocketAddr) -> StdTcpStream {
+    let mut found = server_sockets(server, client);
+    assert_eq!(
+        found.len(),
+        1,
+        "exactly one server-side socket {server} ← {client} in this process"
+    );
+    found.pop().unwrap()
+}
+
+/// Duplicates of every descriptor of this process that is the server's side of `client` →
+/// `server`.
+fn server_sockets(server: SocketAddr, client: SocketAddr) -> Vec<StdTcpStream> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
         let entry = entry.unwrap();
@@ -82,12 +94,7 @@ fn server_side(server: SocketAddr, client: SocketAddr) -> StdTcpStream {
             found.push(sock);
         }
     }
-    assert_eq!(
-        found.len(),
-        1,
-        "exactly one server-side socket {server} ← {client} in this process"
-    );
-    found.pop().unwrap()
+    found
 }
 
 #[tokio::test]
@@ -369,27 +376,7 @@ async fn a_client_that_stops_reading_is_disconnected() {
 
 /// Whether the server still has its socket of the connection `client` → `server`.
 fn server_side_open(server: SocketAddr, client: SocketAddr) -> bool {
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
-        let entry = entry.unwrap();
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        if !target.to_string_lossy().starts_with("socket:[") {
-            continue;
-        }
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
-            continue;
-        };
-        // SAFETY: as in `server_side`: only duplicated, never closed or read.
-        let Ok(dup) = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned() else {
-            continue;
-        };
-        let sock = StdTcpStream::from(dup);
-        if sock.local_addr().ok() == Some(server) && sock.peer_addr().ok() == Some(client) {
-            return true;
-        }
-    }
-    false
+    !server_sockets(server, client).is_empty()
 }
 
 /// Opens a deposit that sends its headers and part of its body, then holds.
