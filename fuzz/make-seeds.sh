@@ -49,4 +49,6 @@ open(f"{out}/seed-truncated.wav", "wb").write(whole[: len(whole) // 2])
 PY
 head -c 256 fixtures/garbage.bin > "$OUT/seed-garbage.bin"
 : > "$OUT/seed-empty"
+# A 6 KB Vorbis setup that would unpack to gigabytes of codebooks (refused before any decoder).
+python3 fixtures/vorbis-codebook-bomb.py "$OUT/seed-vorbis-codebook-bomb.ogg"
 du -cb "$OUT"/seed-* | tail -1

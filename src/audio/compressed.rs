@@ -8,6 +8,7 @@
 //! a bad page), and truncation of FLAC/MP3 when their headers declare a length.
 
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::codecs::audio::well_known::{
@@ -17,6 +18,7 @@ use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDe
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions, ReadOnlySource};
+use symphonia::core::packet::Packet;
 use voxmail_codecs::{OPUS_MAX_PACKET_SAMPLES_48K, OpusDecoder};
 
 use super::AudioError;
@@ -296,8 +298,67 @@ fn skip_id3v2<R: Read>(mut r: R) -> Result<io::Chain<io::Cursor<Vec<u8>>, R>, Au
     Ok(io::Cursor::new(head[..got].to_vec()).chain(r))
 }
 
+/// Where a Vorbis decoder waits between packets. Its input drops it with [`IdleRelease::release`]
+/// before waiting for the client, and the next packet builds it again from the headers: a slow
+/// upload then holds no codebooks (about 2 MiB) while nothing arrives, so a few hundred of them
+/// do not hold hundreds of MiB.
+#[derive(Clone, Default)]
+pub struct IdleRelease(Arc<Mutex<Option<Box<dyn AudioDecoder>>>>);
+
+impl IdleRelease {
+    /// Drops the decoder parked here; called by the input before it waits for more bytes.
+    pub fn release(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+}
+
+/// A Vorbis decoder that can be dropped between packets and built again (see [`IdleRelease`]).
+struct Rebuilt {
+    params: AudioCodecParameters,
+    live: IdleRelease,
+    /// The packet decoded last: a rebuilt decoder decodes it again (and drops its output) so that
+    /// the next packet overlaps with it as it would have.
+    last: Option<Packet>,
+    what: &'static str,
+}
+
+impl Rebuilt {
+    /// Decodes `packet` to interleaved samples in `out`; returns the channel count and rate.
+    fn decode(&mut self, packet: Packet, out: &mut Vec<i16>) -> Result<(usize, u32), AudioError> {
+        let mut live = self.live.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let dec = match &mut *live {
+            Some(d) => d,
+            empty => {
+                let mut d = vorbis_decoder(&self.params, self.what)?;
+                if let Some(prev) = &self.last {
+                    d.decode(prev).map_err(|e| corrupt(e, self.what))?;
+                }
+                empty.insert(d)
+            }
+        };
+        let buf = dec.decode(&packet).map_err(|e| corrupt(e, self.what))?;
+        let spec = (buf.spec().channels().count(), buf.spec().rate());
+        buf.copy_to_vec_interleaved::<i16>(out);
+        drop(live);
+        self.last = Some(packet);
+        Ok(spec)
+    }
+}
+
+/// A Vorbis decoder for these parameters, once their setup is known to unpack to a sane size.
+fn vorbis_decoder(
+    params: &AudioCodecParameters,
+    what: &'static str,
+) -> Result<Box<dyn AudioDecoder>, AudioError> {
+    super::vorbis::check_setup(params.extra_data.as_deref().unwrap_or_default())?;
+    symphonia::default::get_codecs()
+        .make_audio_decoder(params, &AudioDecoderOptions::default())
+        .map_err(|e| corrupt(e, what))
+}
+
 enum Codec {
     Symphonia(Box<dyn AudioDecoder>),
+    Vorbis(Box<Rebuilt>),
     Opus {
         dec: OpusDecoder,
         head: OpusHead,
@@ -442,10 +503,23 @@ impl<'a> CompressedDecoder<'a> {
                     "{what} declares {channels} channels"
                 )));
             }
-            let dec = symphonia::default::get_codecs()
-                .make_audio_decoder(&params, &AudioDecoderOptions::default())
-                .map_err(|e| corrupt(e, what))?;
-            (Codec::Symphonia(dec), rate, channels as u16)
+            let codec = if expected == CODEC_ID_VORBIS {
+                let live = IdleRelease::default();
+                *live.0.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(vorbis_decoder(&params, what)?);
+                Codec::Vorbis(Box::new(Rebuilt {
+                    params,
+                    live,
+                    last: None,
+                    what,
+                }))
+            } else {
+                let dec = symphonia::default::get_codecs()
+                    .make_audio_decoder(&params, &AudioDecoderOptions::default())
+                    .map_err(|e| corrupt(e, what))?;
+                Codec::Symphonia(dec)
+            };
+            (codec, rate, channels as u16)
         };
         Ok(Self {
             what,
@@ -465,6 +539,21 @@ impl<'a> CompressedDecoder<'a> {
     /// Output sample rate (48 kHz for Opus).
     pub fn rate(&self) -> u32 {
         self.rate
+    }
+
+    /// Parks a Vorbis decoder in `idle` from now on, so that whoever holds it can drop the
+    /// decoder while the input waits (other codecs keep theirs: their state is small).
+    pub fn release_when_idle(&mut self, idle: &IdleRelease) {
+        if let Codec::Vorbis(v) = &mut self.codec {
+            let dec = v
+                .live
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            *idle.0.lock().unwrap_or_else(PoisonError::into_inner) = dec;
+            v.live = idle.clone();
+        }
     }
 
     /// Channels of the source (the output is mono).
@@ -496,21 +585,13 @@ impl<'a> CompressedDecoder<'a> {
             let mono = match &mut self.codec {
                 Codec::Symphonia(dec) => {
                     let buf = dec.decode(&packet).map_err(|e| corrupt(e, self.what))?;
-                    let channels = buf.spec().channels().count();
-                    if channels != usize::from(self.channels) {
-                        return Err(AudioError::Corrupt(format!(
-                            "{} declares {} channels but decodes to {channels}",
-                            self.what, self.channels
-                        )));
-                    }
-                    if buf.spec().rate() != self.rate {
-                        return Err(AudioError::Corrupt(format!(
-                            "{} changes its sample rate mid-stream",
-                            self.what
-                        )));
-                    }
+                    let spec = (buf.spec().channels().count(), buf.spec().rate());
                     buf.copy_to_vec_interleaved::<i16>(&mut self.interleaved);
-                    mix(&self.interleaved, channels, 1.0)
+                    self.checked_mix(spec)?
+                }
+                Codec::Vorbis(v) => {
+                    let spec = v.decode(packet, &mut self.interleaved)?;
+                    self.checked_mix(spec)?
                 }
                 Codec::Opus {
                     dec,
@@ -537,6 +618,24 @@ impl<'a> CompressedDecoder<'a> {
                 return Ok(Some(mono));
             }
         }
+    }
+
+    /// Mixes what a symphonia decoder produced (`channels`, `rate`) to mono, once it matches the
+    /// stream's header.
+    fn checked_mix(&self, (channels, rate): (usize, u32)) -> Result<Vec<i16>, AudioError> {
+        if channels != usize::from(self.channels) {
+            return Err(AudioError::Corrupt(format!(
+                "{} declares {} channels but decodes to {channels}",
+                self.what, self.channels
+            )));
+        }
+        if rate != self.rate {
+            return Err(AudioError::Corrupt(format!(
+                "{} changes its sample rate mid-stream",
+                self.what
+            )));
+        }
+        Ok(mix(&self.interleaved, channels, 1.0))
     }
 
     fn at_end(&self) -> Result<(), AudioError> {
@@ -614,6 +713,78 @@ mod tests {
             OggPageCheck::new(junk.as_slice())
                 .read_to_end(&mut Vec::new())
                 .is_err()
+        );
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    fn all_samples(mut d: CompressedDecoder<'_>) -> Vec<i16> {
+        let mut out = Vec::new();
+        while let Some(c) = d.next_chunk().unwrap() {
+            out.extend(c);
+        }
+        out
+    }
+
+    /// Hands out a few bytes per read and drops the parked decoder before each, as the upload
+    /// channel does whenever it waits for the client.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        idle: IdleRelease,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.idle.release();
+            let n = buf.len().min(self.data.len()).min(700);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_vorbis_decoder_dropped_between_reads_decodes_the_same_samples() {
+        for name in ["hello.ogg", "hello-44k-stereo.ogg"] {
+            let data = fixture(name);
+            let whole = all_samples(
+                CompressedDecoder::new(AudioFormat::OggVorbis, data.as_slice()).unwrap(),
+            );
+            let idle = IdleRelease::default();
+            let src = Trickle {
+                data: &data,
+                idle: idle.clone(),
+            };
+            let mut d = CompressedDecoder::new(AudioFormat::OggVorbis, src).unwrap();
+            d.release_when_idle(&idle);
+            let mut rebuilt = Vec::new();
+            let mut parked = 0;
+            while let Some(c) = d.next_chunk().unwrap() {
+                rebuilt.extend(c);
+                parked += usize::from(idle.0.lock().unwrap().is_some());
+            }
+            assert!(whole.len() > 16000, "{name}: {}", whole.len());
+            assert_eq!(rebuilt, whole, "{name}");
+            assert!(
+                parked > 10,
+                "{name}: the decoder was never parked in the handle"
+            );
+        }
+    }
+
+    #[test]
+    fn a_vorbis_codebook_bomb_is_refused_before_a_decoder_is_built() {
+        let e = CompressedDecoder::new(
+            AudioFormat::OggVorbis,
+            fixture("vorbis-codebook-bomb.ogg").as_slice(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(&e, AudioError::Unsupported(m) if m.contains("decoder memory")),
+            "{e:?}"
         );
     }
 

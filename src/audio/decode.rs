@@ -7,7 +7,7 @@ use std::io::{self, Read};
 
 use voxmail_codecs::{GSM_FRAME_BYTES, GSM_FRAME_SAMPLES, GsmDecoder, WAV49_BLOCK_BYTES};
 
-use super::compressed::{CompressedDecoder, Source};
+use super::compressed::{CompressedDecoder, IdleRelease, Source};
 use super::probe::{self, MAX_HEADER, Probe};
 use super::{AudioError, RawHint, g711};
 use crate::domain::AudioFormat;
@@ -341,6 +341,14 @@ impl<'a> Decoder<'a> {
         self
     }
 
+    /// Lets `idle` drop the codec's large state while the input waits (see [`IdleRelease`]).
+    pub fn release_when_idle(mut self, idle: &IdleRelease) -> Self {
+        if let Kind::Compressed(c) = &mut self.kind {
+            c.release_when_idle(idle);
+        }
+        self
+    }
+
     /// The recognised format.
     pub fn format(&self) -> AudioFormat {
         self.format
@@ -431,8 +439,20 @@ pub fn measure(
     src: impl Source,
     max_secs: u64,
 ) -> Result<Measured, AudioError> {
+    measure_streaming(format, src, max_secs, &IdleRelease::default())
+}
+
+/// [`measure`] for an input that waits for a client: it calls `idle`'s
+/// [`release`](IdleRelease::release) before it waits, and the codec's large state is dropped
+/// meanwhile.
+pub fn measure_streaming(
+    format: AudioFormat,
+    src: impl Source,
+    max_secs: u64,
+    idle: &IdleRelease,
+) -> Result<Measured, AudioError> {
     guarded(|| {
-        let mut d = Decoder::new(format, src)?;
+        let mut d = Decoder::new(format, src)?.release_when_idle(idle);
         if max_secs > 0 {
             d = d.with_max_secs(max_secs);
         }

@@ -10,9 +10,10 @@ pub mod ogg_opus;
 mod probe;
 pub mod rendition;
 pub mod resample;
+mod vorbis;
 pub mod wav;
 
-pub use compressed::{Source, SyncSource};
-pub use decode::{Decoder, Measured, Pcm, decode_any, measure};
+pub use compressed::{IdleRelease, Source, SyncSource};
+pub use decode::{Decoder, Measured, Pcm, decode_any, measure, measure_streaming};
 pub use probe::{AudioError, GsmFrameCheck, Probe, RawHint, finish, hint_from_content_type, probe};
 pub use rendition::{OutputFormat, Rendition, transcode, transcode_stream};

@@ -6,7 +6,9 @@
 //! `cpu_pool`) that decodes them as they arrive: it knows the duration when the body ends, and
 //! refuses a damaged or over-long recording as soon as it sees it, which stops the upload. An
 //! upload waits for a decoder before more of its body is read, and gets 503 `busy` when none
-//! frees in time.
+//! frees in time. While a decoder waits for its client it holds no CPU turn and no large state:
+//! a Vorbis decoder's codebooks (about 2 MiB) are dropped and built again from the headers when
+//! the next bytes arrive.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ struct ChannelReader {
     rx: std::sync::Mutex<mpsc::Receiver<Bytes>>,
     current: Bytes,
     gate: Option<Arc<CpuGate>>,
+    /// Dropped before each wait for the client (a Vorbis decoder's codebooks).
+    idle: audio::IdleRelease,
 }
 
 impl Read for ChannelReader {
@@ -61,11 +65,15 @@ impl Read for ChannelReader {
             let next = match rx.try_recv() {
                 Ok(b) => Some(b),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
-                // Waiting for the client: the CPU turn goes to another decoder meanwhile.
-                Err(mpsc::error::TryRecvError::Empty) => match &self.gate {
-                    Some(g) => g.release_while(|| rx.blocking_recv()),
-                    None => rx.blocking_recv(),
-                },
+                // Waiting for the client: the CPU turn goes to another decoder meanwhile, and the
+                // decoder's large state is given back.
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    self.idle.release();
+                    match &self.gate {
+                        Some(g) => g.release_while(|| rx.blocking_recv()),
+                        None => rx.blocking_recv(),
+                    }
+                }
             };
             match next {
                 Some(b) => self.current = b,
@@ -91,12 +99,15 @@ impl Validator {
     /// Starts decoding on the thread of `slot`; the reader blocks on the channel between chunks.
     fn start(slot: Slot, format: AudioFormat, max_secs: u32) -> Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let idle = audio::IdleRelease::default();
         let reader = ChannelReader {
             rx: std::sync::Mutex::new(rx),
             current: Bytes::new(),
             gate: slot.gate(),
+            idle: idle.clone(),
         };
-        let task = slot.run(move || audio::measure(format, reader, u64::from(max_secs)))?;
+        let task =
+            slot.run(move || audio::measure_streaming(format, reader, u64::from(max_secs), &idle))?;
         Ok(Self {
             tx: Some(tx),
             task: Some(task),

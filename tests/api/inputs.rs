@@ -361,6 +361,26 @@ async fn damaged_recordings_are_corrupt_audio_and_leave_nothing_stored() {
     nothing_stored(&app).await;
 }
 
+/// 6 KB whose Vorbis setup would unpack to gigabytes of codebooks (fixtures/README.md): refused
+/// from its headers, before any decoder unpacks them, and the node decodes the next upload.
+#[tokio::test]
+async fn a_vorbis_setup_that_would_unpack_to_gigabytes_is_refused_from_its_headers() {
+    let app = TestApp::spawn().await;
+    app.create_mailbox(MB, json!({})).await;
+    let r = app
+        .deposit(MB, fixture("vorbis-codebook-bomb.ogg"), "audio/ogg", "")
+        .await;
+    let status = r.status();
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{p}");
+    assert_eq!(p["type"], "/problems/unsupported-audio", "{p}");
+    let detail = p["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("decoder memory"), "{detail}");
+    nothing_stored(&app).await;
+    let r = app.deposit(MB, fixture("hello.ogg"), "audio/ogg", "").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
 #[tokio::test]
 async fn empty_and_random_bodies_get_the_problem_their_type_implies() {
     let app = TestApp::spawn().await;
