@@ -11,7 +11,8 @@
 #   together; the server's RSS (VmRSS, summed over nginx's master and workers) is read every
 #   50 ms. Halfway, a 3 s µ-law WAV deposit is timed beside them (voxmail only).
 # - voxmail: `voxmail serve`, release build, a fresh temp data dir (SQLite + fs audio) and a fresh
-#   process per format, all defaults but a mailbox with maxmsg 9999; POST of the body to
+#   process per format, all defaults but a mailbox with maxmsg 9999 and no per-key or per-source
+#   upload cap (one key and one address stand for 200 PBX nodes); POST of the body to
 #   /v1/mailboxes/1001@default/messages with a pbx key.
 # - nginx (Debian nginx-light or nginx): its own config and prefix, not the system service; POST
 #   to a location that buffers the whole body (proxy_request_buffering, 16 KiB in memory, the rest
@@ -158,6 +159,10 @@ start_voxmail() { # -> sets VOX_PID, VOX_PORT, TOKEN
 data_dir = "$dir/data"
 [http]
 listen = "127.0.0.1:$VOX_PORT"
+# One key and one address stand for 200 PBX nodes here: their per-key and per-source upload caps
+# (128, 64) would answer most of the uploads 429 before any memory is spent.
+max_uploads_per_key = 0
+max_uploads_per_source = 0
 TOML
     local vox=(env -u VOXMAIL_CONFIG "$VOXMAIL" --config "$dir/voxmail.toml")
     "${vox[@]}" context create default >/dev/null
