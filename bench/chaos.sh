@@ -28,7 +28,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PG=${CHAOS_PG:-127.0.0.1:5432}
 PG_HOST=${PG%:*}
 PG_PORT=${PG##*:}
-TMPFS_MB=${CHAOS_TMPFS_MB:-512}
+TMPFS_MB=${CHAOS_TMPFS_MB:-4096}
 
 log() { printf '[chaos] %s\n' "$*" >&2; }
 [[ $EUID -eq 0 ]] || { log "run as root: the audio directory is a tmpfs mounted by this script"; exit 1; }
