@@ -69,7 +69,7 @@ pub struct TranscodeArgs {
     pub format: Option<String>,
     /// Opus bitrate in bit/s; `None` is `audio.opus_bitrate`'s built-in default (16 kbit/s).
     pub bitrate: Option<u32>,
-    /// libopus complexity (0–10); `None` is `audio.opus_complexity`'s built-in default (5).
+    /// libopus complexity (0–10); `None` is `audio.opus_complexity`'s built-in default (8).
     pub complexity: Option<u8>,
     /// Sample rate of a `wav` rendition; `None` keeps the recording's rate.
     pub rate: Option<u32>,

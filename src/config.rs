@@ -174,10 +174,11 @@ pub struct AudioConfig {
     /// Bitrate of Opus renditions and attachments in bit/s when a request names none (one of
     /// 8000, 12000, 16000, 24000, 32000, 48000, 64000).
     pub opus_bitrate: u32,
-    /// libopus complexity of Opus renditions and attachments, 0–10: lower is faster at some
-    /// cost in quality (at 5 the encoder does ~1.6× less work than at libopus' default 10, for
-    /// −0.09 PESQ MOS on 16 kbit/s speech; see bench/README.md). Cached renditions are kept, so
-    /// a change applies to renditions made afterwards.
+    /// libopus complexity of Opus renditions and attachments, 0–10. The default 8 is the
+    /// encoder's best speech mode (9 and 10 make the same bits for 8–16 kHz speech) and sounds at least as
+    /// good as ffmpeg's libopus; 6–7 do ~25 % less work for 0 to −0.19 PESQ MOS on 16 kbit/s
+    /// speech, 5 ~45 % less for −0.02 to −0.45 (see bench/README.md, Opus quality). Cached
+    /// renditions are kept, so a change applies to renditions made afterwards.
     pub opus_complexity: u8,
 }
 
@@ -808,7 +809,7 @@ impl Default for AudioConfig {
             busy_wait_ms: 10_000,
             decode_threads: 0,
             opus_bitrate: 16000,
-            opus_complexity: 5,
+            opus_complexity: 8,
         }
     }
 }

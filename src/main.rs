@@ -77,7 +77,7 @@ struct TranscodeArgs {
     /// Opus bitrate in bit/s (8000, 12000, 16000, 24000, 32000, 48000 or 64000; default 16000).
     #[arg(long)]
     bitrate: Option<u32>,
-    /// libopus complexity of an `opus` output, 0-10 (lower is faster; default 5, as
+    /// libopus complexity of an `opus` output, 0-10 (lower is faster; default 8, as
     /// `audio.opus_complexity`).
     #[arg(long, value_name = "N")]
     complexity: Option<u8>,

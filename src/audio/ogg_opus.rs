@@ -1,5 +1,5 @@
 //! Ogg Opus (RFC 7845) from mono 16-bit PCM: OpusHead alone on the first page, OpusTags alone on
-//! the second, 20 ms VOIP-mode packets, granule positions in 48 kHz samples, an EOS page whose
+//! the second, 40 ms VOIP-mode packets, granule positions in 48 kHz samples, an EOS page whose
 //! granule trims the encoder's padding.
 
 use std::io::Write;
@@ -14,8 +14,14 @@ use super::probe::write_failed;
 pub const OPUS_RATES: [u32; 5] = [8000, 12000, 16000, 24000, 48000];
 /// A fixed stream serial: renditions are byte-for-byte reproducible.
 const SERIAL: u32 = 0x766f_786d;
+/// Audio per packet. 40 ms rather than the usual 20: a voicemail is never played live, and at
+/// 16 kbit/s the longer frames spend fewer bits on packet overhead — +0.01–0.05 PESQ MOS on every
+/// speech sample of bench/pesq.sh, and 2–3 % smaller files.
+pub(crate) const FRAME_MS: u32 = 40;
+/// Granule positions (48 kHz samples) per packet.
+pub(crate) const GRANULES_PER_PACKET: u64 = 48 * FRAME_MS as u64;
 /// Packets per Ogg page (one second), so players can seek without huge pages.
-const PACKETS_PER_PAGE: u64 = 50;
+pub(crate) const PACKETS_PER_PAGE: u64 = 1000 / FRAME_MS as u64;
 
 fn failed(e: impl std::fmt::Display) -> AudioError {
     AudioError::Corrupt(format!("Opus encoding failed: {e}"))
@@ -63,7 +69,7 @@ impl OggOpusEncoder {
         let lookahead = u64::from(enc.lookahead().map_err(failed)?);
         let scale = u64::from(48000 / rate);
         let pre_skip = u16::try_from(lookahead * scale).map_err(failed)?;
-        let frame_len = (rate / 50) as usize;
+        let frame_len = (rate / 1000 * FRAME_MS) as usize;
 
         let mut head = Vec::with_capacity(19);
         head.extend_from_slice(b"OpusHead");
@@ -155,9 +161,12 @@ impl OggOpusEncoder {
         let (info, granule) = match last {
             Some(g) => (PacketWriteEndInfo::EndStream, g),
             None if (i + 1).is_multiple_of(PACKETS_PER_PAGE) => {
-                (PacketWriteEndInfo::EndPage, (i + 1) * 960)
+                (PacketWriteEndInfo::EndPage, (i + 1) * GRANULES_PER_PACKET)
             }
-            None => (PacketWriteEndInfo::NormalPacket, (i + 1) * 960),
+            None => (
+                PacketWriteEndInfo::NormalPacket,
+                (i + 1) * GRANULES_PER_PACKET,
+            ),
         };
         self.pages
             .write_packet(packet, SERIAL, info, granule)

@@ -673,7 +673,7 @@ mod tests {
             let lookahead = enc.lookahead().unwrap() as usize;
             let scale = (48000 / rate) as u64;
             let pre_skip = u16::try_from(lookahead as u64 * scale).unwrap();
-            let frame = (rate / 50) as usize;
+            let frame = (rate / 1000 * ogg_opus::FRAME_MS) as usize;
             let frames = (samples.len() + lookahead).div_ceil(frame).max(1);
             let final_granule = u64::from(pre_skip) + samples.len() as u64 * scale;
             let mut head = Vec::with_capacity(19);
@@ -705,10 +705,16 @@ mod tests {
                 let n = enc.encode(&pcm, &mut packet).unwrap();
                 let (info, granule) = if i + 1 == frames {
                     (PacketWriteEndInfo::EndStream, final_granule)
-                } else if (i + 1) % 50 == 0 {
-                    (PacketWriteEndInfo::EndPage, (i as u64 + 1) * 960)
+                } else if (i as u64 + 1).is_multiple_of(ogg_opus::PACKETS_PER_PAGE) {
+                    (
+                        PacketWriteEndInfo::EndPage,
+                        (i as u64 + 1) * ogg_opus::GRANULES_PER_PACKET,
+                    )
                 } else {
-                    (PacketWriteEndInfo::NormalPacket, (i as u64 + 1) * 960)
+                    (
+                        PacketWriteEndInfo::NormalPacket,
+                        (i as u64 + 1) * ogg_opus::GRANULES_PER_PACKET,
+                    )
                 };
                 w.write_packet(packet[..n].to_vec(), SERIAL, info, granule)
                     .unwrap();
