@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use tokio::fs::{self, File};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
+use tokio::io::{AsyncWriteExt, BufWriter};
 
 use super::{BlobError, BlobKey, BlobMeta, BlobRead, BlobStore, BlobWriter, MetaStream};
 
@@ -26,6 +25,25 @@ impl FsBlobStore {
     fn path(&self, key: &BlobKey) -> PathBuf {
         self.root.join(key.as_str())
     }
+}
+
+/// Bytes read per trip to the blocking pool when a blob is streamed out.
+const READ_CHUNK: u64 = 128 * 1024;
+
+/// Reads the next `min(left, READ_CHUNK)` bytes; a file shorter than it said is an error.
+fn read_chunk(file: &mut std::fs::File, left: u64) -> std::io::Result<bytes::Bytes> {
+    let mut buf = vec![0u8; left.min(READ_CHUNK) as usize];
+    std::io::Read::read_exact(file, &mut buf)?;
+    Ok(buf.into())
+}
+
+/// Runs blocking file work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BlobError> + Send + 'static,
+) -> Result<T, BlobError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
 }
 
 fn not_found(key: &BlobKey, e: std::io::Error) -> BlobError {
@@ -56,20 +74,42 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn open(&self, key: &BlobKey, range: Option<(u64, u64)>) -> Result<BlobRead, BlobError> {
-        let mut file = File::open(self.path(key))
-            .await
-            .map_err(|e| not_found(key, e))?;
-        let total = file.metadata().await?.len();
-        let stream = match range {
-            None => ReaderStream::with_capacity(file, 64 * 1024).boxed(),
-            Some((start, end)) => {
-                if start > end || end >= total {
-                    return Err(BlobError::RangeNotSatisfiable);
-                }
-                file.seek(SeekFrom::Start(start)).await?;
-                ReaderStream::with_capacity(file.take(end - start + 1), 64 * 1024).boxed()
+        let path = self.path(key);
+        let k = key.clone();
+        // Open, size and first chunk in one trip to the blocking pool: with tokio::fs each is a
+        // trip of its own, and on a kept-alive connection those hand-offs were most of a fetch.
+        let (file, total, first, left) = blocking(move || {
+            let mut file = std::fs::File::open(&path).map_err(|e| not_found(&k, e))?;
+            let total = file.metadata()?.len();
+            let (start, len) = match range {
+                None => (0, total),
+                Some((start, end)) if start <= end && end < total => (start, end - start + 1),
+                Some(_) => return Err(BlobError::RangeNotSatisfiable),
+            };
+            if start > 0 {
+                std::io::Seek::seek(&mut file, SeekFrom::Start(start))?;
             }
-        };
+            let first = read_chunk(&mut file, len)?;
+            let left = len - first.len() as u64;
+            Ok((file, total, first, left))
+        })
+        .await?;
+        let rest = futures_util::stream::try_unfold((file, left), |(mut file, left)| async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            let (file, chunk) = blocking(move || {
+                let chunk = read_chunk(&mut file, left)?;
+                Ok((file, chunk))
+            })
+            .await
+            .map_err(std::io::Error::other)?;
+            let left = left - chunk.len() as u64;
+            Ok(Some((chunk, (file, left))))
+        });
+        let stream = futures_util::stream::once(async move { Ok(first) })
+            .chain(rest)
+            .boxed();
         Ok(BlobRead { total, stream })
     }
 
