@@ -61,13 +61,9 @@ fi
 psql "$PG_URL/postgres" -qAtc 'SELECT 1' >/dev/null || { log "no PostgreSQL at $PG_URL"; exit 1; }
 
 # --- build ---------------------------------------------------------------------------------------
-if [[ -n ${BENCH_VOXMAIL:-} ]]; then
-    VOXMAIL=$BENCH_VOXMAIL
-else
-    log "cargo build --release"
-    cargo build --release --quiet
-    VOXMAIL=${CARGO_TARGET_DIR:-$ROOT/target}/release/voxmail
-fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+VOXMAIL=$(voxmail_binary)
 T_BUILT=$(date +%s)
 
 # --- temp dir, cleanup ---------------------------------------------------------------------------

@@ -55,13 +55,9 @@ if ! "$VENV/bin/python" -c 'import pesq, numpy, scipy' 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q pesq numpy scipy
 fi
-if [[ -n ${BENCH_VOXMAIL:-} ]]; then
-    VOXMAIL=$BENCH_VOXMAIL
-else
-    log "cargo build --release"
-    cargo build --release --quiet --bin voxmail
-    VOXMAIL=$TARGET/release/voxmail
-fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+VOXMAIL=$(voxmail_binary)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/voxmail-pesq.XXXXXX")
 # shellcheck disable=SC2317  # invoked by the trap

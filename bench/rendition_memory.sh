@@ -27,7 +27,6 @@ WARMUP=${WARMUP:-20}
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SPEECH=$ROOT/fixtures/speech-60s-ulaw.wav
 
 log() { printf '[rendition-memory] %s\n' "$*" >&2; }
@@ -41,13 +40,9 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [[ -n ${BENCH_VOXMAIL:-} ]]; then
-    VOXMAIL=$BENCH_VOXMAIL
-else
-    log "cargo build --release"
-    cargo build --release --quiet --bin voxmail
-    VOXMAIL=$TARGET/release/voxmail
-fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+VOXMAIL=$(voxmail_binary)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/voxmail-rmem.XXXXXX")
 VOX_PID=""

@@ -32,7 +32,6 @@ FORMATS=${FORMATS:-"opus vorbis mp3 flac webm wav"}
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SPEECH=$ROOT/fixtures/speech-60s-ulaw.wav
 
 log() { printf '[upload-memory] %s\n' "$*" >&2; }
@@ -56,13 +55,9 @@ if ((${#missing[@]})); then
     if ((added_policy)); then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-if [[ -n ${BENCH_VOXMAIL:-} ]]; then
-    VOXMAIL=$BENCH_VOXMAIL
-else
-    log "cargo build --release"
-    cargo build --release --quiet --bin voxmail
-    VOXMAIL=$TARGET/release/voxmail
-fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+VOXMAIL=$(voxmail_binary)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/voxmail-umem.XXXXXX")
 VOX_PID=""
