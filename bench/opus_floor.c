@@ -1,8 +1,8 @@
 /*
  * The floor of bench/transcode.sh in C: Debian's libopus (1.3.1) encoding 8 kHz mono 16-bit PCM
  * with the settings of voxmail's Ogg Opus renditions (src/audio/ogg_opus.rs and
- * crates/voxmail-codecs): OPUS_APPLICATION_VOIP, 16 kbit/s (or argv[3]), 20 ms frames (160
- * samples), complexity 5 (or argv[4]; voxmail's audio.opus_complexity default), input padded by
+ * crates/voxmail-codecs): OPUS_APPLICATION_VOIP, 16 kbit/s (or argv[3]), 40 ms frames (320
+ * samples), complexity 8 (or argv[4]; voxmail's audio.opus_complexity default), input padded by
  * the encoder's lookahead, zero-filled last frame. No container: packets are only counted and
  * hashed.
  *
@@ -12,7 +12,7 @@
  * Prints one line: packets, bytes, an FNV-1a hash of the packets (equal to bench/opus_floor.rs's
  * when both libraries give the same bits), and the median and minimum time of one whole encode
  * (encoder creation included) over REPEAT runs in the same process. COMPLEXITY (0-10) defaults
- * to 5, as voxmail's renditions; -1 leaves the library default (10).
+ * to 8, as voxmail's renditions; -1 leaves the library default (10).
  */
 #include <opus.h>
 #include <stdint.h>
@@ -21,7 +21,7 @@
 #include <string.h>
 #include <time.h>
 
-#define FRAME 160
+#define FRAME 320
 
 static double now_us(void) {
     struct timespec ts;
@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
     }
     int repeat = argc > 2 ? atoi(argv[2]) : 1;
     int bitrate = argc > 3 ? atoi(argv[3]) : 16000;
-    int complexity = argc > 4 ? atoi(argv[4]) : 5;
+    int complexity = argc > 4 ? atoi(argv[4]) : 8;
     if (repeat < 1) repeat = 1;
     FILE *f = fopen(argv[1], "rb");
     if (!f) { perror(argv[1]); return 2; }

@@ -1,6 +1,6 @@
 //! The Rust floor of `bench/transcode.sh`: voxmail's own Opus encoder (`voxmail-codecs`, i.e.
 //! unsafe-libopus, libopus 1.3.1 in Rust) over 8 kHz mono 16-bit PCM, with the settings of the
-//! Ogg Opus renditions (VOIP, 20 ms frames, complexity 5 = `audio.opus_complexity`'s default,
+//! Ogg Opus renditions (VOIP, 40 ms frames, complexity 8 = `audio.opus_complexity`'s default,
 //! input padded by the lookahead) and no container. Also times voxmail's whole in-process
 //! transcode of a file, for comparison.
 //!
@@ -20,7 +20,7 @@ use std::time::Instant;
 use voxmail::audio::{self, OutputFormat, Rendition};
 use voxmail_codecs::OpusEncoder;
 
-const FRAME: usize = 160;
+const FRAME: usize = 320;
 
 /// What one encode produced.
 struct Encoded {
@@ -78,7 +78,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let repeat: usize = args.get(2).map_or(Ok(1), |s| s.parse())?.max(1);
     let bitrate: u32 = args.get(3).map_or(Ok(16000), |s| s.parse())?;
-    let complexity: u8 = args.get(4).map_or(Ok(5), |s| s.parse())?;
+    let complexity: u8 = args.get(4).map_or(Ok(8), |s| s.parse())?;
     let bytes = std::fs::read(path)?;
     let pcm: Vec<i16> = bytes
         .chunks_exact(2)

@@ -7,8 +7,8 @@
 #
 # Input: fixtures/speech-60s-ulaw.wav (60 s of 8 kHz speech, µ-law WAV, made by fixtures/make.sh).
 # Rows, each a whole process per file, REPEAT runs interleaved, median wall time:
-#   voxmail transcode IN OUT.opus --format opus     (release build; 16 kbit/s, VOIP, 20 ms frames,
-#                                                    complexity 5 = audio.opus_complexity default)
+#   voxmail transcode IN OUT.opus --format opus     (release build; 16 kbit/s, VOIP, 40 ms frames,
+#                                                    complexity 8 = audio.opus_complexity default)
 #   ffmpeg -i IN -c:a libopus -b:a 16k OUT.opus     (Debian ffmpeg + libopus 1.3.1)
 #   opusenc --bitrate 16 PCM.wav OUT.opus           (opusenc refuses µ-law: its input is the 16-bit
 #                                                    PCM WAV made beforehand, outside the timing)
