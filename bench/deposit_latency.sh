@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Deposit latency benchmark: voxmail vs. nginx WebDAV PUT, same client, same body, same concurrency.
+# Deposit latency benchmark: voxmail vs. its durability floor and nginx WebDAV PUT, same client, same
+# body, same concurrency.
 #
 #   bash bench/deposit_latency.sh          (from the repository root)
 #
 # For each concurrency level (1, 16, 64 clients) it runs wrk for a fixed time against
 #   - voxmail: POST /v1/mailboxes/<n>@default/messages, spread over 64 mailboxes (maxmsg 9999);
+#   - the floor: bench/deposit_floor.rs at the same URLs — the same promise as voxmail (201 once
+#              the audio file, its directory and one SQLite INSERT, WAL + synchronous=FULL, are
+#              durable; the INSERTs serialized) and nothing else (issue 16: voxmail >= 0.8 of it);
 #   - nginx:   PUT /dav/<thread>/<n>.wav with `dav_methods PUT; create_full_put_path on;`, i.e. the
 #              baseline "receive the body and write it to a file" (nginx does not fsync);
 # with the same body: a 30 s 8 kHz mono µ-law WAV (240 058 bytes) of a 440 Hz tone, generated here.
 # It prints p50/p99 latency, throughput and the status counts; any non-2xx answer is reported.
 #
 # Needs: cargo, python3, curl, wrk, nginx. Missing wrk/nginx/curl/python3 are installed with
-# apt-get (Debian), only if absent. Builds voxmail with `cargo build --release`.
+# apt-get (Debian), only if absent. Builds voxmail with `cargo build --release` (BENCH_VOXMAIL names
+# another binary) and the floor with `cargo bench --bench deposit_floor --no-run`.
 # Everything runs on 127.0.0.1 under a temporary directory that is removed at the end, with the
 # server processes it started.
 #
@@ -63,13 +68,14 @@ if [[ -e /run/nginx.pid ]] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
 fi
 
 # --- build ---------------------------------------------------------------------------------------
-log "cargo build --release"
-cargo build --release --quiet
-VOXMAIL=${CARGO_TARGET_DIR:-$ROOT/target}/release/voxmail
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+VOXMAIL=$(voxmail_binary)
+FLOOR=$(bench_binary deposit_floor)
 
 # --- temp dir, cleanup ---------------------------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/voxmail-bench.XXXXXX")
-VOX_PID="" NGINX_PID=""
+VOX_PID="" NGINX_PID="" FLOOR_PID=""
 # shellcheck disable=SC2317  # invoked by the trap
 cleanup() {
     local rc=$?
@@ -77,6 +83,10 @@ cleanup() {
     if [[ -n $VOX_PID ]] && kill -0 "$VOX_PID" 2>/dev/null; then
         kill -TERM "$VOX_PID" 2>/dev/null || true
         wait "$VOX_PID" 2>/dev/null || true
+    fi
+    if [[ -n $FLOOR_PID ]] && kill -0 "$FLOOR_PID" 2>/dev/null; then
+        kill -TERM "$FLOOR_PID" 2>/dev/null || true
+        wait "$FLOOR_PID" 2>/dev/null || true
     fi
     if [[ -n $NGINX_PID ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
         kill -QUIT "$NGINX_PID" 2>/dev/null || true
@@ -150,6 +160,12 @@ NO_COLOR=1 "$VOXMAIL" serve --data-dir "$VOX_DATA" --listen "127.0.0.1:$VOX_PORT
 VOX_PID=$!
 wait_http "http://127.0.0.1:$VOX_PORT/healthz"
 
+# --- the durability floor ----------------------------------------------------------------------
+FLOOR_PORT=$(free_port)
+"$FLOOR" "$TMP/floor" "127.0.0.1:$FLOOR_PORT" >"$TMP/floor.log" 2>&1 &
+FLOOR_PID=$!
+wait_http "http://127.0.0.1:$FLOOR_PORT/healthz"
+
 # --- nginx (own config, own prefix, not the system service) --------------------------------------
 NGX=$TMP/nginx
 NGINX_PORT=$(free_port)
@@ -191,6 +207,9 @@ code=$(curl -s -o "$TMP/preflight-voxmail.json" -w '%{http_code}' -X POST \
     -H "Authorization: Bearer $TOKEN" -H 'Content-Type: audio/wav' --data-binary "@$BODY" \
     "http://127.0.0.1:$VOX_PORT/v1/mailboxes/$MAILBOX_BASE@default/messages")
 [[ $code == 201 ]] || { log "voxmail preflight deposit: HTTP $code: $(cat "$TMP/preflight-voxmail.json")"; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: audio/wav' \
+    --data-binary "@$BODY" "http://127.0.0.1:$FLOOR_PORT/v1/mailboxes/$MAILBOX_BASE@default/messages")
+[[ $code == 201 ]] || { log "floor preflight deposit: HTTP $code"; exit 1; }
 code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: audio/wav' \
     --data-binary "@$BODY" "http://127.0.0.1:$NGINX_PORT/dav/preflight/x.wav")
 [[ $code == 201 ]] || { log "nginx preflight PUT: HTTP $code"; exit 1; }
@@ -199,18 +218,18 @@ cmp -s "$BODY" "$NGX/dav/preflight/x.wav" || { log "nginx stored a different bod
 # --- runs ----------------------------------------------------------------------------------------
 export BENCH_BODY=$BODY BENCH_TOKEN=$TOKEN BENCH_MAILBOXES=$MAILBOXES BENCH_MAILBOX_BASE=$MAILBOX_BASE
 
-run() { # mode port clients -> prints the RESULT line; raw output kept in $TMP
-    local mode=$1 port=$2 c=$3 t=2
+run() { # mode port clients [name] -> prints the RESULT line; raw output kept in $TMP
+    local mode=$1 port=$2 c=$3 name=${4:-$1} t=2
     ((c < 2)) && t=1
     sync # start each run with no dirty pages left over from the previous one
     BENCH_MODE=$mode BENCH_THREADS=$t timeout $((DURATION + 60)) \
         wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 30s --latency -s "$ROOT/bench/deposit.lua" \
-        "http://127.0.0.1:$port/" >"$TMP/wrk-$mode-c$c.txt" 2>&1 || true
+        "http://127.0.0.1:$port/" >"$TMP/wrk-$name-c$c.txt" 2>&1 || true
     local line
-    line=$(grep '^RESULT ' "$TMP/wrk-$mode-c$c.txt" || true)
+    line=$(grep '^RESULT ' "$TMP/wrk-$name-c$c.txt" || true)
     if [[ -z $line ]]; then
-        log "wrk $mode -c$c gave no result:"
-        cat "$TMP/wrk-$mode-c$c.txt" >&2
+        log "wrk $name -c$c gave no result:"
+        cat "$TMP/wrk-$name-c$c.txt" >&2
         line="RESULT p50_us=0 p99_us=0 requests=0 duration_us=1 non2xx=0 sock_errors=0 statuses=none"
     fi
     echo "$line"
@@ -222,44 +241,47 @@ field() { # line name
 
 ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
 rps() { awk -v n="$1" -v us="$2" 'BEGIN { printf "%.1f", n / (us / 1e6) }'; }
-mbs() { awk -v n="$1" -v us="$2" -v b="$BODY_BYTES" 'BEGIN { printf "%.0f", n * b / (us / 1e6) / 1e6 }'; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-busy=$(ps -eo pcpu=,comm= | awk '$1 > 20 && $2 !~ /^(voxmail|nginx|wrk)$/ { print $2 }' | sort -u | tr '\n' ' ')
+busy=$(ps -eo pcpu=,comm= | awk '$1 > 20 && $2 !~ /^(voxmail|nginx|wrk|deposit_floor)/ { print $2 }' | sort -u | tr '\n' ' ')
 [[ -n $busy ]] && log "warning: other busy processes share the CPUs: $busy"
 rows=() notes=()
 for c in $LEVELS; do
     log "-c$c: voxmail (${DURATION}s)"
     v=$(run voxmail "$VOX_PORT" "$c")
+    log "-c$c: floor (${DURATION}s)"
+    f=$(run voxmail "$FLOOR_PORT" "$c" floor)
     log "-c$c: nginx (${DURATION}s)"
     n=$(run nginx "$NGINX_PORT" "$c")
     # Keep the disk use bounded; nginx does not need its files. (A PUT cut short when wrk stopped
     # may still be landing, hence the second try and the tolerance.)
     sleep 0.2
     rm -rf "${NGX:?}/dav/t"* 2>/dev/null || rm -rf "${NGX:?}/dav/t"* || true
-    rows+=("$(printf '%7s | %8s %8s %7s %5s | %8s %8s %7s %5s' "$c" \
-        "$(ms "$(field "$v" p50_us)")" "$(ms "$(field "$v" p99_us)")" \
-        "$(rps "$(field "$v" requests)" "$(field "$v" duration_us)")" \
-        "$(mbs "$(field "$v" requests)" "$(field "$v" duration_us)")" \
+    vr=$(rps "$(field "$v" requests)" "$(field "$v" duration_us)")
+    fr=$(rps "$(field "$f" requests)" "$(field "$f" duration_us)")
+    rows+=("$(printf '%7s | %8s %8s %7s | %8s %8s %7s | %6s | %8s %8s %7s' "$c" \
+        "$(ms "$(field "$v" p50_us)")" "$(ms "$(field "$v" p99_us)")" "$vr" \
+        "$(ms "$(field "$f" p50_us)")" "$(ms "$(field "$f" p99_us)")" "$fr" \
+        "$(awk -v a="$vr" -v b="$fr" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
         "$(ms "$(field "$n" p50_us)")" "$(ms "$(field "$n" p99_us)")" \
-        "$(rps "$(field "$n" requests)" "$(field "$n" duration_us)")" \
-        "$(mbs "$(field "$n" requests)" "$(field "$n" duration_us)")")")
-    notes+=("$(printf '%7s | voxmail: %6s requests, non-2xx %s, socket errors %s, statuses %s | nginx: %6s requests, non-2xx %s, socket errors %s, statuses %s' \
+        "$(rps "$(field "$n" requests)" "$(field "$n" duration_us)")")")
+    notes+=("$(printf '%7s | voxmail: %6s requests, non-2xx %s, socket errors %s, statuses %s | floor: %6s requests, non-2xx %s, statuses %s | nginx: %6s requests, non-2xx %s, socket errors %s, statuses %s' \
         "$c" "$(field "$v" requests)" "$(field "$v" non2xx)" "$(field "$v" sock_errors)" "$(field "$v" statuses)" \
+        "$(field "$f" requests)" "$(field "$f" non2xx)" "$(field "$f" statuses)" \
         "$(field "$n" requests)" "$(field "$n" non2xx)" "$(field "$n" sock_errors)" "$(field "$n" statuses)")")
 done
 
 # --- report --------------------------------------------------------------------------------------
 cpus=$(nproc)
 echo
-echo "voxmail deposit latency vs nginx WebDAV PUT — body: 30 s 8 kHz µ-law WAV, $BODY_BYTES bytes;"
+echo "voxmail deposit latency vs its durability floor and nginx WebDAV PUT — body: 30 s 8 kHz µ-law WAV, $BODY_BYTES bytes;"
 echo "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), ${DURATION}s per run, 127.0.0.1, $cpus CPUs, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "voxmail $(git describe --always --dirty 2>/dev/null || echo '?'); load average before the runs: $load_before${busy:+; other busy processes: $busy}"
-echo "voxmail fsyncs the audio file, its directory and the SQLite commit per deposit; nginx does not fsync."
+echo "voxmail and the floor fsync the audio file, its directory and the SQLite commit per deposit; nginx does not fsync."
 echo
-printf '%7s | %8s %8s %7s %5s | %8s %8s %7s %5s\n' clients "vox p50" "vox p99" "req/s" "MB/s" "ngx p50" "ngx p99" "req/s" "MB/s"
-printf '%7s | %8s %8s %7s %5s | %8s %8s %7s %5s\n' "" "ms" "ms" "" "" "ms" "ms" "" ""
-printf '%s\n' "--------+---------------------------------+--------------------------------"
+printf '%7s | %8s %8s %7s | %8s %8s %7s | %6s | %8s %8s %7s\n' clients "vox p50" "vox p99" "req/s" "flr p50" "flr p99" "req/s" "vox/fl" "ngx p50" "ngx p99" "req/s"
+printf '%7s | %8s %8s %7s | %8s %8s %7s | %6s | %8s %8s %7s\n' "" "ms" "ms" "" "ms" "ms" "" "req/s" "ms" "ms" ""
+printf '%s\n' "--------+---------------------------+---------------------------+--------+--------------------------"
 printf '%s\n' "${rows[@]}"
 echo
 echo "status counts (any non-2xx is a failure to report):"

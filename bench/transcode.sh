@@ -42,7 +42,6 @@ REPEAT_HTTP=${REPEAT_HTTP:-200}
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 INPUT=${BENCH_INPUT:-$ROOT/fixtures/speech-60s-ulaw.wav}
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 log() { printf '[transcode-bench] %s\n' "$*" >&2; }
 
@@ -66,13 +65,10 @@ fi
 [[ -f $INPUT ]] || { log "input $INPUT not found (bash fixtures/make.sh makes it)"; exit 1; }
 
 # --- build ---------------------------------------------------------------------------------------
-log "cargo build --release (voxmail) and cargo bench --no-run (bench/opus_floor.rs)"
-cargo build --release --quiet --bin voxmail
-VOXMAIL=$TARGET/release/voxmail
-FLOOR_RS=$(cargo bench --bench opus_floor --no-run 2>&1 \
-    | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
-[[ -n $FLOOR_RS && -x $FLOOR_RS ]] || FLOOR_RS=$ROOT/$FLOOR_RS
-[[ -x $FLOOR_RS ]] || { log "could not find the opus_floor bench executable"; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+VOXMAIL=$(voxmail_binary)
+FLOOR_RS=$(bench_binary opus_floor)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/voxmail-transcode.XXXXXX")
 VOX_PID=""
