@@ -21,7 +21,8 @@
 # voxmail binary: $BENCH_VOXMAIL if set; else ${CARGO_TARGET_DIR:-target}/release/voxmail when it
 # is newer than every source file (src/, crates/, migrations/, Cargo.toml, Cargo.lock, build.rs),
 # otherwise `cargo build --release` first (BENCH_NO_BUILD=1 uses the existing binary regardless).
-# Tunables: BENCH_DURATION (seconds per wrk run, default 10), BENCH_ROUNDS (1; rounds alternate
+# Tunables: BENCH_CONNECTIONS (wrk's kept-alive connections, default 1; 2 wrk threads above 1),
+# BENCH_DURATION (seconds per wrk run, default 10), BENCH_ROUNDS (1; rounds alternate
 # voxmail and nginx), BENCH_FETCHES (20 curl fetches), BENCH_KEEP=1 keeps the temp dir (logs, raw
 # outputs). Everything runs on 127.0.0.1; the script stops the servers it started and removes its
 # temp dir. Figures only mean something on an otherwise idle machine: it warns about busy processes.
@@ -29,6 +30,9 @@ set -euo pipefail
 
 DURATION=${BENCH_DURATION:-10}
 ROUNDS=${BENCH_ROUNDS:-1}
+CONNS=${BENCH_CONNECTIONS:-1}
+WRK_THREADS=1
+((CONNS > 1)) && WRK_THREADS=2
 FETCHES=${BENCH_FETCHES:-20}
 
 cd "$(dirname "$0")/.."
@@ -216,7 +220,7 @@ LUA
 
 wrk_run() { # name url -> RESULT line
     local out=$TMP/wrk-$1.txt line
-    timeout $((DURATION + 60)) wrk -t1 -c1 -d"${DURATION}s" --timeout 10s --latency \
+    timeout $((DURATION + 60)) wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 10s --latency \
         -H "$AUTH" -s "$TMP/fetch.lua" "$2" >"$out" 2>&1 || true
     line=$(grep '^RESULT ' "$out" || true)
     if [[ -z $line ]]; then
@@ -274,7 +278,7 @@ done
 echo
 echo "Keep-alive fetches, one connection: voxmail vs nginx (sendfile, tcp_nodelay) serving the same bytes"
 echo "original: fixtures/speech-60s-ulaw.wav as stored ($WAV_BYTES B); opus: its cached ?format=opus rendition ($OPUS_BYTES B)"
-echo "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') -t1 -c1 -d${DURATION}s; curl $(curl -V | head -1 | awk '{print $2}'), $FETCHES fetches of one URL on one connection"
+echo "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') -t$WRK_THREADS -c$CONNS -d${DURATION}s; curl $(curl -V | head -1 | awk '{print $2}'), $FETCHES fetches of one URL on one connection"
 echo "127.0.0.1, $(nproc) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC'); voxmail $(git describe --always --dirty 2>/dev/null || echo '?'); load before: $load_before${busy:+; other busy processes: $busy}"
 echo
 printf '%-6s %-8s | %-7s | %8s %8s %7s | %8s %8s %7s | %6s\n' round what client "vox p50" "vox p99" "req/s" "ngx p50" "ngx p99" "req/s" "req/s"
