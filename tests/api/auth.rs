@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use voxmail::domain::Role;
 
 use crate::common::{TestApp, assert_problem, audio};
+use crate::helpers;
 
 /// Two tenants: `1001@alpha` and `2001@beta`, each with a PIN, a message and a greeting.
 struct Tenants {
@@ -136,14 +137,7 @@ async fn beta_is_untouched(t: &Tenants) {
     assert_eq!(mwi["new"], 1, "mwi {mwi}");
     assert_eq!(mwi["old"], 0, "mwi {mwi}");
 
-    let list: Value = app
-        .get("/v1/mailboxes/2001@beta/messages")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = helpers::get_json(app, "/v1/mailboxes/2001@beta/messages").await;
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "beta messages {list}");
     assert_eq!(items[0]["id"], t.beta_msg.as_str());
@@ -512,14 +506,7 @@ async fn a_scoped_key_lists_only_its_own_context() {
         assert_eq!(names, ["alpha"], "{role:?} key's contexts");
     }
     // The unscoped admin sees both.
-    let page: Value = app
-        .get("/v1/mailboxes")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = helpers::get_json(app, "/v1/mailboxes").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
 }
 
@@ -564,25 +551,11 @@ async fn pbx_key_is_forbidden_to_manage_contexts_and_mailboxes() {
         assert_problem(r, 403, "forbidden").await;
     }
     // Nothing changed.
-    let contexts: Value = app
-        .get("/v1/contexts")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let contexts = helpers::get_json(&app, "/v1/contexts").await;
     assert_eq!(contexts["items"].as_array().unwrap().len(), 1);
     let r = app.get("/v1/mailboxes/1002@alpha").send().await.unwrap();
     assert_problem(r, 404, "not-found").await;
-    let m: Value = app
-        .get("/v1/mailboxes/1001@alpha")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m = helpers::get_json(&app, "/v1/mailboxes/1001@alpha").await;
     assert_eq!(m["fullname"], "Alice");
 }
 
@@ -646,14 +619,7 @@ async fn scoped_admin_manages_mailboxes_of_its_context_only() {
     let r = app.get("/v1/mailboxes/1001@alpha").send().await.unwrap();
     assert_problem(r, 404, "not-found").await;
 
-    let contexts: Value = app
-        .get("/v1/contexts")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let contexts = helpers::get_json(&app, "/v1/contexts").await;
     assert_eq!(
         contexts["items"].as_array().unwrap().len(),
         2,

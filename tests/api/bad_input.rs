@@ -875,14 +875,7 @@ async fn a_json_body_with_a_duplicate_key_is_400() {
         );
     }
     s.check().await;
-    let m: Value = app
-        .get(&format!("/v1/mailboxes/{MBX}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m = helpers::get_json(app, &format!("/v1/mailboxes/{MBX}")).await;
     assert_eq!(m["fullname"], "Alice");
     for path in ["/v1/mailboxes/1002@default", "/v1/mailboxes/1003@default"] {
         assert_problem(app.get(path).send().await.unwrap(), 404, "not-found").await;

@@ -9,7 +9,7 @@ use voxmail::config::{Config, SmtpTls};
 
 use crate::common::smtp::{ServerTls, SmtpOptions, SmtpServer, TestCa, audio_duration};
 use crate::common::{TestApp, audio};
-use crate::helpers::{get_message, id_of};
+use crate::helpers::{self, get_message, id_of};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -75,14 +75,7 @@ async fn email_arrives_rendered_from_asterisk_templates_with_a_playable_attachme
     assert_eq!(r.status(), 200);
     let saved: Value = r.json().await.unwrap();
     assert_eq!(saved["unknown_variables"], json!(["VM_TYPO"]));
-    let got: Value = app
-        .get("/v1/contexts/sales/email")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = helpers::get_json(&app, "/v1/contexts/sales/email").await;
     assert_eq!(got["emaildateformat"], "%Y-%m-%d %H:%M");
     let bad = app
         .put("/v1/contexts/sales/email")
@@ -164,14 +157,7 @@ async fn email_arrives_rendered_from_asterisk_templates_with_a_playable_attachme
     let m = wait_email(&app, "1001@sales", &id_of(&m), |e| e["status"] == "sent").await;
     assert_eq!(m["email"]["status"], "sent");
     assert_eq!(m["email"]["attempts"], 1);
-    let list: Value = app
-        .get("/v1/mailboxes/1001@sales/messages")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = helpers::get_json(&app, "/v1/mailboxes/1001@sales/messages").await;
     assert_eq!(list["items"][0]["email"]["status"], "sent");
 }
 
@@ -864,14 +850,7 @@ async fn pagerfromstring_and_pagerdateformat_shape_the_pager_notice_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let got: Value = app
-        .get("/v1/contexts/night/email")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = helpers::get_json(&app, "/v1/contexts/night/email").await;
     assert_eq!(got["pagerdateformat"], "%d/%m %Hh");
     assert_eq!(got["pagerfromstring"], "Night desk");
     app.create_mailbox(

@@ -1,4 +1,4 @@
-//! Small helpers shared by the message, greeting and restart tests.
+//! Small helpers shared by the API tests.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,12 @@ pub async fn list(app: &TestApp, address: &str, query: &str) -> Vec<Value> {
     let body: Value = r.json().await.unwrap();
     assert!(body["next_cursor"].is_null(), "one page holds everything");
     body["items"].as_array().unwrap().clone()
+}
+
+/// The JSON body of a GET of `path` with the app's key, whatever its status (the caller checks
+/// the fields it expects).
+pub async fn get_json(app: &TestApp, path: &str) -> Value {
+    app.get(path).send().await.unwrap().json().await.unwrap()
 }
 
 /// One message's JSON.

@@ -4,6 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::{TestApp, assert_problem, audio};
+use crate::helpers;
 
 /// The route table of the contract (issue 2, section 4), in the document's path syntax.
 const CONTRACT: &[(&str, &[&str])] = &[
@@ -410,24 +411,10 @@ async fn answers_have_exactly_the_documented_properties() {
     let doc = document(&app).await;
     let schemas = &doc["components"]["schemas"];
 
-    let mailbox: Value = app
-        .get("/v1/mailboxes/1001@default")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mailbox = helpers::get_json(&app, "/v1/mailboxes/1001@default").await;
     assert_eq!(keys(&mailbox), keys(&schemas["MailboxView"]["properties"]));
 
-    let contexts: Value = app
-        .get("/v1/contexts")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let contexts = helpers::get_json(&app, "/v1/contexts").await;
     assert_eq!(
         keys(&contexts),
         ["items", "next_cursor"].map(String::from).into()

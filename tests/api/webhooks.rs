@@ -7,6 +7,7 @@ use voxmail::domain::Role;
 
 use crate::common::receiver::{Received, Receiver};
 use crate::common::{TestApp, assert_problem, audio};
+use crate::helpers;
 
 const WAIT: Duration = Duration::from_secs(10);
 const SECRET: &str = "a-webhook-secret-of-some-length";
@@ -44,14 +45,7 @@ fn verify(r: &Received) -> Value {
 }
 
 async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
-    let v: Value = app
-        .get(&format!("/v1/webhooks/{id}/deliveries"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = helpers::get_json(app, &format!("/v1/webhooks/{id}/deliveries")).await;
     v["items"].as_array().unwrap().clone()
 }
 
@@ -62,14 +56,7 @@ async fn deliveries_are_signed_so_the_receiver_can_verify_them() {
     app.create_mailbox("1001@default", json!({})).await;
     let hook = add_webhook(&app, "default", &format!("{}/hook", rx.url), json!({})).await;
     assert_eq!(hook["secret"], SECRET, "the secret is shown on create");
-    let listed: Value = app
-        .get("/v1/webhooks")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = helpers::get_json(&app, "/v1/webhooks").await;
     assert!(
         listed["items"][0].get("secret").is_none(),
         "and never again"
