@@ -30,7 +30,10 @@ trap cleanup EXIT
 unset $(env | sed -n 's/^\(VOXMAIL_[A-Za-z0-9_]*\)=.*/\1/p') RUST_LOG
 token=$("$bin" --data-dir "$work/data" apikey create --name schemathesis --role admin)
 
-"$bin" --data-dir "$work/data" serve --listen 127.0.0.1:0 >"$work/server.log" 2>&1 &
+# The log exists before the server starts: the loop below may read it before the background
+# shell has opened it (seen on a loaded machine: sed failed and set -e ended the run).
+: >"$work/server.log"
+"$bin" --data-dir "$work/data" serve --listen 127.0.0.1:0 >>"$work/server.log" 2>&1 &
 server=$!
 # The server logs its bound address once it accepts connections.
 port=""
