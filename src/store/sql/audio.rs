@@ -78,9 +78,9 @@ impl SqlStore {
 
     /// SQLite's one writer: this process's write lock (see [`SqlStore::begin`]), for statements
     /// that run outside a transaction.
-    async fn audio_write_guard(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    async fn audio_write_guard(&self) -> Option<super::writer::Exclusive> {
         match self.dialect {
-            Dialect::Sqlite => Some(self.write_lock.clone().lock_owned().await),
+            Dialect::Sqlite => Some(self.writer.exclusive().await),
             Dialect::Postgres | Dialect::MySql => None,
         }
     }

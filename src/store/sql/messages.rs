@@ -11,6 +11,19 @@ use crate::store::{
     NewMessage, Page, StoreError,
 };
 
+/// The INSERT of a new message row (its bindings in `insert_row`).
+macro_rules! insert_message {
+    () => {
+        "INSERT INTO messages (id, mailbox_id, dir, msgnum, context, macrocontext, callerid, \
+         origtime, duration, recording, flag, category, mailboxuser, mailboxcontext, msg_id, \
+         folder, is_read, origmailbox, exten, rdnis, priority, callerchan, caller_id_num, \
+         caller_id_name, duration_ms, audio_key, audio_format, codec, sample_rate, channels, \
+         byte_size, sha256, forwarded_from, created_by, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, \
+         ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    };
+}
+
 impl SqlStore {
     /// Takes the mailbox's row lock by bumping its version; returns the new version.
     pub(super) async fn lock_mailbox(
@@ -18,6 +31,14 @@ impl SqlStore {
         tx: &mut Tx,
         mailbox: &MailboxRecord,
     ) -> Result<i64, StoreError> {
+        if self.dialect.returning() {
+            let v: Option<(i64,)> = self
+                .qa("UPDATE mailboxes SET version = version + 1 WHERE uniqueid = ? RETURNING version")
+                .bind(mailbox.id.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+            return v.map(|(v,)| v).ok_or(StoreError::NotFound);
+        }
         let res = self
             .q("UPDATE mailboxes SET version = version + 1 WHERE uniqueid = ?")
             .bind(mailbox.id.to_string())
@@ -124,13 +145,18 @@ impl SqlStore {
     /// transactions that write events commit in seq order (a consumer never sees seq N before
     /// N−1): callers take it as late as they can, after every other lock of the transaction.
     async fn next_event_seq(&self, tx: &mut Tx) -> Result<i64, StoreError> {
-        self.q("UPDATE outbox_counter SET seq = seq + 1 WHERE id = 1")
-            .execute(&mut **tx)
-            .await?;
-        let (seq,): (i64,) = self
-            .qa("SELECT seq FROM outbox_counter WHERE id = 1")
-            .fetch_one(&mut **tx)
-            .await?;
+        let (seq,): (i64,) = if self.dialect.returning() {
+            self.qa("UPDATE outbox_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+                .fetch_one(&mut **tx)
+                .await?
+        } else {
+            self.q("UPDATE outbox_counter SET seq = seq + 1 WHERE id = 1")
+                .execute(&mut **tx)
+                .await?;
+            self.qa("SELECT seq FROM outbox_counter WHERE id = 1")
+                .fetch_one(&mut **tx)
+                .await?
+        };
         if let Some(sql) = self.dialect.notify_sql() {
             self.q(sql).execute(&mut **tx).await?;
         }
@@ -285,7 +311,7 @@ impl SqlStore {
         mailbox: &MailboxRecord,
         m: &NewMessage,
         maxmsg: u32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<MessageRecord, StoreError> {
         let dir = self.dir(
             &mailbox.address.context,
             &mailbox.address.mailbox,
@@ -295,58 +321,60 @@ impl SqlStore {
             .next_msgnum(tx, mailbox, &dir, &m.folder, maxmsg)
             .await?;
         let now = now_secs();
-        self.q(
-            "INSERT INTO messages (id, mailbox_id, dir, msgnum, context, macrocontext, callerid, \
-             origtime, duration, recording, flag, category, mailboxuser, mailboxcontext, msg_id, \
-             folder, is_read, origmailbox, exten, rdnis, priority, callerchan, caller_id_num, \
-             caller_id_name, duration_ms, audio_key, audio_format, codec, sample_rate, channels, \
-             byte_size, sha256, forwarded_from, created_by, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, \
-             ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(m.id.to_string())
-        .bind(mailbox.id.to_string())
-        .bind(dir)
-        .bind(msgnum)
-        .bind(m.context.clone())
-        .bind(m.callerid.clone())
-        .bind(m.origtime)
-        .bind((m.duration_ms + 500) / 1000)
-        .bind(m.asterisk_recording.clone())
-        .bind(m.flag.as_str())
-        .bind(m.category.clone())
-        .bind(mailbox.address.mailbox.clone())
-        .bind(mailbox.address.context.clone())
-        .bind(m.msg_id.clone())
-        .bind(m.folder.as_str().to_owned())
-        .bind(m.origmailbox.clone())
-        .bind(m.exten.clone())
-        .bind(m.rdnis.clone())
-        .bind(m.priority)
-        .bind(m.callerchan.clone())
-        .bind(m.caller_id_num.clone())
-        .bind(m.caller_id_name.clone())
-        .bind(m.duration_ms)
-        .bind(m.audio_key.clone())
-        .bind(m.audio_format.as_str())
-        .bind(m.audio_format.codec())
-        .bind(i64::from(m.sample_rate))
-        .bind(i64::from(m.channels))
-        .bind(m.byte_size)
-        .bind(m.sha256.clone())
-        .bind(m.forwarded_from.map(|f| f.to_string()))
-        .bind(self.node_id.clone())
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        // The row as stored comes back with the INSERT where the database can say it.
+        let sql = if self.dialect.returning() {
+            concat!(insert_message!(), " RETURNING ", message_columns!())
+        } else {
+            insert_message!()
+        };
+        let row: Option<MessageRow> = self
+            .qa(sql)
+            .bind(m.id.to_string())
+            .bind(mailbox.id.to_string())
+            .bind(dir)
+            .bind(msgnum)
+            .bind(m.context.clone())
+            .bind(m.callerid.clone())
+            .bind(m.origtime)
+            .bind((m.duration_ms + 500) / 1000)
+            .bind(m.asterisk_recording.clone())
+            .bind(m.flag.as_str())
+            .bind(m.category.clone())
+            .bind(mailbox.address.mailbox.clone())
+            .bind(mailbox.address.context.clone())
+            .bind(m.msg_id.clone())
+            .bind(m.folder.as_str().to_owned())
+            .bind(m.origmailbox.clone())
+            .bind(m.exten.clone())
+            .bind(m.rdnis.clone())
+            .bind(m.priority)
+            .bind(m.callerchan.clone())
+            .bind(m.caller_id_num.clone())
+            .bind(m.caller_id_name.clone())
+            .bind(m.duration_ms)
+            .bind(m.audio_key.clone())
+            .bind(m.audio_format.as_str())
+            .bind(m.audio_format.codec())
+            .bind(i64::from(m.sample_rate))
+            .bind(i64::from(m.channels))
+            .bind(m.byte_size)
+            .bind(m.sha256.clone())
+            .bind(m.forwarded_from.map(|f| f.to_string()))
+            .bind(self.node_id.clone())
+            .bind(now)
+            .bind(now)
+            .fetch_optional(&mut **tx)
+            .await?;
         // On the in-database audio store the upload moves into `recording` with the row — unless
         // `recording` holds Asterisk's copy: the original then stays in `audio_blobs`.
         if m.asterisk_recording.is_none() {
             self.adopt_message_audio(tx, &m.id.to_string(), &m.audio_key)
                 .await?;
         }
-        Ok(())
+        match row {
+            Some(row) => row.try_into(),
+            None => self.message_in(tx, mailbox, m.id).await,
+        }
     }
 }
 
@@ -453,8 +481,7 @@ impl SqlStore {
                 return Err(e.into());
             }
         }
-        self.insert_row(&mut tx, mailbox, &message, maxmsg).await?;
-        let stored = self.message_in(&mut tx, mailbox, message.id).await?;
+        let stored = self.insert_row(&mut tx, mailbox, &message, maxmsg).await?;
         self.queue_email(&mut tx, mailbox, message.id, stored.msgnum, forwarded_by)
             .await?;
         let counts = self
@@ -645,9 +672,9 @@ impl MessageStore for SqlStore {
         let cur = self.message_in(&mut tx, source, id).await?;
         let mut created = Vec::with_capacity(targets.len());
         for t in &targets {
-            self.insert_row(&mut tx, &t.mailbox, &t.message, t.maxmsg)
+            let copy = self
+                .insert_row(&mut tx, &t.mailbox, &t.message, t.maxmsg)
                 .await?;
-            let copy = self.message_in(&mut tx, &t.mailbox, t.message.id).await?;
             // Asterisk's forward mail names the forwarding mailbox as the caller (VM_CIDNUM) and
             // the original caller as ORIG_VM_*.
             self.queue_email(

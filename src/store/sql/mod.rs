@@ -15,6 +15,7 @@ mod mwi;
 mod rows;
 mod wake;
 mod webhooks;
+mod writer;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -82,6 +83,12 @@ impl Dialect {
         }
     }
 
+    /// Whether `UPDATE`/`INSERT … RETURNING` reads back what a statement wrote in the same round
+    /// trip (SQLite ≥ 3.35, PostgreSQL; MySQL has none, MariaDB none for UPDATE).
+    fn returning(self) -> bool {
+        matches!(self, Self::Sqlite | Self::Postgres)
+    }
+
     /// Suffix that locks selected rows until the transaction ends (SQLite locks the whole database
     /// for a write transaction instead).
     fn for_update(self) -> &'static str {
@@ -98,8 +105,9 @@ pub struct SqlStore {
     /// The database URL (holds credentials: never logged); the PostgreSQL listener connects with it.
     url: String,
     /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
-    /// sleeping and retrying on SQLITE_BUSY (which lets an unlucky writer wait seconds).
-    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// sleeping and retrying on SQLITE_BUSY (which lets an unlucky writer wait seconds), and
+    /// writers queued together share a commit (see `writer.rs`).
+    writer: writer::Writer,
     dialect: Dialect,
     spool_dir: String,
     node_id: String,
@@ -113,22 +121,33 @@ pub struct SqlStore {
         std::sync::RwLock<std::collections::HashMap<String, crate::config::ImapContextConfig>>,
 }
 
-/// A transaction. On SQLite it also holds this process's write lock (see [`SqlStore::begin`]).
+/// A transaction. On SQLite it is this process's writer's part of a shared one (see
+/// [`SqlStore::begin`]).
 pub(crate) struct Tx {
-    inner: Transaction<'static, Any>,
-    _write: Option<tokio::sync::OwnedMutexGuard<()>>,
+    inner: TxInner,
+}
+
+enum TxInner {
+    Own(Transaction<'static, Any>),
+    Shared(writer::Member),
 }
 
 impl std::ops::Deref for Tx {
     type Target = sqlx::AnyConnection;
     fn deref(&self) -> &sqlx::AnyConnection {
-        &self.inner
+        match &self.inner {
+            TxInner::Own(tx) => tx,
+            TxInner::Shared(m) => m.conn_ref(),
+        }
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.inner
+        match &mut self.inner {
+            TxInner::Own(tx) => tx,
+            TxInner::Shared(m) => m.conn(),
+        }
     }
 }
 
@@ -136,24 +155,22 @@ impl Tx {
     /// `COMMIT`, in a task of its own: once a change decided to commit, the COMMIT runs to its
     /// end even when the caller's future is dropped (its client hung up). Cut off mid-flight,
     /// sqlx queued a ROLLBACK behind the COMMIT the server had already received (PostgreSQL then
-    /// logs "there is no transaction in progress"), and on SQLite this process's write lock was
-    /// released before the commit finished. The lock now goes with the task.
+    /// logs "there is no transaction in progress"). On SQLite it returns once the shared
+    /// transaction holding this one's changes has committed.
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        let Tx {
-            inner,
-            _write: write,
-        } = self;
-        tokio::spawn(async move {
-            let done = inner.commit().await;
-            drop(write);
-            done
-        })
-        .await
-        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+        match self.inner {
+            TxInner::Own(tx) => tokio::spawn(tx.commit())
+                .await
+                .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?,
+            TxInner::Shared(m) => m.commit().await,
+        }
     }
 
     pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.inner.rollback().await
+        match self.inner {
+            TxInner::Own(tx) => tx.rollback().await,
+            TxInner::Shared(m) => m.rollback().await,
+        }
     }
 }
 
@@ -232,7 +249,7 @@ impl SqlStore {
         let store = Self {
             pool,
             url: url.to_owned(),
-            write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            writer: writer::Writer::new(),
             dialect,
             spool_dir: spool_dir.trim_end_matches('/').to_owned(),
             node_id: node_id.to_owned(),
@@ -336,19 +353,13 @@ impl SqlStore {
     /// Begins a write transaction. SQLite takes its write lock up front (`BEGIN IMMEDIATE`) so two
     /// writers queue on busy_timeout instead of failing when a read lock is upgraded.
     /// Writers of this process first queue on a fair lock, so SQLite's busy-wait only ever arbitrates
-    /// between processes (the CLI, another server on the same file).
+    /// between processes (the CLI, another server on the same file); writers queued together share
+    /// one transaction, each in a savepoint, and one commit (`writer.rs`).
     async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(match self.dialect {
-            Dialect::Sqlite => {
-                let guard = self.write_lock.clone().lock_owned().await;
-                Tx {
-                    inner: begin_detached(&self.pool, Some("BEGIN IMMEDIATE")).await?,
-                    _write: Some(guard),
-                }
-            }
-            _ => Tx {
-                inner: begin_detached(&self.pool, None).await?,
-                _write: None,
+        Ok(Tx {
+            inner: match self.dialect {
+                Dialect::Sqlite => TxInner::Shared(self.writer.begin(&self.pool).await?),
+                _ => TxInner::Own(begin_detached(&self.pool, None).await?),
             },
         })
     }
@@ -356,8 +367,7 @@ impl SqlStore {
     /// A read-only transaction (a consistent snapshot; takes no write lock).
     async fn begin_read(&self) -> Result<Tx, StoreError> {
         Ok(Tx {
-            inner: begin_detached(&self.pool, None).await?,
-            _write: None,
+            inner: TxInner::Own(begin_detached(&self.pool, None).await?),
         })
     }
 

@@ -218,17 +218,15 @@ impl SqlStore {
         cursor: &str,
         active_sql: &'static str,
     ) -> Result<bool, StoreError> {
-        let exists = self
-            .q("SELECT last_seq FROM consumer_cursors WHERE name = ?")
+        // One round trip: this runs on every wake-up, i.e. after every change.
+        let (exists, active): (i64, i64) = self
+            .qa_owned(format!(
+                "SELECT (SELECT COUNT(*) FROM consumer_cursors WHERE name = ?), ({active_sql})"
+            ))
             .bind(cursor.to_owned())
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some();
-        if !exists {
-            return Ok(true);
-        }
-        let (active,): (i64,) = self.qa(active_sql).fetch_one(&self.pool).await?;
-        Ok(active > 0)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(exists == 0 || active > 0)
     }
 
     /// Starts a dispatcher's batch: when a consumer is configured, locks the cursor and reads the
