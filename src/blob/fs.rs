@@ -3,8 +3,8 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use std::io::Write;
 use tokio::fs::{self, File};
-use tokio::io::{AsyncWriteExt, BufWriter};
 
 use super::{BlobError, BlobKey, BlobMeta, BlobRead, BlobStore, BlobWriter, MetaStream};
 
@@ -65,10 +65,13 @@ impl BlobStore for FsBlobStore {
             .root
             .join("tmp")
             .join(format!("{}.part", uuid::Uuid::now_v7()));
-        let file = File::create(&tmp).await?;
+        let tmp = TmpFile(Some(tmp));
+        let path = tmp.path().to_path_buf();
+        let file = blocking(move || Ok(std::fs::File::create(path)?)).await?;
         Ok(Box::new(FsBlobWriter {
-            file: Some(BufWriter::with_capacity(64 * 1024, file)),
-            tmp: TmpFile(Some(tmp)),
+            file: Some(file),
+            buf: Vec::new(),
+            tmp,
             dest: self.path(key),
         }))
     }
@@ -238,10 +241,20 @@ fn walk(root: &Path, prefix: &str, tx: &tokio::sync::mpsc::Sender<Result<BlobMet
     }
 }
 
+/// Bytes gathered before a trip to the blocking pool writes them (a 30 s G.711 recording is two
+/// trips in all: one write, then the rest with fsync, rename and the directory's fsync).
+const WRITE_CHUNK: usize = 128 * 1024;
+
 struct FsBlobWriter {
-    file: Option<BufWriter<File>>,
+    /// `None` once closed, or while a write has it on the blocking pool.
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
     tmp: TmpFile,
     dest: PathBuf,
+}
+
+fn closed() -> BlobError {
+    BlobError::Io(std::io::Error::other("writer already closed"))
 }
 
 /// A file under `tmp/` that is removed when this is dropped, unless [`TmpFile::keep`] said it
@@ -270,33 +283,44 @@ impl Drop for TmpFile {
 #[async_trait]
 impl BlobWriter for FsBlobWriter {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
-        match self.file.as_mut() {
-            Some(f) => Ok(f.write_all(chunk).await?),
-            None => Err(BlobError::Io(std::io::Error::other(
-                "writer already closed",
-            ))),
+        if self.file.is_none() {
+            return Err(closed());
         }
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() < WRITE_CHUNK {
+            return Ok(());
+        }
+        let (mut file, buf) = (
+            self.file.take().ok_or_else(closed)?,
+            std::mem::take(&mut self.buf),
+        );
+        let (file, mut buf) = blocking(move || {
+            file.write_all(&buf)?;
+            Ok((file, buf))
+        })
+        .await?;
+        buf.clear();
+        (self.file, self.buf) = (Some(file), buf);
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), BlobError> {
-        let Some(mut file) = self.file.take() else {
-            return Err(BlobError::Io(std::io::Error::other(
-                "writer already closed",
-            )));
-        };
-        file.flush().await?;
-        let file = file.into_inner();
-        file.sync_all().await?;
-        drop(file);
-        let parent = self
-            .dest
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        fs::create_dir_all(&parent).await?;
-        fs::rename(self.tmp.path(), &self.dest).await?;
+        let mut file = self.file.take().ok_or_else(closed)?;
+        let buf = std::mem::take(&mut self.buf);
+        let (tmp, dest) = (self.tmp.path().to_path_buf(), self.dest.clone());
+        // The rest, fsync, rename and the directory's fsync in one trip.
+        blocking(move || {
+            file.write_all(&buf)?;
+            file.sync_all()?;
+            drop(file);
+            let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+            std::fs::create_dir_all(&parent)?;
+            std::fs::rename(&tmp, &dest)?;
+            std::fs::File::open(&parent)?.sync_all()?;
+            Ok(())
+        })
+        .await?;
         self.tmp.keep();
-        sync_dir(&parent).await?;
         Ok(())
     }
 
