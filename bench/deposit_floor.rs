@@ -6,9 +6,13 @@
 //! as voxmail serializes its writes. No authentication, no audio checks, no counts, no events:
 //! everything else voxmail does per deposit is what its figures show beyond this one.
 //!
+//! Given a PostgreSQL URL, the INSERT goes there instead: one autocommitted INSERT per deposit
+//! (committed, so durable with PostgreSQL's default `synchronous_commit = on`), from a pool of 16
+//! connections as voxmail's, with no lock of its own.
+//!
 //! ```text
 //! cargo bench --bench deposit_floor --no-run    # then run the executable it names:
-//! deposit_floor DATA_DIR 127.0.0.1:PORT
+//! deposit_floor DATA_DIR 127.0.0.1:PORT [postgres://…]
 //! ```
 
 use std::io::Write;
@@ -26,7 +30,12 @@ use tokio::sync::Mutex;
 
 struct Floor {
     dir: PathBuf,
-    db: Mutex<SqliteConnection>,
+    db: Db,
+}
+
+enum Db {
+    Sqlite(Mutex<SqliteConnection>),
+    Postgres(sqlx::PgPool),
 }
 
 type Answer = (StatusCode, String);
@@ -56,14 +65,27 @@ async fn deposit(
     .await
     .map_err(failed)?
     .map_err(failed)?;
-    let mut db = f.db.lock().await;
-    sqlx::query("INSERT INTO messages (id, mailbox, size) VALUES (?, ?, ?)")
-        .bind(&id)
-        .bind(&mailbox)
-        .bind(size)
-        .execute(&mut *db)
-        .await
-        .map_err(failed)?;
+    match &f.db {
+        Db::Sqlite(db) => {
+            let mut db = db.lock().await;
+            sqlx::query("INSERT INTO messages (id, mailbox, size) VALUES (?, ?, ?)")
+                .bind(&id)
+                .bind(&mailbox)
+                .bind(size)
+                .execute(&mut *db)
+                .await
+                .map_err(failed)?;
+        }
+        Db::Postgres(pool) => {
+            sqlx::query("INSERT INTO messages (id, mailbox, size) VALUES ($1, $2, $3)")
+                .bind(&id)
+                .bind(&mailbox)
+                .bind(size)
+                .execute(pool)
+                .await
+                .map_err(failed)?;
+        }
+    }
     Ok((StatusCode::CREATED, format!("{{\"id\":\"{id}\"}}")))
 }
 
@@ -71,29 +93,36 @@ async fn deposit(
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` runs every bench target with `--bench`: nothing to do then.
-    if args.len() != 3 {
-        eprintln!("usage: deposit_floor DATA_DIR 127.0.0.1:PORT");
+    if !(3..=4).contains(&args.len()) {
+        eprintln!("usage: deposit_floor DATA_DIR 127.0.0.1:PORT [postgres://…]");
         return Ok(());
     }
     let dir = PathBuf::from(&args[1]);
     std::fs::create_dir_all(dir.join("tmp"))?;
-    let mut db = SqliteConnectOptions::new()
-        .filename(dir.join("floor.db"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .connect()
-        .await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS messages \
-         (id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, size INTEGER NOT NULL)",
-    )
-    .execute(&mut db)
-    .await?;
-    let floor = Arc::new(Floor {
-        dir,
-        db: Mutex::new(db),
-    });
+    const TABLE: &str = "CREATE TABLE IF NOT EXISTS messages \
+         (id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, size BIGINT NOT NULL)";
+    let db = match args.get(3) {
+        Some(url) => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(16)
+                .connect(url)
+                .await?;
+            sqlx::query(TABLE).execute(&pool).await?;
+            Db::Postgres(pool)
+        }
+        None => {
+            let mut db = SqliteConnectOptions::new()
+                .filename(dir.join("floor.db"))
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .connect()
+                .await?;
+            sqlx::query(TABLE).execute(&mut db).await?;
+            Db::Sqlite(Mutex::new(db))
+        }
+    };
+    let floor = Arc::new(Floor { dir, db });
     let app = Router::new()
         .route("/v1/mailboxes/{mailbox}/messages", post(deposit))
         .route("/healthz", get(|| async { StatusCode::NO_CONTENT }))

@@ -22,6 +22,9 @@
 #
 # Tunables (environment): BENCH_DURATION (seconds per run, default 10), BENCH_LEVELS ("1 16 64"),
 # BENCH_MAILBOXES (64), BENCH_KEEP=1 keeps the temporary directory (logs, wrk outputs).
+# BENCH_POSTGRES=postgres://user@host:port (a server where that user may create databases) runs
+# voxmail and the floor on PostgreSQL instead of SQLite: two fresh databases, voxbench_vox and
+# voxbench_floor, dropped again at the end (the floor's INSERT then commits on PostgreSQL).
 # VOXMAIL_* variables reach the server and the admin commands, e.g.
 # VOXMAIL_DATABASE__MAX_CONNECTIONS=1 to try a single SQLite connection.
 # The figures are only meaningful on an otherwise idle machine: the script warns when other
@@ -92,6 +95,11 @@ cleanup() {
         kill -QUIT "$NGINX_PID" 2>/dev/null || true
         wait "$NGINX_PID" 2>/dev/null || true
     fi
+    if [[ -n ${BENCH_POSTGRES:-} ]]; then
+        for db in voxbench_vox voxbench_floor; do
+            psql -q "$BENCH_POSTGRES/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+        done
+    fi
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then
         log "kept $TMP"
     else
@@ -147,6 +155,18 @@ with open(sys.argv[1], "wb") as f:
 PY
 BODY_BYTES=$(stat -c %s "$BODY")
 
+# --- databases -----------------------------------------------------------------------------------
+FLOOR_DB=() DB_KIND="SQLite (WAL, synchronous=FULL)"
+if [[ -n ${BENCH_POSTGRES:-} ]]; then
+    for db in voxbench_vox voxbench_floor; do
+        psql -q "$BENCH_POSTGRES/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+        psql -q "$BENCH_POSTGRES/postgres" -c "CREATE DATABASE $db" >/dev/null
+    done
+    export VOXMAIL_DATABASE__URL=$BENCH_POSTGRES/voxbench_vox
+    FLOOR_DB=("$BENCH_POSTGRES/voxbench_floor")
+    DB_KIND="PostgreSQL $(psql -tA "$BENCH_POSTGRES/postgres" -c 'SHOW server_version' | cut -d' ' -f1) (synchronous_commit=$(psql -tA "$BENCH_POSTGRES/postgres" -c 'SHOW synchronous_commit'))"
+fi
+
 # --- voxmail -------------------------------------------------------------------------------------
 VOX_DATA=$TMP/voxmail
 VOX_PORT=$(free_port)
@@ -162,7 +182,7 @@ wait_http "http://127.0.0.1:$VOX_PORT/healthz"
 
 # --- the durability floor ----------------------------------------------------------------------
 FLOOR_PORT=$(free_port)
-"$FLOOR" "$TMP/floor" "127.0.0.1:$FLOOR_PORT" >"$TMP/floor.log" 2>&1 &
+"$FLOOR" "$TMP/floor" "127.0.0.1:$FLOOR_PORT" "${FLOOR_DB[@]}" >"$TMP/floor.log" 2>&1 &
 FLOOR_PID=$!
 wait_http "http://127.0.0.1:$FLOOR_PORT/healthz"
 
@@ -277,7 +297,7 @@ echo
 echo "voxmail deposit latency vs its durability floor and nginx WebDAV PUT — body: 30 s 8 kHz µ-law WAV, $BODY_BYTES bytes;"
 echo "wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), ${DURATION}s per run, 127.0.0.1, $cpus CPUs, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "voxmail $(git describe --always --dirty 2>/dev/null || echo '?'); load average before the runs: $load_before${busy:+; other busy processes: $busy}"
-echo "voxmail and the floor fsync the audio file, its directory and the SQLite commit per deposit; nginx does not fsync."
+echo "database: $DB_KIND. voxmail and the floor fsync the audio file and its directory and commit the row per deposit; nginx does not fsync."
 echo
 printf '%7s | %8s %8s %7s | %8s %8s %7s | %6s | %8s %8s %7s\n' clients "vox p50" "vox p99" "req/s" "flr p50" "flr p99" "req/s" "vox/fl" "ngx p50" "ngx p99" "req/s"
 printf '%7s | %8s %8s %7s | %8s %8s %7s | %6s | %8s %8s %7s\n' "" "ms" "ms" "" "ms" "ms" "" "req/s" "ms" "ms" ""
