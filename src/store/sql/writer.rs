@@ -134,7 +134,6 @@ impl Writer {
     fn member(&self, guard: OwnedMutexGuard<State>) -> Member {
         Member {
             guard: Some(guard),
-            state: self.state.clone(),
             queued: self.queued.clone(),
         }
     }
@@ -149,7 +148,6 @@ pub(super) struct Exclusive {
 /// dropped (which rolls its changes back, see the module docs).
 pub(crate) struct Member {
     guard: Option<OwnedMutexGuard<State>>,
-    state: Arc<Mutex<State>>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -189,12 +187,9 @@ impl Member {
         batch.members += 1;
         let mut done = batch.done.subscribe();
         let full = batch.members >= MAX_BATCH;
-        if guard.committer && !full {
-            drop(guard);
-        } else if self.queued.load(Ordering::Relaxed) > 0 && !full {
-            guard.committer = true;
-            drop(guard);
-            spawn_committer(self.state.clone());
+        // Others are queued (or a committer already is): they join, and the committer commits.
+        if !full && (guard.committer || self.queued.load(Ordering::Relaxed) > 0) {
+            leave_to_committer(guard);
         } else {
             // Commit now, in a task of its own: once decided, the COMMIT runs to its end even
             // when this future is dropped, and the lock is released only after it.
@@ -222,11 +217,9 @@ impl Member {
             return Ok(());
         };
         cleanup(&mut guard).await;
-        if guard.batch.is_some() && !guard.committer {
-            // Others' changes are in it and nobody else will commit it.
-            guard.committer = true;
-            drop(guard);
-            spawn_committer(self.state.clone());
+        if guard.batch.is_some() {
+            // Others' changes are in it.
+            leave_to_committer(guard);
         }
         Ok(())
     }
@@ -236,17 +229,20 @@ impl Drop for Member {
     fn drop(&mut self) {
         // Dropped before commit or rollback: the savepoint stays open for the next holder of the
         // lock to roll back, and a committer makes sure there is one.
-        if let Some(mut guard) = self.guard.take()
-            && !guard.committer
-        {
-            guard.committer = true;
-            drop(guard);
-            spawn_committer(self.state.clone());
+        if let Some(guard) = self.guard.take() {
+            leave_to_committer(guard);
         }
     }
 }
 
-fn spawn_committer(state: Arc<Mutex<State>>) {
+/// Releases the lock with the transaction left open, making sure a committer is queued for it.
+fn leave_to_committer(mut guard: OwnedMutexGuard<State>) {
+    if guard.committer {
+        return;
+    }
+    guard.committer = true;
+    let state = OwnedMutexGuard::mutex(&guard).clone();
+    drop(guard);
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         rt.spawn(async move {
             let mut guard = state.lock_owned().await;
