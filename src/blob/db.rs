@@ -1,10 +1,11 @@
 //! Audio in the database (`audio.store = "db"`), where Asterisk's ODBC voicemail storage keeps it:
 //! a message's bytes in `messages.recording`, a greeting's in `greetings.recording`.
 //!
-//! Audio is written before its row exists (see docs/ARCHITECTURE.md, "Write path"), so a commit
-//! puts it in `audio_blobs` under its key; the transaction that inserts the message or sets the
-//! greeting then moves it into the row (`SqlStore::set_audio_in_db`). Renditions stay in
-//! `audio_blobs`. The SQL lives in `store/sql/audio.rs`.
+//! Audio is written before its row exists (see docs/design/0002-write-path-and-group-commit.md),
+//! so a commit puts it in `audio_blobs` under its key; the transaction that inserts the message
+//! or sets the greeting then moves it into the row (`SqlStore::set_audio_in_db`). Renditions stay
+//! in `audio_blobs`. The SQL lives in `store/sql/audio.rs`; the design is
+//! docs/design/0004-audio-in-database.md.
 //!
 //! Memory: an upload is spooled to an anonymous file in the scratch directory as it arrives, and
 //! read back whole at [`BlobWriter::commit`], which sends it in one statement: for that moment

@@ -10,7 +10,8 @@
 //!
 //! - [`pool`]: a bounded pool of connections per server.
 //!
-//! `service::imap_store` is the message store over these; docs/ARCHITECTURE.md, "IMAP storage".
+//! `service::imap_store` is the message store over these; docs/design/0017-imap-storage.md and
+//! docs/design/0018-imap-message-store.md.
 
 pub mod client;
 pub mod format;

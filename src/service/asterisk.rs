@@ -3,8 +3,7 @@
 //! another folder (copy, then delete the original) moves of the same message, its deletes
 //! deletes — each with the mailbox's event, so lamps, webhooks and streams follow Asterisk too.
 //! Every node polls (`database.poll_interval_ms`); nodes taking in one mailbox at once serialize
-//! on its lock and only the first applies a step. See docs/ARCHITECTURE.md, "Asterisk ODBC
-//! storage".
+//! on its lock and only the first applies a step. See docs/design/0020-asterisk-odbc-storage.md.
 
 use std::collections::HashSet;
 use std::time::Duration;

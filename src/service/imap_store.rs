@@ -1,8 +1,8 @@
 //! The IMAP message store (issue #7): contexts configured with `store = "imap"` keep their
 //! messages in IMAP folders in Asterisk's `IMAP_STORAGE` format (`crate::imap`), while contexts,
 //! mailboxes and greetings stay in SQL. [`RoutedStore`] is the `MessageStore` the services use:
-//! it sends each call to SQL or IMAP by the mailbox's context. See docs/ARCHITECTURE.md, "IMAP
-//! storage".
+//! it sends each call to SQL or IMAP by the mailbox's context. See
+//! docs/design/0018-imap-message-store.md.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

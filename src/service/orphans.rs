@@ -1,7 +1,8 @@
 //! The orphan collector: removes audio objects that no committed message or greeting references.
 //!
-//! Audio is written before the row that points at it commits (see docs/ARCHITECTURE.md, "Deposit
-//! order"), so a crash, a killed node or a lost database connection in between leaves an object
+//! Audio is written before the row that points at it commits (see "Deposit order" in
+//! docs/design/0002-write-path-and-group-commit.md; the collector is 0005-orphan-collector.md
+//! there), so a crash, a killed node or a lost database connection in between leaves an object
 //! nobody will ever read. So do failed removals (`remove_blobs` only logs) and renditions of
 //! formats no longer made. The collector lists the store, and removes an object when it is older
 //! than `audio.orphan_grace_secs` and the row its key names (message id or greeting mailbox, both

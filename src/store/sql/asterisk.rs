@@ -1,5 +1,5 @@
 //! What Asterisk's app_voicemail (ODBC_STORAGE) changed in the shared `messages` table, and how
-//! voxmail takes it in (docs/ARCHITECTURE.md, "Asterisk ODBC storage").
+//! voxmail takes it in (docs/design/0020-asterisk-odbc-storage.md).
 //!
 //! Asterisk writes through the `voicemessages` view. Rows it inserts are completed by a trigger and
 //! wait with `asterisk_state = 1`; rows it deletes or moves to another folder are copied to
