@@ -33,6 +33,11 @@ pub const PROBLEMS: &[(&str, u16, &str)] = &[
     ("not-found", 404, "Not found"),
     ("method-not-allowed", 405, "Method not allowed"),
     ("conflict", 409, "Already exists"),
+    (
+        "deposit-deleted",
+        410,
+        "This Idempotency-Key's deposit was stored, and its message has since been deleted",
+    ),
     ("payload-too-large", 413, "The request body is too large"),
     (
         "unsupported-media-type",
@@ -168,6 +173,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Address(_) => Self::new("invalid-mailbox-address", detail),
             ServiceError::Folder(_) => Self::new("unknown-folder", detail),
             ServiceError::Conflict(_) => Self::new("conflict", detail),
+            ServiceError::DepositDeleted(_) => Self::new("deposit-deleted", detail),
             ServiceError::MailboxFull(_) => Self::new("mailbox-full", detail),
             ServiceError::Audio(AudioError::Unsupported(_)) => {
                 Self::new("unsupported-audio", detail)

@@ -67,6 +67,9 @@ pub enum ServiceError {
     /// The name or address is already taken.
     #[error("{0}")]
     Conflict(String),
+    /// A retried deposit's first try was stored, and its message deleted since.
+    #[error("{0}")]
+    DepositDeleted(String),
     /// The target folder already holds its maximum number of messages.
     #[error("{0}")]
     MailboxFull(String),
@@ -124,6 +127,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound => Self::NotFound("resource".into()),
             StoreError::Conflict(m) => Self::Conflict(m),
+            e @ StoreError::DepositDeleted { .. } => Self::DepositDeleted(e.to_string()),
             e @ StoreError::MailboxFull { .. } => Self::MailboxFull(e.to_string()),
             StoreError::Corrupt(m) => {
                 tracing::error!(error = %m, "corrupt row in the database");

@@ -21,6 +21,13 @@ pub enum StoreError {
     /// A unique constraint (name, address) is already taken.
     #[error("{0}")]
     Conflict(String),
+    /// A deposit's Idempotency-Key was used by an earlier deposit whose message (`message`, its
+    /// id) has since been deleted.
+    #[error(
+        "the deposit with this Idempotency-Key was stored as message {message}, which has since \
+         been deleted; it is not stored again"
+    )]
+    DepositDeleted { message: String },
     /// The target folder already holds `maxmsg` messages.
     #[error("folder {folder} of {mailbox} is full ({max} messages)")]
     MailboxFull {

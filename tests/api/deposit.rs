@@ -539,8 +539,9 @@ async fn a_retry_after_the_message_was_deleted_does_not_bring_it_back() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let retry = send().await.unwrap();
-    assert!(retry.status().is_client_error(), "{}", retry.status());
-    assert_problem(retry, 409, "conflict").await;
+    let problem = assert_problem(retry, 410, "deposit-deleted").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(helpers::id_of(&first).as_str()), "{detail}");
     assert!(helpers::list(&app, "1001@default", "").await.is_empty());
     assert!(helpers::stored_audio(&app, "messages/").await.is_empty());
 }

@@ -122,7 +122,7 @@ async fn deposited(
 /// 06.10, `audio/x-sln` (Asterisk `.sln`, 16-bit little-endian; `;rate=16000` or `audio/sln16`
 /// for 16 kHz) and `audio/L16;rate=8000|16000` (RFC 2586: big-endian unless
 /// `;endianness=little-endian`). `Idempotency-Key` makes a retry return the first deposit (200)
-/// instead of storing a duplicate.
+/// instead of storing a duplicate, or 410 `deposit-deleted` once that message was deleted.
 #[utoipa::path(post, path = "/v1/mailboxes/{address}/messages", tag = "messages",
     params(("address" = String, Path, description = "mailbox@context"),
         ("Idempotency-Key" = Option<String>, Header, description = "retry key, 1-255 visible ASCII"),
@@ -135,6 +135,7 @@ async fn deposited(
     responses((status = 201, body = MessageView, description = "stored"),
         (status = 200, body = MessageView, description = "an earlier deposit with this Idempotency-Key"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 410, body = Problem, description = "this Idempotency-Key's message was deleted"),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
         (status = 429, body = Problem, description = "too many uploads in flight for this key or address"),
         (status = 503, body = Problem), (status = 507, body = Problem)),

@@ -473,10 +473,21 @@ impl SqlStore {
             if let Err(e) = res {
                 if is_unique_violation(&e) {
                     drop(tx);
-                    return match self.find_idempotent(mailbox, key).await? {
-                        Some(m) => Ok(Inserted::Existing(m)),
-                        None => Err(StoreError::Conflict("idempotency key in use".into())),
-                    };
+                    if let Some(m) = self.find_idempotent(mailbox, key).await? {
+                        return Ok(Inserted::Existing(m));
+                    }
+                    // The key's deposit was stored, and its message deleted since (the key
+                    // outlives it, so a late retry cannot store the recording a second time).
+                    let stored: Option<(String,)> = self
+                        .qa("SELECT message_id FROM idempotency_keys \
+                             WHERE mailbox_id = ? AND idem_key = ?")
+                        .bind(mailbox.id.to_string())
+                        .bind(key.to_owned())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    return Err(StoreError::DepositDeleted {
+                        message: stored.map(|(id,)| id).unwrap_or_default(),
+                    });
                 }
                 return Err(e.into());
             }
