@@ -15,7 +15,9 @@ use sha2::{Digest as _, Sha256};
 use crate::audio::RawHint;
 use crate::blob::{BlobKey, BlobStore};
 use crate::config::{Config, ImapContextConfig};
-use crate::domain::{AudioFormat, Flag, Folder, GreetingKind, MailboxId, MessageId, MwiCounts};
+use crate::domain::{
+    AudioFormat, Flag, Folder, GreetingKind, MailboxAddress, MailboxId, MessageId, MwiCounts,
+};
 use crate::imap::format::{self, AudioAttachment, Envelope, VoicemailMeta};
 use crate::imap::{
     ImapAccount, ImapClient, ImapError, ImapPool, ImapTls, Lease, Owner, VoicemailSummary,
@@ -182,8 +184,14 @@ impl ImapMessageStore {
 
     /// Whether the mailbox's messages are in IMAP (its context's `store`, or its own).
     pub(crate) fn handles(&self, mailbox: &MailboxRecord) -> bool {
-        self.settings(&mailbox.address.context)
-            .is_some_and(|c| c.mailbox_is_imap(&mailbox.address.mailbox))
+        self.handles_address(&mailbox.address)
+    }
+
+    /// Whether the messages of the mailbox at `address` are in IMAP (decided by configuration
+    /// alone, so before the mailbox is read).
+    pub(crate) fn handles_address(&self, address: &MailboxAddress) -> bool {
+        self.settings(&address.context)
+            .is_some_and(|c| c.mailbox_is_imap(&address.mailbox))
     }
 
     /// The `Retry-After` of the mailbox's 503s.

@@ -95,6 +95,29 @@ pub(crate) fn rendition_keys(key: &BlobKey) -> Vec<BlobKey> {
 }
 
 impl Voicemail {
+    /// The whole of a cached rendition of a recording in the audio store, opened in one step
+    /// (the open reads its size); `None` when it is not cached yet, or the original is kept in
+    /// IMAP (then [`Voicemail::rendition`] finds or makes it).
+    pub async fn open_cached_rendition(
+        &self,
+        original: Original<'_>,
+        r: &Rendition,
+    ) -> Result<Option<super::AudioStream>> {
+        let Some(src) = BlobKey::from_stored(original.key) else {
+            return Ok(None);
+        };
+        let key = BlobKey::rendition(&src, &r.suffix());
+        match self.blobs.open(&key, None).await {
+            Ok(read) => Ok(Some(super::AudioStream {
+                total: read.total,
+                range: None,
+                stream: read.stream,
+            })),
+            Err(BlobError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Returns the key and size of a rendition of `original`, transcoding and storing it first
     /// if it is not cached yet.
     pub async fn rendition(&self, original: Original<'_>, r: &Rendition) -> Result<(BlobKey, u64)> {

@@ -158,6 +158,15 @@ pub async fn serve(
     if let Want::NotModified = want(headers, u64::MAX, &etag) {
         return Ok(not_modified(&etag));
     }
+    // Without a Range the size decides nothing: a cached rendition is opened at once.
+    if !headers.contains_key(header::RANGE)
+        && let Some(audio) =
+            s.vm.open_cached_rendition(Original { key, format }, &r)
+                .await?
+    {
+        let filename = format!("{stem}.{}", r.format.extension());
+        return Ok(send(audio, r.format.content_type(), &etag, &filename));
+    }
     let (rkey, rsize) = s.vm.rendition(Original { key, format }, &r).await?;
     let range = match want(headers, rsize, &etag) {
         Want::NotModified => return Ok(not_modified(&etag)),

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::rows::{CountsRow, GreetingRow, MessageRow, greeting_columns, message_columns};
 use super::{SqlStore, Tx, is_unique_violation};
-use crate::domain::{Folder, GreetingKind, MessageId, MwiCounts, now_secs};
+use crate::domain::{Folder, GreetingKind, MailboxAddress, MessageId, MwiCounts, now_secs};
 use crate::store::{
     Changed, ForwardTarget, GreetingRecord, Inserted, MailboxRecord, MessageRecord, MessageStore,
     NewMessage, Page, StoreError,
@@ -193,6 +193,27 @@ impl SqlStore {
         .await?
         .ok_or(StoreError::NotFound)?
         .try_into()
+    }
+
+    /// The message `id` of the mailbox at `address`, in one read (Asterisk's `mailboxcontext`
+    /// and `mailboxuser` name every row's mailbox); `None` when there is none.
+    pub async fn message_at(
+        &self,
+        address: &MailboxAddress,
+        id: MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        self.qa::<MessageRow>(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE id = ? AND mailboxcontext = ? AND mailboxuser = ?"
+        ))
+        .bind(id.to_string())
+        .bind(address.context.clone())
+        .bind(address.mailbox.clone())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(MessageRecord::try_from)
+        .transpose()
     }
 
     /// The message an Idempotency-Key stored, on a pool or in a transaction.
