@@ -134,6 +134,16 @@ impl Voicemail {
         Ok(self.sql.email_state(m.mailbox_id, m.id).await?)
     }
 
+    /// The email state of a message just stored into `mailbox` (deposited or forwarded), as its
+    /// transaction left it: pending when it queued a notification.
+    pub fn email_of_new_message(&self, mailbox: &MailboxRecord) -> Option<EmailState> {
+        self.sql.queues_email(mailbox).then(|| EmailState {
+            status: "pending".into(),
+            attempts: 0,
+            last_error: None,
+        })
+    }
+
     /// Email states of a listing page, keyed by message id, in one query.
     pub async fn email_states(
         &self,

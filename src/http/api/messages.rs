@@ -95,23 +95,23 @@ async fn with_email(s: &AppState, m: MessageRecord) -> Result<MessageView, ApiEr
     Ok(v)
 }
 
+/// The answer to a deposit: 201 with the new message, or 200 with an earlier try's.
 async fn deposited(
     s: &AppState,
+    mailbox: &MailboxRecord,
     message: MessageRecord,
     created: bool,
 ) -> Result<Response, ApiError> {
     let location = format!("/v1/mailboxes/{}/messages/{}", message.mailbox, message.id);
-    let status = if created {
-        StatusCode::CREATED
+    let (status, view) = if created {
+        // Its e-mail state is what its transaction queued; no need to read it back.
+        let mut v = MessageView::from(message);
+        v.email = s.vm.email_of_new_message(mailbox).into();
+        (StatusCode::CREATED, v)
     } else {
-        StatusCode::OK
+        (StatusCode::OK, with_email(s, message).await?)
     };
-    Ok((
-        status,
-        [(header::LOCATION, location)],
-        axum::Json(with_email(s, message).await?),
-    )
-        .into_response())
+    Ok((status, [(header::LOCATION, location)], axum::Json(view)).into_response())
 }
 
 /// Deposit a recording. The body is the audio, with metadata in the query, or
@@ -177,7 +177,7 @@ async fn deposit(
         .map(str::to_owned);
     let (mailbox, existing) = s.vm.begin_deposit(p, address, idem.as_deref()).await?;
     if let Some(m) = existing {
-        return deposited(s, m, false).await;
+        return deposited(s, &mailbox, m, false).await;
     }
     let is_multipart = content_type.as_deref().is_some_and(|c| {
         c.trim_start()
@@ -199,7 +199,7 @@ async fn deposit(
     let (m, created) =
         s.vm.commit_deposit(&mailbox, id, audio, meta, idem.as_deref())
             .await?;
-    deposited(s, m, created).await
+    deposited(s, &mailbox, m, created).await
 }
 
 async fn deposit_multipart(
@@ -284,7 +284,7 @@ async fn deposit_multipart(
     let (m, created) =
         s.vm.commit_deposit(mailbox, id, audio, meta.unwrap_or_default(), idem)
             .await?;
-    deposited(s, m, created).await
+    deposited(s, mailbox, m, created).await
 }
 
 /// Query of `GET …/messages`.

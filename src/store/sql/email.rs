@@ -99,6 +99,15 @@ impl SqlStore {
         self.email_outbox.store(on, Ordering::Relaxed);
     }
 
+    /// Whether a message stored into `mailbox` gets e-mail jobs (`[email] enabled`, and the
+    /// mailbox has an e-mail or pager address): what `queue_email` decides.
+    pub fn queues_email(&self, mailbox: &MailboxRecord) -> bool {
+        self.email_outbox.load(Ordering::Relaxed)
+            && [&mailbox.email, &mailbox.pager]
+                .iter()
+                .any(|to| !to.trim().is_empty())
+    }
+
     /// Queues the notifications of a message just inserted into `mailbox`, in its transaction:
     /// one job for `email` and one for `pager`, when the mailbox has them.
     pub(super) async fn queue_email(
@@ -109,7 +118,7 @@ impl SqlStore {
         msgnum: i64,
         forwarded_by: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
-        if !self.email_outbox.load(Ordering::Relaxed) {
+        if !self.queues_email(mailbox) {
             return Ok(());
         }
         let now = now_secs();
