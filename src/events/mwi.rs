@@ -7,17 +7,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ami::AmiConnection;
+use super::queue::{self, Backoff, Deliveries, OnShutdown, SenderSettings};
 use super::sip::{self, SipUri};
 use crate::config::MwiConfig;
 use crate::domain::{MailboxAddress, MwiCounts};
-use crate::store::{MwiPushJob, MwiTargetKind, MwiTargetRecord, SqlStore};
+use crate::store::{MwiPushJob, MwiTargetKind, MwiTargetRecord, SqlStore, StoreError};
 
 /// Starts the dispatcher and the pusher; with `resync_on_start`, current counts of every mailbox
 /// are queued for every target first (before the caller starts taking requests, so a resync never
@@ -38,53 +37,17 @@ pub async fn start(
             Err(e) => tracing::warn!(error = %e, "MWI resync at start failed"),
         }
     }
-    let (due_tx, due_rx) = watch::channel(0u64);
-    tracker.spawn(dispatch_loop(store.clone(), wake, due_tx, shutdown.clone()));
-    tracker.spawn(push_loop(store, config, due_rx, shutdown));
-}
-
-async fn dispatch_loop(
-    store: Arc<SqlStore>,
-    mut wake: watch::Receiver<u64>,
-    due: watch::Sender<u64>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        loop {
-            match store.dispatch_mwi_events(500).await {
-                Ok(0) => break,
-                Ok(_) => due.send_modify(|n| *n = n.wrapping_add(1)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "MWI dispatch failed; retrying");
-                    break;
-                }
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = wake.changed() => if r.is_err() { return },
-            _ = tick.tick() => {}
-        }
-    }
-}
-
-type AmiPool = Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<AmiConnection>>>>>;
-
-struct Pusher {
-    store: Arc<SqlStore>,
-    config: MwiConfig,
-    http: reqwest::Client,
-    ami: AmiPool,
-}
-
-async fn push_loop(
-    store: Arc<SqlStore>,
-    config: MwiConfig,
-    mut due: watch::Receiver<u64>,
-    shutdown: CancellationToken,
-) {
+    let dispatcher = store.clone();
+    let due = queue::spawn_dispatcher(
+        Pusher::NAME,
+        move || {
+            let store = dispatcher.clone();
+            async move { store.dispatch_mwi_events(500).await }
+        },
+        wake,
+        shutdown.clone(),
+        tracker,
+    );
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(config.timeout_secs.max(1)))
         .user_agent(concat!("voxmail/", env!("CARGO_PKG_VERSION")))
@@ -96,56 +59,51 @@ async fn push_loop(
             return;
         }
     };
+    let settings = SenderSettings {
+        concurrency: config.concurrency as usize,
+        backoff: Backoff {
+            base_ms: config.retry_base_ms,
+            max_ms: config.retry_max_ms,
+        },
+        // The next push carries the newest counts anyway, and a SIP try can take 32 s.
+        on_shutdown: OnShutdown::Abandon,
+    };
     let pusher = Pusher {
         store,
         config,
         http,
         ami: Mutex::new(HashMap::new()),
+        backoff: settings.backoff,
     };
-    let concurrency = pusher.config.concurrency.max(1) as usize;
-    // A SIP transaction may take up to timer F (32 s).
-    let lease_ms = 40_000;
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        (pusher.config.retry_base_ms / 2).clamp(50, 1000),
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        match pusher
-            .store
-            .claim_mwi_pushes(now_ms, lease_ms, (concurrency * 4) as u32)
-            .await
-        {
-            Ok(jobs) if !jobs.is_empty() => {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = futures_util::stream::iter(jobs)
-                        .for_each_concurrent(concurrency, |job| pusher.push(job)) => {}
-                }
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot claim MWI pushes"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = due.changed() => if r.is_err() { return },
-            _ = tick.tick() => {}
-        }
+    queue::spawn_sender(pusher, settings, due, shutdown, tracker);
+}
+
+type AmiPool = Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<AmiConnection>>>>>;
+
+/// The MWI push queue.
+struct Pusher {
+    store: Arc<SqlStore>,
+    config: MwiConfig,
+    http: reqwest::Client,
+    ami: AmiPool,
+    backoff: Backoff,
+}
+
+impl Deliveries for Pusher {
+    type Job = MwiPushJob;
+    const NAME: &'static str = "MWI push";
+
+    async fn claim(&self, now_ms: i64, limit: u32) -> Result<Vec<MwiPushJob>, StoreError> {
+        // A SIP transaction may take up to timer F (32 s).
+        self.store.claim_mwi_pushes(now_ms, 40_000, limit).await
+    }
+
+    async fn deliver(&self, job: MwiPushJob) {
+        self.push(job).await;
     }
 }
 
 impl Pusher {
-    fn backoff_ms(&self, attempts: u32) -> i64 {
-        let exp = self
-            .config
-            .retry_base_ms
-            .saturating_mul(1u64 << attempts.min(30))
-            .min(self.config.retry_max_ms);
-        let jitter: f64 = rand::thread_rng().gen_range(0.5..1.5);
-        (exp as f64 * jitter) as i64
-    }
-
     async fn push(&self, job: MwiPushJob) {
         let (counts, gone) = match self.store.counts_by_id(job.mailbox_id).await {
             Ok(Some(c)) => (c, false),
@@ -207,7 +165,7 @@ impl Pusher {
     }
 
     async fn finish(&self, job: &MwiPushJob, pushed: Option<i64>, error: Option<&str>) {
-        let retry_at = chrono::Utc::now().timestamp_millis() + self.backoff_ms(job.attempts);
+        let retry_at = self.backoff.retry_at_ms(job.attempts);
         if let Err(e) = self
             .store
             .finish_mwi_push(job, pushed, error, retry_at)

@@ -5,17 +5,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
-use rand::Rng;
 use sha2::Sha256;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::queue::{self, Backoff, Deliveries, OnShutdown, SenderSettings};
 use crate::config::WebhooksConfig;
 use crate::domain::now_secs;
-use crate::store::{DeliveryJob, SqlStore};
+use crate::store::{DeliveryJob, SqlStore, StoreError};
 
 /// Header with the HMAC-SHA256 signature: `sha256=<hex of HMAC(secret, "<timestamp>.<body>")>`.
 pub const SIGNATURE_HEADER: &str = "x-voxmail-signature";
@@ -40,58 +39,17 @@ pub fn start(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let (sent_tx, sent_rx) = watch::channel(0u64);
-    tracker.spawn(dispatch_loop(
-        store.clone(),
+    let dispatcher = store.clone();
+    let dispatched = queue::spawn_dispatcher(
+        Webhooks::NAME,
+        move || {
+            let store = dispatcher.clone();
+            async move { store.dispatch_webhook_events(500).await }
+        },
         wake,
-        sent_tx,
         shutdown.clone(),
-    ));
-    tracker.spawn(send_loop(store, config, sent_rx, shutdown));
-}
-
-async fn dispatch_loop(
-    store: Arc<SqlStore>,
-    mut wake: watch::Receiver<u64>,
-    dispatched: watch::Sender<u64>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        loop {
-            match store.dispatch_webhook_events(500).await {
-                Ok(0) => break,
-                Ok(_) => dispatched.send_modify(|n| *n = n.wrapping_add(1)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook dispatch failed; retrying");
-                    break;
-                }
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = wake.changed() => if r.is_err() { return },
-            _ = tick.tick() => {}
-        }
-    }
-}
-
-fn backoff_ms(config: &WebhooksConfig, attempts: u32) -> i64 {
-    let exp = config
-        .retry_base_ms
-        .saturating_mul(1u64 << attempts.min(30))
-        .min(config.retry_max_ms);
-    let jitter: f64 = rand::thread_rng().gen_range(0.5..1.5);
-    (exp as f64 * jitter) as i64
-}
-
-async fn send_loop(
-    store: Arc<SqlStore>,
-    config: WebhooksConfig,
-    mut dispatched: watch::Receiver<u64>,
-    shutdown: CancellationToken,
-) {
+        tracker,
+    );
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(config.timeout_secs.max(1)))
         .user_agent(concat!("voxmail/", env!("CARGO_PKG_VERSION")))
@@ -104,40 +62,44 @@ async fn send_loop(
             return;
         }
     };
-    let concurrency = config.concurrency.max(1) as usize;
-    let lease_ms = (config.timeout_secs.max(1) * 1000 * 3) as i64;
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        (config.retry_base_ms / 2).clamp(50, 1000),
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        match store
-            .claim_deliveries(now_ms, lease_ms, (concurrency * 4) as u32)
-            .await
-        {
-            Ok(jobs) if !jobs.is_empty() => {
-                let sent = jobs.len();
-                futures_util::stream::iter(jobs)
-                    .for_each_concurrent(concurrency, |job| {
-                        let client = &client;
-                        let store = &store;
-                        let config = &config;
-                        async move { deliver(client, store, config, job).await }
-                    })
-                    .await;
-                tracing::debug!(deliveries = sent, "webhook deliveries attempted");
-                // More may be due right away (the next of each mailbox).
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = dispatched.changed() => if r.is_err() { return },
-            _ = tick.tick() => {}
-        }
+    let settings = SenderSettings {
+        concurrency: config.concurrency as usize,
+        backoff: backoff(&config),
+        on_shutdown: OnShutdown::Finish,
+    };
+    let webhooks = Webhooks {
+        store,
+        client,
+        config,
+    };
+    queue::spawn_sender(webhooks, settings, dispatched, shutdown, tracker);
+}
+
+fn backoff(config: &WebhooksConfig) -> Backoff {
+    Backoff {
+        base_ms: config.retry_base_ms,
+        max_ms: config.retry_max_ms,
+    }
+}
+
+/// The webhook deliveries queue.
+struct Webhooks {
+    store: Arc<SqlStore>,
+    client: reqwest::Client,
+    config: WebhooksConfig,
+}
+
+impl Deliveries for Webhooks {
+    type Job = DeliveryJob;
+    const NAME: &'static str = "webhook";
+
+    async fn claim(&self, now_ms: i64, limit: u32) -> Result<Vec<DeliveryJob>, StoreError> {
+        let lease_ms = (self.config.timeout_secs.max(1) * 1000 * 3) as i64;
+        self.store.claim_deliveries(now_ms, lease_ms, limit).await
+    }
+
+    async fn deliver(&self, job: DeliveryJob) {
+        deliver(&self.client, &self.store, &self.config, job).await;
     }
 }
 
@@ -172,8 +134,7 @@ async fn deliver(
     };
     let delivered = error.is_none();
     let too_old = now_secs() - job.created_at >= config.max_age_secs as i64;
-    let retry_at = (!delivered && !too_old)
-        .then(|| chrono::Utc::now().timestamp_millis() + backoff_ms(config, job.attempts));
+    let retry_at = (!delivered && !too_old).then(|| backoff(config).retry_at_ms(job.attempts));
     if let Some(err) = &error {
         tracing::info!(
             webhook.id = %job.webhook_id,
@@ -229,17 +190,5 @@ mod tests {
             sign("s3cret", 1_700_000_000, "{}"),
             "sha256=97926816e98fbb41ccb1673225ff29a2f35369099990e1b1561651e7bd097ebf"
         );
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let c = WebhooksConfig {
-            retry_base_ms: 1000,
-            retry_max_ms: 8000,
-            ..WebhooksConfig::default()
-        };
-        assert!((500..=1500).contains(&backoff_ms(&c, 0)));
-        assert!((2000..=6000).contains(&backoff_ms(&c, 2)));
-        assert!(backoff_ms(&c, 20) <= 12_000);
     }
 }

@@ -3,11 +3,9 @@
 //! `deletevoicemail`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,6 +15,7 @@ use crate::audio::Source;
 use crate::blob::{BlobKey, BlobStore};
 use crate::config::EmailConfig;
 use crate::domain::{AudioFormat, MailboxId, Principal, now_secs};
+use crate::events::queue::{self, Backoff, Deliveries, OnShutdown, SenderSettings};
 use crate::mail::compose::{self, Compose, date_format_is_valid};
 use crate::mail::{MailSettings, Mailer, SendError, attachment, template};
 use crate::store::{
@@ -90,13 +89,11 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn backoff_ms(c: &EmailConfig, attempts: u32) -> i64 {
-    let exp = c
-        .retry_base_ms
-        .saturating_mul(1u64 << attempts.min(30))
-        .min(c.retry_max_ms);
-    let jitter: f64 = rand::thread_rng().gen_range(0.5..1.5);
-    (exp as f64 * jitter) as i64
+fn backoff(c: &EmailConfig) -> Backoff {
+    Backoff {
+        base_ms: c.retry_base_ms,
+        max_ms: c.retry_max_ms,
+    }
 }
 
 impl Voicemail {
@@ -197,7 +194,26 @@ impl Voicemail {
                  impostor can read the mails and the SMTP password; use tls_ca_file instead"
             );
         }
-        tracker.spawn(email_loop(self.clone(), Arc::new(mailer), shutdown));
+        let settings = SenderSettings {
+            concurrency: c.concurrency as usize,
+            backoff: backoff(c),
+            // A try cut short after the server took the mail would send it twice.
+            on_shutdown: OnShutdown::Finish,
+        };
+        let outbox = EmailOutbox {
+            vm: self.clone(),
+            mailer,
+            // Finished jobs are swept at least hourly, and more often when they are kept for less.
+            sweep_every: Duration::from_secs(c.keep_finished_secs.clamp(1, 3600)),
+            next_sweep: Mutex::new(tokio::time::Instant::now()),
+        };
+        queue::spawn_sender(
+            outbox,
+            settings,
+            self.changed.subscribe(),
+            shutdown,
+            tracker,
+        );
         Ok(())
     }
 
@@ -392,7 +408,7 @@ impl Voicemail {
                         None,
                     )
                 } else {
-                    let at = chrono::Utc::now().timestamp_millis() + backoff_ms(cfg, job.attempts);
+                    let at = backoff(cfg).retry_at_ms(job.attempts);
                     ("pending", Some(e.clone()), Some(at))
                 }
             }
@@ -429,54 +445,47 @@ impl Voicemail {
     }
 }
 
-async fn email_loop(vm: Voicemail, mailer: Arc<Mailer>, shutdown: CancellationToken) {
-    let cfg = vm.config.email.clone();
-    let mut wake = vm.changed.subscribe();
-    let concurrency = cfg.concurrency.max(1) as usize;
-    // A lease outlives the slowest conversation, so a job is never sent twice by two workers.
-    let lease_ms = (cfg.timeout_secs.max(1) * 1000 * 4 + 10_000) as i64;
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        (cfg.retry_base_ms / 2).clamp(50, 1000),
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Finished jobs are swept at least hourly, and more often when they are kept for less.
-    let sweep_every = Duration::from_secs(cfg.keep_finished_secs.clamp(1, 3600));
-    let mut next_sweep = tokio::time::Instant::now();
-    loop {
-        if tokio::time::Instant::now() >= next_sweep {
-            next_sweep += sweep_every;
-            match vm.sweep_email_jobs().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "removed finished email jobs"),
-                Err(e) => tracing::warn!(error = %e, "cannot sweep finished email jobs"),
-            }
-        }
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        match vm
-            .sql
-            .claim_email_jobs(now_ms, lease_ms, (concurrency * 4) as u32)
-            .await
+/// The e-mail outbox as a delivery queue: its jobs are written with the deposits.
+struct EmailOutbox {
+    vm: Voicemail,
+    mailer: Mailer,
+    sweep_every: Duration,
+    next_sweep: Mutex<tokio::time::Instant>,
+}
+
+impl Deliveries for EmailOutbox {
+    type Job = EmailJob;
+    const NAME: &'static str = "email";
+
+    async fn claim(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> std::result::Result<Vec<EmailJob>, StoreError> {
+        // A lease outlives the slowest conversation, so a job is never sent twice by two workers.
+        let lease_ms = (self.vm.config.email.timeout_secs.max(1) * 1000 * 4 + 10_000) as i64;
+        self.vm.sql.claim_email_jobs(now_ms, lease_ms, limit).await
+    }
+
+    async fn deliver(&self, job: EmailJob) {
+        self.vm.send_email_job(&self.mailer, job).await;
+    }
+
+    async fn housekeep(&self) {
+        let now = tokio::time::Instant::now();
         {
-            Ok(jobs) if !jobs.is_empty() => {
-                futures_util::stream::iter(jobs)
-                    .for_each_concurrent(concurrency, |job| {
-                        let vm = &vm;
-                        let mailer = &mailer;
-                        async move { vm.send_email_job(mailer, job).await }
-                    })
-                    .await;
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                continue;
+            let Ok(mut next) = self.next_sweep.lock() else {
+                return;
+            };
+            if now < *next {
+                return;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot claim email jobs"),
+            *next = now + self.sweep_every;
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = wake.changed() => if r.is_err() { return },
-            _ = tick.tick() => {}
+        match self.vm.sweep_email_jobs().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "removed finished email jobs"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep finished email jobs"),
         }
     }
 }
