@@ -94,13 +94,47 @@ async fn ari_target_gets_put_mailboxes_with_counts_and_basic_auth() {
     );
 
     // The push is recorded right after the target answered.
+    let pushes = all_in_sync(&app, &target, 1).await;
+    assert_eq!(pushes[0]["mailbox"], "1001@default");
+}
+
+/// Waits until a socket of this machine is bound to 127.0.0.1:`port` (UDP) or listens there
+/// (TCP), as the kernel lists them; probing by binding the port could take it from sipp.
+async fn until_bound(port: u16, transport: &str) {
+    let (table, listening) = match transport {
+        "tcp" => ("/proc/net/tcp", Some("0A")),
+        _ => ("/proc/net/udp", None),
+    };
+    let local = format!("0100007F:{port:04X}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let sockets = std::fs::read_to_string(table).unwrap();
+        let bound = sockets.lines().skip(1).any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1) == Some(&local.as_str())
+                && listening.is_none_or(|s| cols.get(3) == Some(&s))
+        });
+        if bound {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing bound to 127.0.0.1:{port}/{transport}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The target's push states once there are `n` and each is recorded as pushed (a push is
+/// recorded after the target answered it, so none is in flight then).
+async fn all_in_sync(app: &TestApp, target: &Value, n: usize) -> Vec<Value> {
     let path = format!("/v1/mwi-targets/{}/pushes", target["id"].as_str().unwrap());
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let pushes: Value = app.get(&path).send().await.unwrap().json().await.unwrap();
-        assert_eq!(pushes["items"][0]["mailbox"], "1001@default");
-        if pushes["items"][0]["in_sync"] == true {
-            break;
+        let items = pushes["items"].as_array().unwrap();
+        if items.len() == n && items.iter().all(|p| p["in_sync"] == true) {
+            return items.clone();
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -167,7 +201,7 @@ async fn restart_resyncs_every_lamp() {
     app.create_mailbox("1002@default", json!({})).await;
     app.deposit_ok("1002@default", audio::wav_ulaw(1.0), "audio/wav")
         .await;
-    add_target(
+    let target = add_target(
         &app,
         json!({"context": "default", "kind": "ari", "url": ari.url}),
     )
@@ -177,8 +211,8 @@ async fn restart_resyncs_every_lamp() {
         ("/ari/mailboxes/1002@default".to_owned(), "1".to_owned()),
     ];
     assert_eq!(pushed_after(&ari, 0, 2).await, expected);
-    // Let any push still in flight land before the restart.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No push is in flight before the restart.
+    all_in_sync(&app, &target, 2).await;
     let before = ari.received().await.len();
     app.restart().await;
     assert_eq!(
@@ -186,7 +220,7 @@ async fn restart_resyncs_every_lamp() {
         expected,
         "both mailboxes pushed again after the restart"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    all_in_sync(&app, &target, 2).await;
     // And on demand.
     let before = ari.received().await.len();
     let r = app
@@ -425,8 +459,7 @@ async fn sip_notify_is_accepted_by_sipp(transport: &str) {
         cmd.args(["-t", "t1"]);
     }
     let child = cmd.spawn().expect("start sipp");
-    // Give sipp a moment to bind its port.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_bound(port, transport).await;
     add_target(
         &app,
         json!({"context": "default", "kind": "sip", "mailbox": "1001",

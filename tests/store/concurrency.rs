@@ -364,8 +364,12 @@ async fn a_commit_on_one_node_wakes_the_others(store: Arc<SqlStore>, db: &TestDb
         &tracker,
     );
     let m = mailbox(&store, "100").await;
-    // Let the listener start (it wakes once when it connects), then wait for the deposit's wake.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The watcher wakes once when it has started (LISTEN done, or the first seq read); then the
+    // deposit's wake.
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("node B's watcher did not start within 5 s")
+        .expect("wake channel open");
     rx.borrow_and_update();
     store
         .insert_message(&m, new_message(Folder::Inbox), 10, None)
@@ -377,19 +381,38 @@ async fn a_commit_on_one_node_wakes_the_others(store: Arc<SqlStore>, db: &TestDb
         .expect("wake channel open");
     if db.backend == Backend::Postgres {
         // The listening connection dies: node B reconnects and is woken by the next commit again.
-        let (killed,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
-        )
-        .fetch_one(
-            &mut <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        let listeners = "SELECT pid FROM pg_stat_activity \
+                         WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+        let old: Vec<(i32,)> = sqlx::query_as(listeners)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(old.len(), 1, "one listener connection");
+        let (killed,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1)")
+            .bind(old[0].0)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert!(killed);
+        // It reconnects and LISTENs again: a new backend shows the statement.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now: Vec<(i32,)> = sqlx::query_as(listeners)
+                .fetch_all(&mut admin)
                 .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(killed, 1, "one listener connection");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+                .unwrap();
+            if now.iter().any(|(pid,)| *pid != old[0].0) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node B's listener did not LISTEN again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         rx.borrow_and_update();
         store
             .insert_message(&m, new_message(Folder::Inbox), 10, None)

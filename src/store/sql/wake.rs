@@ -59,7 +59,9 @@ impl SqlStore {
             }
             match self.last_event_seq().await {
                 Ok(seq) => {
-                    if last.is_some_and(|l| l != seq) {
+                    // The first read wakes the consumers too, as the listener's connect does:
+                    // whatever committed before it was not seen by this watcher.
+                    if last != Some(seq) {
                         bump(&wake);
                     }
                     last = Some(seq);
