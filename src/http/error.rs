@@ -120,6 +120,21 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status, the problem type's title, the detail and the extra headers: what the API
+    /// answers, and what the web UI shows on its error page.
+    pub fn parts(
+        &self,
+    ) -> (
+        StatusCode,
+        &'static str,
+        &str,
+        &[(header::HeaderName, String)],
+    ) {
+        let (status, title) = lookup(self.slug);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, title, &self.detail, &self.headers)
+    }
+
     pub fn new(slug: &'static str, detail: impl Into<String>) -> Self {
         Self {
             slug,

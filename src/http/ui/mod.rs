@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
 use super::AppState;
+use super::error::ApiError;
 use crate::service::{AdminClient, AdminSession, ServiceError};
 
 /// Name of the session cookie.
@@ -197,6 +198,9 @@ pub enum UiError {
     Forbidden(String),
     Invalid(String),
     Unavailable(String),
+    /// A service failure, shown with the status, title and detail the API gives it (an IMAP
+    /// outage is 503 "The mailbox's IMAP server is unavailable" on both).
+    Service(ApiError),
 }
 
 impl From<ServiceError> for UiError {
@@ -204,8 +208,7 @@ impl From<ServiceError> for UiError {
         match e {
             ServiceError::NotFound(_) => Self::NotFound,
             ServiceError::Forbidden(m) => Self::Forbidden(m),
-            ServiceError::Unavailable(m) => Self::Unavailable(m),
-            other => Self::Invalid(other.to_string()),
+            other => Self::Service(other.into()),
         }
     }
 }
@@ -229,6 +232,21 @@ impl IntoResponse for UiError {
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m),
             Self::Invalid(m) => (StatusCode::BAD_REQUEST, "Invalid request", m),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable", m),
+            Self::Service(e) => {
+                let (status, title, detail, headers) = e.parts();
+                let page = views::ErrorPage {
+                    title,
+                    detail,
+                    status: status.as_u16(),
+                };
+                let mut res = (status, views::html(&page)).into_response();
+                for (name, value) in headers {
+                    if let Ok(v) = HeaderValue::from_str(value) {
+                        res.headers_mut().insert(name.clone(), v);
+                    }
+                }
+                return res;
+            }
         };
         let page = views::ErrorPage {
             title,
@@ -459,5 +477,20 @@ mod tests {
             c,
             "vxm_session=t; Path=/ui; HttpOnly; SameSite=Strict; Secure"
         );
+    }
+
+    #[test]
+    fn a_service_failure_gets_the_apis_status_title_and_retry_after() {
+        let res = UiError::from(ServiceError::ImapUnavailable {
+            message: "the IMAP server of 1001@default did not answer".into(),
+            retry_after: 7,
+        })
+        .into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "7");
+        let res = UiError::from(ServiceError::MailboxFull("INBOX is full".into())).into_response();
+        assert_eq!(res.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let res = UiError::from(ServiceError::NotFound("mailbox".into())).into_response();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
     }
 }
