@@ -17,21 +17,13 @@ use crate::store::SqlStore;
 /// Opens the stores the configuration names and builds the services on them.
 pub async fn build(config: Config) -> anyhow::Result<Voicemail> {
     let url = config.database_url();
-    let sql = SqlStore::connect_with(
-        &url,
-        config.database.max_connections,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-        &config.voicemail.spool_dir,
-        &config.node_id(),
-    )
-    .await
-    .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
-    sql.set_email_outbox(config.email.enabled);
+    let sql = SqlStore::open(&config)
+        .await
+        .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
     let sql = Arc::new(sql);
     let blobs: Arc<dyn BlobStore> = match config.audio.store.as_str() {
         // Audio in `messages.recording` / `greetings.recording`, as Asterisk's ODBC storage.
         "db" => {
-            sql.set_audio_in_db(true);
             let scratch = config.scratch_dir();
             Arc::new(
                 crate::blob::DbBlobStore::open(sql.clone(), &scratch)

@@ -3,7 +3,7 @@
 //!
 //! Audio is written before its row exists (see docs/design/0002-write-path-and-group-commit.md),
 //! so a commit puts it in `audio_blobs` under its key; the transaction that inserts the message
-//! or sets the greeting then moves it into the row (`SqlStore::set_audio_in_db`). Renditions stay
+//! or sets the greeting then moves it into the row (`audio.store = "db"`, set by `SqlStore::open`). Renditions stay
 //! in `audio_blobs`. The SQL lives in `store/sql/audio.rs`; the design is
 //! docs/design/0004-audio-in-database.md.
 //!

@@ -182,7 +182,6 @@ impl Voicemail {
         tracker: &TaskTracker,
     ) -> std::result::Result<(), String> {
         let c = &self.config.email;
-        self.sql.set_email_outbox(c.enabled);
         if !c.enabled {
             return Ok(());
         }

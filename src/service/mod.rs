@@ -219,7 +219,6 @@ impl Voicemail {
             wait,
         ));
         let imap = imap_store::ImapMessageStore::new(config.clone()).map(Arc::new);
-        sql.set_imap_config(&config.imap);
         let messages: Arc<dyn MessageStore> = match &imap {
             Some(imap) => Arc::new(imap_store::RoutedStore {
                 sql: sql.clone(),

@@ -67,7 +67,7 @@ impl SqlStore {
     /// Whether audio lives in the database (`audio.store = "db"`): then every transaction that
     /// inserts a message or sets a greeting moves the uploaded bytes from `audio_blobs` into the
     /// row's `recording` column.
-    pub fn set_audio_in_db(&self, on: bool) {
+    pub(super) fn set_audio_in_db(&self, on: bool) {
         self.audio_in_db.store(on, Ordering::Relaxed);
     }
 

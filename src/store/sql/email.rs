@@ -95,7 +95,7 @@ impl SqlStore {
     }
 
     /// Whether deposits queue email jobs (the `[email] enabled` setting).
-    pub fn set_email_outbox(&self, on: bool) {
+    pub(super) fn set_email_outbox(&self, on: bool) {
         self.email_outbox.store(on, Ordering::Relaxed);
     }
 

@@ -99,7 +99,7 @@ impl CountsRow {
 
 impl SqlStore {
     /// Sets which mailboxes keep their messages in IMAP (from `[imap.contexts]`).
-    pub fn set_imap_config(&self, config: &ImapConfig) {
+    pub(super) fn set_imap_config(&self, config: &ImapConfig) {
         let mut set = self
             .imap_contexts
             .write()

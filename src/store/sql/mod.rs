@@ -175,7 +175,27 @@ impl Tx {
 }
 
 impl SqlStore {
-    /// Connects, and applies migrations, with the default acquire timeout (2 s).
+    /// The store a node runs on, complete when built: connected and migrated as `[database]`
+    /// says, queueing e-mail jobs when `[email] enabled`, keeping audio in the rows when
+    /// `audio.store = "db"`, and knowing the IMAP contexts of `[imap]`.
+    pub async fn open(config: &crate::config::Config) -> Result<Self, StoreError> {
+        let store = Self::connect_with(
+            &config.database_url(),
+            config.database.max_connections,
+            Duration::from_millis(config.database.acquire_timeout_ms),
+            &config.voicemail.spool_dir,
+            &config.node_id(),
+        )
+        .await?;
+        store.set_email_outbox(config.email.enabled);
+        store.set_audio_in_db(config.audio.store == "db");
+        store.set_imap_config(&config.imap);
+        Ok(store)
+    }
+
+    /// Connects, and applies migrations, with the default acquire timeout (2 s): a store with
+    /// the defaults of [`SqlStore::connect_with`] (for tools and tests; a node uses
+    /// [`SqlStore::open`]).
     pub async fn connect(
         url: &str,
         max_connections: u32,
@@ -188,7 +208,8 @@ impl SqlStore {
     }
 
     /// Connects, and applies migrations. A request waits at most `acquire_timeout` for a pooled
-    /// connection (`database.acquire_timeout_ms`).
+    /// connection (`database.acquire_timeout_ms`). The store queues e-mail jobs, keeps audio out
+    /// of the rows and knows no IMAP context ([`SqlStore::open`] sets them from a `Config`).
     pub async fn connect_with(
         url: &str,
         max_connections: u32,
