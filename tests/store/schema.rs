@@ -177,11 +177,11 @@ async fn defaults(db: &TestDb) -> Defaults {
         .collect()
 }
 
-/// The (column, left, right) of every default that differs.
-fn differing(
-    left: &Defaults,
-    right: &Defaults,
-) -> Vec<((String, String), Option<String>, Option<String>)> {
+/// A default that differs: (table, column), then each side's.
+type Difference = ((String, String), Option<String>, Option<String>);
+
+/// Every default that differs between two schemas.
+fn differing(left: &Defaults, right: &Defaults) -> Vec<Difference> {
     left.keys()
         .chain(right.keys())
         .collect::<BTreeSet<_>>()
