@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::blob::{BlobStore, FsBlobStore, S3BlobStore};
-use crate::config::Config;
+use crate::config::{AudioStore, Config};
 use crate::service::Voicemail;
 use crate::store::SqlStore;
 
@@ -21,9 +21,9 @@ pub async fn build(config: Config) -> anyhow::Result<Voicemail> {
         .await
         .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
     let sql = Arc::new(sql);
-    let blobs: Arc<dyn BlobStore> = match config.audio.store.as_str() {
+    let blobs: Arc<dyn BlobStore> = match config.audio.store {
         // Audio in `messages.recording` / `greetings.recording`, as Asterisk's ODBC storage.
-        "db" => {
+        AudioStore::Db => {
             let scratch = config.scratch_dir();
             Arc::new(
                 crate::blob::DbBlobStore::open(sql.clone(), &scratch)
@@ -37,7 +37,7 @@ pub async fn build(config: Config) -> anyhow::Result<Voicemail> {
             )
         }
         // Objects in an S3-compatible bucket, which every node of a cluster shares.
-        "s3" => {
+        AudioStore::S3 => {
             let s3 = &config.audio.s3;
             let store = S3BlobStore::open(s3)
                 .with_context(|| format!("opening the S3 audio store (bucket {})", s3.bucket))?;
@@ -55,7 +55,7 @@ pub async fn build(config: Config) -> anyhow::Result<Voicemail> {
             );
             Arc::new(store)
         }
-        "fs" => {
+        AudioStore::Fs => {
             let audio_dir = config.audio_dir();
             let store = FsBlobStore::open(&audio_dir)
                 .await
@@ -63,7 +63,6 @@ pub async fn build(config: Config) -> anyhow::Result<Voicemail> {
             tracing::info!(audio.store = "fs", audio.dir = %audio_dir.display(), "audio in a directory");
             Arc::new(store)
         }
-        other => anyhow::bail!("audio.store = {other:?}: expected \"fs\", \"s3\" or \"db\""),
     };
     Ok(Voicemail::new(sql, blobs, Arc::new(config)))
 }

@@ -456,7 +456,7 @@ fn raw_content_type(path: &Path) -> Option<&'static str> {
 /// to write a readonly database" (code 14) on every write, and nothing says which file or why.
 fn check_writable(config: &Config) -> anyhow::Result<()> {
     let mut dirs = vec![config.data_dir.clone(), config.scratch_dir()];
-    if config.audio.store == "fs" {
+    if config.audio.store == crate::config::AudioStore::Fs {
         dirs.push(config.audio_dir());
     }
     let mut files = Vec::new();

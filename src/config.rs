@@ -135,7 +135,7 @@ pub struct AudioConfig {
     /// Where audio bytes are kept: `fs` (a local directory, the default), `s3` (an
     /// S3-compatible bucket, see `[audio.s3]`; what a cluster of nodes shares) or `db` (the
     /// database's `recording` column, as Asterisk's ODBC storage keeps it).
-    pub store: String,
+    pub store: AudioStore,
     /// Directory of the `fs` store. Empty = `<data_dir>/audio`.
     pub dir: PathBuf,
     /// The bucket of the `s3` store.
@@ -356,6 +356,66 @@ impl Default for MwiConfig {
     }
 }
 
+/// Where audio bytes are kept (`audio.store`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioStore {
+    /// A local directory (`audio.dir`).
+    #[default]
+    Fs,
+    /// An S3-compatible bucket (`[audio.s3]`).
+    S3,
+    /// The database's `recording` columns.
+    Db,
+}
+
+impl AudioStore {
+    /// The name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fs => "fs",
+            Self::S3 => "s3",
+            Self::Db => "db",
+        }
+    }
+}
+
+/// Where a context keeps its messages or greetings (`imap.contexts.*.store`, `greetings`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeptIn {
+    /// The database (and the audio store).
+    Sql,
+    /// The context's IMAP server.
+    Imap,
+}
+
+/// Where one mailbox keeps its messages (`imap.contexts.*.mailboxes.*.store`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailboxKeptIn {
+    /// As its context (`""`).
+    #[default]
+    #[serde(rename = "")]
+    AsContext,
+    /// The database, whatever the context says.
+    Sql,
+    /// IMAP, whatever the context says.
+    Imap,
+}
+
+/// How an IMAP connection is secured (`imap.contexts.*.tls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImapTlsMode {
+    /// TLS from the first byte (port 993).
+    Implicit,
+    /// STARTTLS after the greeting (port 143).
+    Starttls,
+    /// Plain text (trusted networks only).
+    None,
+}
+
 /// How the SMTP connection is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -559,13 +619,13 @@ impl Default for ImapConfig {
 pub struct ImapContextConfig {
     /// Where the context's messages live: `"imap"`, or `"sql"` to keep these settings but store
     /// in SQL.
-    pub store: String,
+    pub store: KeptIn,
     /// Server host name (also the TLS server name).
     pub host: String,
     /// Server port; 0 = 993 for `tls = "implicit"`, 143 otherwise.
     pub port: u16,
     /// `"implicit"` (TLS from the first byte), `"starttls"` or `"none"` (trusted networks only).
-    pub tls: String,
+    pub tls: ImapTlsMode,
     /// A PEM file of extra trusted CA certificates (beside the public roots); empty = none.
     pub ca_file: PathBuf,
     /// The IMAP user of a mailbox, `{mailbox}` and `{context}` replaced (e.g.
@@ -605,7 +665,7 @@ pub struct ImapContextConfig {
     pub poll_interval_secs: u64,
     /// Where the mailboxes' greetings live: `"sql"` (the database and audio store, default) or
     /// `"imap"` (Asterisk's `imapgreetings = yes`: one message per greeting in `greeting_folder`).
-    pub greetings: String,
+    pub greetings: KeptIn,
     /// The IMAP folder greetings are kept in with `greetings = "imap"` (Asterisk's
     /// `greetingfolder`; Asterisk's default is the voicemail folder, INBOX).
     pub greeting_folder: String,
@@ -614,7 +674,7 @@ pub struct ImapContextConfig {
 impl ImapContextConfig {
     /// Whether the context's messages are in IMAP (mailboxes may override it).
     pub fn is_imap(&self) -> bool {
-        self.store == "imap"
+        self.store == KeptIn::Imap
     }
 
     /// Whether this context has any mailbox whose messages are in IMAP.
@@ -633,10 +693,10 @@ impl ImapContextConfig {
 impl Default for ImapContextConfig {
     fn default() -> Self {
         Self {
-            store: "imap".into(),
+            store: KeptIn::Imap,
             host: String::new(),
             port: 0,
-            tls: "implicit".into(),
+            tls: ImapTlsMode::Implicit,
             ca_file: PathBuf::new(),
             user_format: "{mailbox}".into(),
             master_user: String::new(),
@@ -652,7 +712,7 @@ impl Default for ImapContextConfig {
             max_idle_watchers: 100,
             use_idle: true,
             poll_interval_secs: 5,
-            greetings: "sql".into(),
+            greetings: KeptIn::Sql,
             greeting_folder: "INBOX".into(),
         }
     }
@@ -696,15 +756,16 @@ pub struct ImapMailboxLogin {
     pub password: String,
     /// Where this mailbox's messages live, overriding the context's `store`: `"imap"` (e.g.
     /// one mailbox in IMAP in a context kept in SQL), `"sql"`, or empty = as the context.
-    pub store: String,
+    pub store: MailboxKeptIn,
 }
 
 impl ImapMailboxLogin {
     /// Whether the mailbox's messages are in IMAP, given its context's settings.
     pub fn is_imap(&self, context: &ImapContextConfig) -> bool {
-        match self.store.as_str() {
-            "" => context.is_imap(),
-            s => s == "imap",
+        match self.store {
+            MailboxKeptIn::AsContext => context.is_imap(),
+            MailboxKeptIn::Imap => true,
+            MailboxKeptIn::Sql => false,
         }
     }
 }
@@ -797,7 +858,7 @@ impl AudioConfig {
 impl Default for AudioConfig {
     fn default() -> Self {
         Self {
-            store: "fs".into(),
+            store: AudioStore::Fs,
             dir: PathBuf::new(),
             s3: S3Config::default(),
             orphan_grace_secs: 6 * 3600,
@@ -935,18 +996,7 @@ impl Config {
         }
         for (name, c) in &self.imap.contexts {
             let bad = |m: &str| Err(ConfigError::Value(format!("imap.contexts.{name}: {m}")));
-            if !matches!(c.store.as_str(), "imap" | "sql") {
-                return bad("store must be \"imap\" or \"sql\"");
-            }
-            if !matches!(c.tls.as_str(), "implicit" | "starttls" | "none") {
-                return bad("tls must be \"implicit\", \"starttls\" or \"none\"");
-            }
             for (number, m) in &c.mailboxes {
-                if !matches!(m.store.as_str(), "" | "imap" | "sql") {
-                    return bad(&format!(
-                        "mailboxes.{number}.store must be \"imap\", \"sql\" or empty"
-                    ));
-                }
                 if m.is_imap(c) && m.user.is_empty() && c.master_user.is_empty() {
                     return bad(&format!(
                         "mailboxes.{number} is kept in IMAP: give its user and password, or \
@@ -966,16 +1016,13 @@ impl Config {
             if c.folder.is_empty() {
                 return bad("folder must not be empty (Asterisk's default is INBOX)");
             }
-            if !matches!(c.greetings.as_str(), "sql" | "imap") {
-                return bad("greetings must be \"sql\" or \"imap\"");
-            }
             if c.greeting_folder.is_empty() {
                 return bad("greeting_folder must not be empty (Asterisk's default is INBOX)");
             }
         }
-        match self.audio.store.as_str() {
-            "fs" | "db" => {}
-            "s3" => {
+        match self.audio.store {
+            AudioStore::Fs | AudioStore::Db => {}
+            AudioStore::S3 => {
                 let s3 = &self.audio.s3;
                 if s3.bucket.is_empty() {
                     return Err(ConfigError::Value(
@@ -992,11 +1039,6 @@ impl Config {
                         "audio.s3.endpoint is http://: set audio.s3.allow_http = true to send audio unencrypted".into(),
                     ));
                 }
-            }
-            other => {
-                return Err(ConfigError::Value(format!(
-                    "audio.store = {other:?}: expected \"fs\", \"s3\" or \"db\""
-                )));
             }
         }
         if self.audio.orphan_grace_secs > 0 && self.audio.orphan_sweep_secs == 0 {
@@ -1098,7 +1140,7 @@ impl Config {
     /// `tmp/` of the audio directory for the `fs` store, on the same disk as the audio (it stages
     /// its own writes there too); `<data_dir>/tmp` for the others.
     pub fn scratch_dir(&self) -> PathBuf {
-        if self.audio.store == "fs" {
+        if self.audio.store == AudioStore::Fs {
             self.audio_dir().join("tmp")
         } else {
             self.data_dir.join("tmp")
@@ -1139,7 +1181,7 @@ mod tests {
             .expect("parses");
         c.validate().expect("valid");
         let ctx = &c.imap.contexts["default"];
-        assert!(ctx.is_imap() && ctx.tls == "implicit" && ctx.folder == "INBOX");
+        assert!(ctx.is_imap() && ctx.tls == ImapTlsMode::Implicit && ctx.folder == "INBOX");
         let printed = format!("{ctx:?}");
         assert!(!printed.contains("s3cret"), "{printed}");
 
@@ -1149,11 +1191,23 @@ mod tests {
             x.mailboxes.clear();
         }
         assert!(no_login.validate().is_err());
-        let mut bad_tls = c.clone();
-        if let Some(x) = bad_tls.imap.contexts.get_mut("default") {
-            x.tls = "ssl".into();
+        // A value outside a setting's choices is refused when the file is read, naming them.
+        for (bad, expected) in [
+            (
+                toml.replace("host = ", "tls = \"ssl\"\n            host = "),
+                "implicit",
+            ),
+            (format!("{toml}\n            store = \"ldap\""), "imap"),
+            (format!("[audio]\nstore = \"nfs\"\n{toml}"), "`fs`, `s3`"),
+        ] {
+            let err = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(&bad))
+                .extract::<Config>()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(expected), "{bad}: {err}");
         }
-        assert!(bad_tls.validate().is_err());
     }
 
     #[test]

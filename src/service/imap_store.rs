@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::audio::RawHint;
 use crate::blob::{BlobKey, BlobStore};
-use crate::config::{Config, ImapContextConfig};
+use crate::config::{Config, ImapContextConfig, ImapTlsMode, KeptIn};
 use crate::domain::{
     AudioFormat, Flag, Folder, GreetingKind, MailboxAddress, MailboxId, MessageId, MwiCounts,
 };
@@ -257,10 +257,10 @@ impl ImapMessageStore {
                 "no IMAP login is configured for this mailbox; see the server log",
             ));
         };
-        a.tls = match c.tls.as_str() {
-            "none" => ImapTls::None,
-            "starttls" => ImapTls::StartTls,
-            _ => ImapTls::Implicit,
+        a.tls = match c.tls {
+            ImapTlsMode::None => ImapTls::None,
+            ImapTlsMode::Starttls => ImapTls::StartTls,
+            ImapTlsMode::Implicit => ImapTls::Implicit,
         };
         a.port = match (c.port, a.tls) {
             (0, ImapTls::Implicit) => 993,
@@ -596,7 +596,7 @@ impl ImapMessageStore {
     /// Whether the mailbox's greetings are kept in IMAP (`greetings = "imap"`).
     pub(crate) fn keeps_greetings(&self, mailbox: &MailboxRecord) -> bool {
         self.settings(&mailbox.address.context)
-            .is_some_and(|c| c.greetings == "imap")
+            .is_some_and(|c| c.greetings == KeptIn::Imap)
     }
 
     /// A connection to the mailbox's greeting folder (`greeting_folder`, created if missing),

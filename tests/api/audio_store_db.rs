@@ -13,7 +13,7 @@ use crate::helpers::{audio_of, id_of};
 const MBX: &str = "1001@default";
 
 async fn db_app() -> TestApp {
-    let app = TestApp::spawn_with(|c| c.audio.store = "db".into()).await;
+    let app = TestApp::spawn_with(|c| c.audio.store = voxmail::config::AudioStore::Db).await;
     app.create_mailbox(MBX, json!({})).await;
     app
 }

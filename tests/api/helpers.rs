@@ -79,9 +79,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// directory store, the objects of the bucket, or on the database store the rows of
 /// `audio_blobs` and the messages and greetings whose `recording` holds their audio.
 pub async fn stored_audio(app: &TestApp, prefix: &str) -> Vec<String> {
-    let mut keys: Vec<String> = match app.config.audio.store.as_str() {
-        "db" => crate::audio_store_db::stored_keys(app, prefix).await,
-        "s3" => {
+    let mut keys: Vec<String> = match app.config.audio.store {
+        voxmail::config::AudioStore::Db => crate::audio_store_db::stored_keys(app, prefix).await,
+        voxmail::config::AudioStore::S3 => {
             use futures_util::StreamExt;
             use voxmail::blob::BlobStore;
             let store = voxmail::blob::S3BlobStore::open(&app.config.audio.s3).expect("open S3");
@@ -92,7 +92,7 @@ pub async fn stored_audio(app: &TestApp, prefix: &str) -> Vec<String> {
             }
             keys
         }
-        _ => {
+        voxmail::config::AudioStore::Fs => {
             let root = app.config.audio_dir();
             files_under(&root)
                 .iter()
@@ -119,7 +119,7 @@ pub async fn audio_named(app: &TestApp, needle: &str) -> Vec<String> {
 /// Half-written uploads left behind: `*.part` files in the directory store's `tmp/`, or any file
 /// in the scratch directory of the other stores (they spool to anonymous files).
 pub fn leftover_parts(app: &TestApp) -> Vec<PathBuf> {
-    if app.config.audio.store != "fs" {
+    if app.config.audio.store != voxmail::config::AudioStore::Fs {
         return files_under(&app.config.scratch_dir());
     }
     files_under(&app.data_dir().join("audio").join("tmp"))

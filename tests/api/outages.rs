@@ -65,7 +65,7 @@ async fn after_a_full_disk_every_write_succeeds_again_and_nothing_acknowledged_i
     let audio_dir = disk.path().join("audio");
     let app = TestApp::spawn_with_db(None, |c| {
         c.database.url = format!("sqlite://{}?mode=rwc", db.display());
-        c.audio.store = "fs".into();
+        c.audio.store = voxmail::config::AudioStore::Fs;
         c.audio.dir = audio_dir.clone();
     })
     .await;
@@ -197,7 +197,7 @@ async fn readyz_is_503_while_the_disk_of_the_sqlite_database_is_full() {
     // The audio stays on the roomy disk of the data directory: only the database cannot write.
     let app = TestApp::spawn_with_db(None, |c| {
         c.database.url = format!("sqlite://{}?mode=rwc", db.display());
-        c.audio.store = "fs".into();
+        c.audio.store = voxmail::config::AudioStore::Fs;
         c.audio.dir = Default::default();
     })
     .await;

@@ -103,10 +103,10 @@ impl TestApp {
             Ok("s3") => {
                 let s3 = s3::shared()
                     .expect("TEST_APP_AUDIO_STORE=s3 but no S3 server (set TEST_S3RVER)");
-                config.audio.store = "s3".into();
+                config.audio.store = voxmail::config::AudioStore::S3;
                 config.audio.s3 = s3.config();
             }
-            Ok("db") => config.audio.store = "db".into(),
+            Ok("db") => config.audio.store = voxmail::config::AudioStore::Db,
             _ => {}
         }
         tweak(&mut config);

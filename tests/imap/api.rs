@@ -21,7 +21,7 @@ pub(crate) fn configure(server: &TestDovecot, c: &mut Config) {
     let mut ctx = ImapContextConfig {
         host: server.host.clone(),
         port: server.port,
-        tls: "none".into(),
+        tls: voxmail::config::ImapTlsMode::None,
         master_user: MASTER_USER.into(),
         master_password: MASTER_PASSWORD.into(),
         timeout_secs: 5,
@@ -397,10 +397,10 @@ async fn one_mailbox_in_imap_in_a_context_kept_in_sql() {
     let app = TestApp::spawn_with(|c| {
         configure(&server, c);
         let ctx = c.imap.contexts.get_mut(CTX).unwrap();
-        ctx.store = "sql".into();
+        ctx.store = voxmail::config::KeptIn::Sql;
         ctx.master_user.clear();
         ctx.master_password.clear();
-        ctx.mailboxes.get_mut("1234").unwrap().store = "imap".into();
+        ctx.mailboxes.get_mut("1234").unwrap().store = voxmail::config::MailboxKeptIn::Imap;
     })
     .await;
     app.create_mailbox(MBX, json!({})).await;

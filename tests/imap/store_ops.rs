@@ -420,7 +420,7 @@ async fn greetings_in_an_imap_greeting_folder() {
     let app = TestApp::spawn_with(|c| {
         configure(&server, c);
         let ctx = c.imap.contexts.get_mut(CTX).unwrap();
-        ctx.greetings = "imap".into();
+        ctx.greetings = voxmail::config::KeptIn::Imap;
         ctx.greeting_folder = "Greetings".into();
     })
     .await;
@@ -508,7 +508,7 @@ async fn greetings_beside_the_voicemail_in_inbox() {
         let mut ctx = c.imap.contexts[CTX].clone();
         ctx.mailboxes.clear();
         ctx.user_format = "alice".into();
-        ctx.greetings = "imap".into();
+        ctx.greetings = voxmail::config::KeptIn::Imap;
         c.imap.contexts.insert("default".into(), ctx);
     })
     .await;

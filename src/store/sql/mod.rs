@@ -188,7 +188,7 @@ impl SqlStore {
         )
         .await?;
         store.set_email_outbox(config.email.enabled);
-        store.set_audio_in_db(config.audio.store == "db");
+        store.set_audio_in_db(config.audio.store == crate::config::AudioStore::Db);
         store.set_imap_config(&config.imap);
         Ok(store)
     }
