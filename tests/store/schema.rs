@@ -8,49 +8,57 @@ use sqlx::Connection;
 
 use crate::db::{Backend, TestDb};
 
+/// The rows of the statement for `db`'s backend: SQLite's, PostgreSQL's or MySQL's.
+async fn query<T>(
+    db: &TestDb,
+    sqlite: &'static str,
+    postgres: &'static str,
+    mysql: &'static str,
+) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>
+        + Send
+        + Unpin,
+{
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as(sqlite).fetch_all(&mut c).await.unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as(postgres).fetch_all(&mut c).await.unwrap()
+        }
+        Backend::MySql => {
+            let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as(mysql).fetch_all(&mut c).await.unwrap()
+        }
+    }
+}
+
 /// (table, column, nullable) of every table the migrations made.
 type Columns = BTreeSet<(String, String, bool)>;
 
 async fn columns(db: &TestDb) -> Columns {
-    let rows: Vec<(String, String, String)> = match db.backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(
-                "SELECT m.name, p.name, CASE WHEN m.type = 'view' \
-                 OR (p.\"notnull\" = 0 AND p.pk = 0) THEN 'YES' \
-                 ELSE 'NO' END FROM sqlite_master m, pragma_table_info(m.name) p \
-                 WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%' \
-                 AND m.name <> '_sqlx_migrations'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(
-                "SELECT table_name::text, column_name::text, is_nullable::text \
-                 FROM information_schema.columns WHERE table_schema = 'public' \
-                 AND table_name <> '_sqlx_migrations'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-        }
-        Backend::MySql => {
-            let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(
-                "SELECT CAST(c.table_name AS CHAR), CAST(c.column_name AS CHAR), \
-                 CAST(CASE WHEN t.table_type = 'VIEW' THEN 'YES' ELSE c.is_nullable END AS CHAR) \
-                 FROM information_schema.columns c JOIN information_schema.tables t \
-                 ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
-                 WHERE c.table_schema = DATABASE() AND c.table_name <> '_sqlx_migrations'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-        }
-    };
+    let rows: Vec<(String, String, String)> = query(
+        db,
+        "SELECT m.name, p.name, CASE WHEN m.type = 'view' \
+         OR (p.\"notnull\" = 0 AND p.pk = 0) THEN 'YES' \
+         ELSE 'NO' END FROM sqlite_master m, pragma_table_info(m.name) p \
+         WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%' \
+         AND m.name <> '_sqlx_migrations'",
+        "SELECT table_name::text, column_name::text, is_nullable::text \
+         FROM information_schema.columns WHERE table_schema = 'public' \
+         AND table_name <> '_sqlx_migrations'",
+        "SELECT CAST(c.table_name AS CHAR), CAST(c.column_name AS CHAR), \
+         CAST(CASE WHEN t.table_type = 'VIEW' THEN 'YES' ELSE c.is_nullable END AS CHAR) \
+         FROM information_schema.columns c JOIN information_schema.tables t \
+         ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+         WHERE c.table_schema = DATABASE() AND c.table_name <> '_sqlx_migrations'",
+    )
+    .await;
     rows.into_iter()
         .map(|(t, c, n)| (t, c, n == "YES"))
         .collect()
@@ -61,51 +69,29 @@ type Indexes = BTreeSet<(String, String, bool)>;
 
 async fn indexes(db: &TestDb) -> Indexes {
     // (table, index, unique, column, position)
-    let rows: Vec<(String, String, bool, String, i64)> = match db.backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(
-                "SELECT m.name, il.name, il.\"unique\" <> 0, ii.name, ii.seqno \
-                 FROM sqlite_master m, pragma_index_list(m.name) il, pragma_index_info(il.name) ii \
-                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
-                 AND m.name <> '_sqlx_migrations' \
-                 UNION ALL \
-                 SELECT m.name, 'primary key', 1, p.name, p.pk FROM sqlite_master m, \
-                 pragma_table_info(m.name) p WHERE m.type = 'table' AND p.pk > 0 \
-                 AND m.name NOT LIKE 'sqlite_%' AND m.name <> '_sqlx_migrations'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(
-                "SELECT t.relname::text, i.relname::text, ix.indisunique, a.attname::text, \
-                 array_position(ix.indkey::int2[], a.attnum)::int8 \
-                 FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid \
-                 JOIN pg_class t ON t.oid = ix.indrelid \
-                 JOIN pg_namespace n ON n.oid = t.relnamespace \
-                 JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(ix.indkey) \
-                 WHERE n.nspname = 'public' AND t.relname <> '_sqlx_migrations'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-        }
-        Backend::MySql => {
-            let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(
-                "SELECT CAST(table_name AS CHAR), CAST(index_name AS CHAR), non_unique = 0, \
-                 CAST(column_name AS CHAR), CAST(seq_in_index AS SIGNED) \
-                 FROM information_schema.statistics \
-                 WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-        }
-    };
+    let rows: Vec<(String, String, bool, String, i64)> = query(
+        db,
+        "SELECT m.name, il.name, il.\"unique\" <> 0, ii.name, ii.seqno \
+         FROM sqlite_master m, pragma_index_list(m.name) il, pragma_index_info(il.name) ii \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+         AND m.name <> '_sqlx_migrations' \
+         UNION ALL \
+         SELECT m.name, 'primary key', 1, p.name, p.pk FROM sqlite_master m, \
+         pragma_table_info(m.name) p WHERE m.type = 'table' AND p.pk > 0 \
+         AND m.name NOT LIKE 'sqlite_%' AND m.name <> '_sqlx_migrations'",
+        "SELECT t.relname::text, i.relname::text, ix.indisunique, a.attname::text, \
+         array_position(ix.indkey::int2[], a.attnum)::int8 \
+         FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid \
+         JOIN pg_class t ON t.oid = ix.indrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(ix.indkey) \
+         WHERE n.nspname = 'public' AND t.relname <> '_sqlx_migrations'",
+        "SELECT CAST(table_name AS CHAR), CAST(index_name AS CHAR), non_unique = 0, \
+         CAST(column_name AS CHAR), CAST(seq_in_index AS SIGNED) \
+         FROM information_schema.statistics \
+         WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations'",
+    )
+    .await;
     let mut by_index: BTreeMap<(String, String, bool), Vec<(i64, String)>> = BTreeMap::new();
     for (table, index, unique, column, position) in rows {
         by_index
@@ -128,46 +114,24 @@ async fn indexes(db: &TestDb) -> Indexes {
 type Defaults = BTreeMap<(String, String), String>;
 
 async fn defaults(db: &TestDb) -> Defaults {
-    let rows: Vec<(String, String, Option<String>)> = match db.backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(
-                "SELECT m.name, p.name, p.dflt_value FROM sqlite_master m, \
-                 pragma_table_info(m.name) p WHERE m.type = 'table' \
-                 AND m.name NOT LIKE 'sqlite_%' AND m.name <> '_sqlx_migrations'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(
-                "SELECT c.table_name::text, c.column_name::text, c.column_default::text \
-                 FROM information_schema.columns c JOIN information_schema.tables t \
-                 ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
-                 WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' \
-                 AND c.table_name <> '_sqlx_migrations'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-        }
-        Backend::MySql => {
-            let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-            sqlx::query_as(
-                "SELECT CAST(c.table_name AS CHAR), CAST(c.column_name AS CHAR), \
-                 CAST(c.column_default AS CHAR) \
-                 FROM information_schema.columns c JOIN information_schema.tables t \
-                 ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
-                 WHERE c.table_schema = DATABASE() AND t.table_type = 'BASE TABLE' \
-                 AND c.table_name <> '_sqlx_migrations'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap()
-        }
-    };
+    let rows: Vec<(String, String, Option<String>)> = query(
+        db,
+        "SELECT m.name, p.name, p.dflt_value FROM sqlite_master m, \
+         pragma_table_info(m.name) p WHERE m.type = 'table' \
+         AND m.name NOT LIKE 'sqlite_%' AND m.name <> '_sqlx_migrations'",
+        "SELECT c.table_name::text, c.column_name::text, c.column_default::text \
+         FROM information_schema.columns c JOIN information_schema.tables t \
+         ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+         WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' \
+         AND c.table_name <> '_sqlx_migrations'",
+        "SELECT CAST(c.table_name AS CHAR), CAST(c.column_name AS CHAR), \
+         CAST(c.column_default AS CHAR) \
+         FROM information_schema.columns c JOIN information_schema.tables t \
+         ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+         WHERE c.table_schema = DATABASE() AND t.table_type = 'BASE TABLE' \
+         AND c.table_name <> '_sqlx_migrations'",
+    )
+    .await;
     rows.into_iter()
         .filter_map(|(t, c, d)| {
             let d = normalize_default(d.as_deref()?);
