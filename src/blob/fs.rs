@@ -14,17 +14,60 @@ pub struct FsBlobStore {
     root: PathBuf,
 }
 
+/// A `tmp/*.part` file this much older than its last write is a write its process never finished
+/// (killed mid-upload: a finished or failed one removes its own). No write lasts this long: a
+/// body that stalls is cut off after `http.body_timeout_secs`.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl FsBlobStore {
-    /// Opens (and creates) the store under `root`.
+    /// Opens (and creates) the store under `root`, removing the partial writes a killed process
+    /// left in `tmp/` more than an hour ago.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
         let root = root.into();
         fs::create_dir_all(root.join("tmp")).await?;
+        let tmp = root.join("tmp");
+        let removed = blocking(move || Ok(remove_abandoned(&tmp))).await?;
+        if removed > 0 {
+            tracing::info!(
+                files = removed,
+                dir = %root.join("tmp").display(),
+                "removed partial writes left by a process that was killed"
+            );
+        }
         Ok(Self { root })
     }
 
     fn path(&self, key: &BlobKey) -> PathBuf {
         self.root.join(key.as_str())
     }
+}
+
+/// Removes `dir/*.part` files last written over [`ABANDONED_AFTER`] ago; returns how many. A file
+/// that cannot be read or removed is left (and logged).
+fn remove_abandoned(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let abandoned = path.extension().is_some_and(|e| e == "part")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > ABANDONED_AFTER);
+        if abandoned {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove a partial write")
+                }
+            }
+        }
+    }
+    removed
 }
 
 /// Bytes read per trip to the blocking pool when a blob is streamed out.

@@ -322,6 +322,30 @@ async fn on_fs() {
     assert!(keys.iter().all(|(k, _)| !k.contains(' ')), "{keys:?}");
 }
 
+#[tokio::test]
+async fn on_fs_opening_removes_partial_writes_a_killed_process_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("mkdir");
+    let aged = |name: &str, age_secs: u64| {
+        let path = tmp.join(name);
+        let f = std::fs::File::create(&path).expect("create");
+        f.set_modified(SystemTime::now() - std::time::Duration::from_secs(age_secs))
+            .expect("set mtime");
+        path
+    };
+    let killed = aged("0190f0aa-0000-7000-8000-000000000001.part", 2 * 3600);
+    let in_flight = aged("0190f0aa-0000-7000-8000-000000000002.part", 60);
+    let not_ours = aged("rendition-scratch.wav", 2 * 3600);
+    FsBlobStore::open(dir.path()).await.expect("open");
+    assert!(!killed.exists(), "an hour-old partial write is removed");
+    assert!(
+        in_flight.exists(),
+        "a recent one may be another process's upload"
+    );
+    assert!(not_ours.exists(), "only .part files are partial writes");
+}
+
 /// A store on the shared s3rver, under a fresh prefix, with 5 MiB parts; `None` when skipped.
 fn s3_store() -> Option<(&'static s3::TestS3, voxmail::config::S3Config, S3BlobStore)> {
     let server = s3::shared()?;
