@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ami::AmiConnection;
-use super::queue::{self, Backoff, Deliveries, OnShutdown, SenderSettings};
+use super::queue::{self, Backoff, Deliveries, OnShutdown, Outcome, QueueCounters, SenderSettings};
 use super::sip::{self, SipUri};
 use crate::config::MwiConfig;
 use crate::domain::{MailboxAddress, MwiCounts};
@@ -24,6 +24,7 @@ use crate::store::{MwiPushJob, MwiTargetKind, MwiTargetRecord, SqlStore, StoreEr
 pub async fn start(
     store: Arc<SqlStore>,
     config: MwiConfig,
+    counters: Arc<QueueCounters>,
     wake: watch::Receiver<u64>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
@@ -75,7 +76,7 @@ pub async fn start(
         ami: Mutex::new(HashMap::new()),
         backoff: settings.backoff,
     };
-    queue::spawn_sender(pusher, settings, due, shutdown, tracker);
+    queue::spawn_sender(pusher, settings, counters, due, shutdown, tracker);
 }
 
 type AmiPool = Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<AmiConnection>>>>>;
@@ -98,13 +99,13 @@ impl Deliveries for Pusher {
         self.store.claim_mwi_pushes(now_ms, 40_000, limit).await
     }
 
-    async fn deliver(&self, job: MwiPushJob) {
-        self.push(job).await;
+    async fn deliver(&self, job: MwiPushJob) -> Outcome {
+        self.push(job).await
     }
 }
 
 impl Pusher {
-    async fn push(&self, job: MwiPushJob) {
+    async fn push(&self, job: MwiPushJob) -> Outcome {
         let (counts, gone) = match self.store.counts_by_id(job.mailbox_id).await {
             Ok(Some(c)) => (c, false),
             // The mailbox was deleted: its lamp goes off.
@@ -117,9 +118,9 @@ impl Pusher {
             ),
             Err(e) => {
                 // Never push a guess: try again once the store answers.
-                self.finish(&job, None, Some(&format!("store unavailable: {e}")))
+                return self
+                    .finish(&job, None, Some(&format!("store unavailable: {e}")))
                     .await;
-                return;
             }
         };
         let result = match job.target.kind {
@@ -142,12 +143,16 @@ impl Pusher {
                     "MWI pushed"
                 );
                 if gone {
-                    if let Err(e) = self.store.forget_mwi_push(&job).await {
-                        tracing::warn!(error = %e, "cannot clear MWI push state");
+                    match self.store.forget_mwi_push(&job).await {
+                        Ok(_) => Outcome::Delivered,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot clear MWI push state");
+                            Outcome::Unrecorded
+                        }
                     }
                 } else {
                     self.finish(&job, Some(counts.version.max(job.wanted_version)), None)
-                        .await;
+                        .await
                 }
             }
             Err(e) => {
@@ -159,19 +164,26 @@ impl Pusher {
                     error = %e,
                     "MWI push failed"
                 );
-                self.finish(&job, None, Some(&e)).await;
+                self.finish(&job, None, Some(&e)).await
             }
         }
     }
 
-    async fn finish(&self, job: &MwiPushJob, pushed: Option<i64>, error: Option<&str>) {
+    /// Records a try: `pushed` the version it delivered, or the error it failed with (an MWI push
+    /// is never given up: it is retried until it lands or newer counts replace it).
+    async fn finish(&self, job: &MwiPushJob, pushed: Option<i64>, error: Option<&str>) -> Outcome {
         let retry_at = self.backoff.retry_at_ms(job.attempts);
-        if let Err(e) = self
+        match self
             .store
             .finish_mwi_push(job, pushed, error, retry_at)
             .await
         {
-            tracing::warn!(error = %e, "cannot record an MWI push");
+            Ok(()) if pushed.is_some() => Outcome::Delivered,
+            Ok(()) => Outcome::Retrying,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record an MWI push");
+                Outcome::Unrecorded
+            }
         }
     }
 

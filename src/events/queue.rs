@@ -11,6 +11,8 @@
 //! whose next push carries the newest counts anyway).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -75,6 +77,79 @@ pub struct SenderSettings {
     pub on_shutdown: OnShutdown,
 }
 
+/// What became of one try, as the queue's counters tally it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The peer took it.
+    Delivered,
+    /// It failed and is due again after the backoff.
+    Retrying,
+    /// It failed for good (a permanent error, or the queue's `max_age_secs` passed).
+    GaveUp,
+    /// Not needed any more (its message or mailbox was deleted first).
+    Dropped,
+    /// The outcome could not be recorded (the store did not answer, or the lease was lost): the
+    /// lease runs out and the job is tried again.
+    Unrecorded,
+}
+
+impl Outcome {
+    /// Every outcome, in the order [`QueueCounters::snapshot`] gives them.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Delivered,
+        Outcome::Retrying,
+        Outcome::GaveUp,
+        Outcome::Dropped,
+        Outcome::Unrecorded,
+    ];
+
+    /// Its name in /metrics (`outcome` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Retrying => "retrying",
+            Outcome::GaveUp => "gave_up",
+            Outcome::Dropped => "dropped",
+            Outcome::Unrecorded => "unrecorded",
+        }
+    }
+}
+
+/// One queue's tries on this node since it started: how many ended each way, and how many are
+/// in flight now.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    outcomes: [AtomicU64; 5],
+    in_flight: AtomicU64,
+}
+
+impl QueueCounters {
+    fn count(&self, outcome: Outcome) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tries that ended each way, in [`Outcome::ALL`]'s order.
+    pub fn snapshot(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.outcomes[i].load(Ordering::Relaxed))
+    }
+
+    /// Tries running now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// The counters of every queue a node runs.
+#[derive(Debug, Default)]
+pub struct DeliveryCounters {
+    /// New-message and other notification e-mails.
+    pub email: Arc<QueueCounters>,
+    /// Webhook deliveries.
+    pub webhooks: Arc<QueueCounters>,
+    /// MWI pushes to ARI, AMI and SIP targets.
+    pub mwi: Arc<QueueCounters>,
+}
+
 /// One kind of queued delivery: how its due jobs are leased, and how one is tried and recorded.
 pub trait Deliveries: Send + Sync + 'static {
     /// A leased job.
@@ -90,8 +165,8 @@ pub trait Deliveries: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Self::Job>, StoreError>> + Send;
 
     /// Tries one job and records the outcome under its lease (when recording fails the lease runs
-    /// out and the job is tried again).
-    fn deliver(&self, job: Self::Job) -> impl Future<Output = ()> + Send;
+    /// out and the job is tried again); returns what became of it.
+    fn deliver(&self, job: Self::Job) -> impl Future<Output = Outcome> + Send;
 
     /// Runs before each look for due jobs (e-mail sweeps finished jobs here); nothing by default.
     fn housekeep(&self) -> impl Future<Output = ()> + Send {
@@ -102,9 +177,11 @@ pub trait Deliveries: Send + Sync + 'static {
 /// Runs a queue's sender until `shutdown`: claims due jobs (four per slot of concurrency), tries
 /// them, and claims again at once while it finds any (the next of a mailbox may be due now);
 /// otherwise waits for `wake` (new jobs) or the backoff's poll interval (retries come due).
+/// Every try is tallied in `counters`.
 pub fn spawn_sender<Q: Deliveries>(
     queue: Q,
     settings: SenderSettings,
+    counters: Arc<QueueCounters>,
     mut wake: watch::Receiver<u64>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
@@ -118,8 +195,15 @@ pub fn spawn_sender<Q: Deliveries>(
             let now_ms = chrono::Utc::now().timestamp_millis();
             match queue.claim(now_ms, (concurrency * 4) as u32).await {
                 Ok(jobs) if !jobs.is_empty() => {
-                    let tries = futures_util::stream::iter(jobs)
-                        .for_each_concurrent(concurrency, |job| queue.deliver(job));
+                    let tries =
+                        futures_util::stream::iter(jobs).for_each_concurrent(concurrency, |job| {
+                            let (queue, counters) = (&queue, &counters);
+                            async move {
+                                counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                                let _done = InFlight(counters);
+                                counters.count(queue.deliver(job).await);
+                            }
+                        });
                     match settings.on_shutdown {
                         OnShutdown::Finish => tries.await,
                         OnShutdown::Abandon => tokio::select! {
@@ -142,6 +226,15 @@ pub fn spawn_sender<Q: Deliveries>(
             }
         }
     });
+}
+
+/// Takes a try off the in-flight gauge when it ends, or when it is dropped at shutdown.
+struct InFlight<'a>(&'a QueueCounters);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Runs a dispatcher until `shutdown`: `dispatch` moves up to a batch of outbox events into jobs

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::queue::{self, Backoff, Deliveries, OnShutdown, SenderSettings};
+use super::queue::{self, Backoff, Deliveries, OnShutdown, Outcome, QueueCounters, SenderSettings};
 use crate::config::WebhooksConfig;
 use crate::domain::now_secs;
 use crate::store::{DeliveryJob, SqlStore, StoreError};
@@ -31,10 +31,11 @@ pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Starts the dispatcher and the sender.
+/// Starts the dispatcher and the sender, which tallies its tries in `counters`.
 pub fn start(
     store: Arc<SqlStore>,
     config: WebhooksConfig,
+    counters: Arc<QueueCounters>,
     wake: watch::Receiver<u64>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
@@ -72,7 +73,7 @@ pub fn start(
         client,
         config,
     };
-    queue::spawn_sender(webhooks, settings, dispatched, shutdown, tracker);
+    queue::spawn_sender(webhooks, settings, counters, dispatched, shutdown, tracker);
 }
 
 fn backoff(config: &WebhooksConfig) -> Backoff {
@@ -98,8 +99,8 @@ impl Deliveries for Webhooks {
         self.store.claim_deliveries(now_ms, lease_ms, limit).await
     }
 
-    async fn deliver(&self, job: DeliveryJob) {
-        deliver(&self.client, &self.store, &self.config, job).await;
+    async fn deliver(&self, job: DeliveryJob) -> Outcome {
+        deliver(&self.client, &self.store, &self.config, job).await
     }
 }
 
@@ -108,7 +109,7 @@ async fn deliver(
     store: &SqlStore,
     config: &WebhooksConfig,
     job: DeliveryJob,
-) {
+) -> Outcome {
     let ts = now_secs();
     let signature = sign(&job.secret, ts, &job.payload);
     let started = Instant::now();
@@ -145,7 +146,7 @@ async fn deliver(
             "webhook delivery failed"
         );
     }
-    if let Err(e) = store
+    let recorded = store
         .finish_attempt(
             &job,
             at_ms,
@@ -155,10 +156,16 @@ async fn deliver(
             delivered,
             retry_at,
         )
-        .await
-    {
+        .await;
+    match recorded {
         // The lease expires and the delivery is tried again: at-least-once.
-        tracing::warn!(error = %e, delivery.id = job.id, "cannot record a webhook attempt");
+        Err(e) => {
+            tracing::warn!(error = %e, delivery.id = job.id, "cannot record a webhook attempt");
+            Outcome::Unrecorded
+        }
+        Ok(()) if delivered => Outcome::Delivered,
+        Ok(()) if retry_at.is_some() => Outcome::Retrying,
+        Ok(()) => Outcome::GaveUp,
     }
 }
 

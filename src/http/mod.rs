@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::StatusInRangeAsFailures;
 use tower_http::trace::TraceLayer;
@@ -20,7 +20,10 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::service::Voicemail;
-use api::{contexts, events, greetings, health, mailboxes, messages, mwi_targets, views, webhooks};
+use api::{
+    contexts, events, greetings, health, mailboxes, messages, metrics, mwi_targets, queues, views,
+    webhooks,
+};
 use error::ApiError;
 
 /// Shared state of the handlers.
@@ -79,7 +82,7 @@ impl utoipa::Modify for ProblemJson {
 #[openapi(
     info(title = "voxmail", description = "Centralized voicemail for PBX clusters"),
     paths(
-        health::healthz, health::readyz, openapi_json,
+        health::healthz, health::readyz, metrics::metrics, openapi_json,
         contexts::create_context, contexts::list_contexts,
         contexts::get_context_email, contexts::put_context_email,
         contexts::get_context_asterisk, contexts::put_context_asterisk,
@@ -96,6 +99,7 @@ impl utoipa::Modify for ProblemJson {
         mwi_targets::create_mwi_target, mwi_targets::list_mwi_targets, mwi_targets::get_mwi_target,
         mwi_targets::update_mwi_target, mwi_targets::delete_mwi_target, mwi_targets::list_mwi_pushes,
         mwi_targets::resync_mwi,
+        queues::list_queues, queues::retry_queue,
     ),
     components(schemas(error::Problem, views::MessageView, views::MailboxView, views::ContextView,
         views::GreetingView, crate::service::DepositMeta, crate::domain::EventView)),
@@ -142,6 +146,9 @@ pub fn router(vm: Voicemail) -> Router {
     };
     base.route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/v1/queues", get(queues::list_queues))
+        .route("/v1/queues/{queue}/retry", post(queues::retry_queue))
         .route("/v1/openapi.json", get(openapi_json))
         .route("/problems/{slug}", get(error::describe_problem))
         .route(

@@ -15,13 +15,14 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use super::cpu_pool::PoolLoad;
 use super::{EventStream, MailboxCursor, MailboxSettings, Result, ServiceError, Voicemail};
 use crate::domain::{ApiKeyId, MailboxAddress, MwiCounts, Principal, Role, now_secs};
 use crate::store::sql::admin::{AdminUserRecord, LoginAttempt, LoginPolicy, NewAuditEntry};
 use crate::store::{ContextRecord, MailboxRecord, StoreError};
 
 pub use crate::store::sql::admin::{
-    AuditRecord as AuditEntry, ContextUsage, DeliveryHealth, QueueHealth, Totals,
+    AuditRecord as AuditEntry, ContextUsage, DeliveryHealth, DeliveryQueue, QueueHealth, Totals,
 };
 
 /// A signed-in admin (never the password hash).
@@ -143,6 +144,35 @@ pub struct Dashboard {
     pub totals: Totals,
     pub usage: Vec<ContextUsage>,
     pub health: DeliveryHealth,
+}
+
+/// One delivery queue's tries on this node since it started.
+#[derive(Debug, Clone)]
+pub struct QueueTries {
+    /// `email`, `webhook` or `mwi`.
+    pub queue: &'static str,
+    /// Tries that ended each way, in [`Outcome::ALL`](crate::events::queue::Outcome::ALL)'s order.
+    pub outcomes: [u64; 5],
+    /// Tries running now.
+    pub in_flight: u64,
+}
+
+/// The numbers of `GET /metrics`.
+#[derive(Debug, Clone)]
+pub struct NodeMetrics {
+    /// Totals, usage per context and queue health, over the caller's contexts (shared by every
+    /// node: they come from the database).
+    pub dashboard: Dashboard,
+    /// This node's delivery tries per queue.
+    pub tries: Vec<QueueTries>,
+    /// This node's decoders of compressed uploads.
+    pub decoders: PoolLoad,
+    /// This node's transcoders (renditions, waveforms, attachments).
+    pub transcoders: PoolLoad,
+    /// Database connections this node holds open, idle among them, and its limit.
+    pub db_open: u32,
+    pub db_idle: u32,
+    pub db_max: u32,
 }
 
 /// How long dashboard numbers are reused while nothing changed.
@@ -458,13 +488,17 @@ impl Voicemail {
     /// for up to 5 s per admin scope while nothing is committed (1 s while changes are), so a
     /// storm of reloads does not rescan the messages.
     pub async fn admin_dashboard(&self, admin: &Admin) -> Result<Dashboard> {
-        let mut scope = admin.contexts.clone();
+        self.dashboard_over(admin.contexts.clone()).await
+    }
+
+    /// The dashboard over `scope` (empty: every context), from the cache while it is fresh.
+    async fn dashboard_over(&self, mut scope: Vec<String>) -> Result<Dashboard> {
         scope.sort();
         let changes = *self.changed.borrow();
         if let Some(d) = self.dashboards.get(&scope, changes) {
             return Ok(d);
         }
-        let limit = admin.limit();
+        let limit = (!scope.is_empty()).then_some(scope.as_slice());
         let d = Dashboard {
             totals: self.sql.admin_totals(limit).await?,
             usage: self.sql.usage_by_context(limit).await?,
@@ -472,6 +506,78 @@ impl Voicemail {
         };
         self.dashboards.put(scope, changes, d.clone());
         Ok(d)
+    }
+
+    /// The delivery queues' backlogs over the key's context (or all), as the dashboard shows them.
+    pub async fn queue_health(&self, p: &Principal) -> Result<DeliveryHealth> {
+        Self::require_admin(p, "reading the delivery queues")?;
+        let scope: Vec<String> = p.context.iter().cloned().collect();
+        Ok(self.dashboard_over(scope).await?.health)
+    }
+
+    /// Makes a queue's failing and given-up jobs due now, over the key's context (or all): a
+    /// failing job skips the rest of its backoff, a given-up one gets one more try. For after a
+    /// receiver, SMTP server or MWI target is fixed. Returns how many jobs were made due.
+    pub async fn retry_queue(&self, p: &Principal, queue: DeliveryQueue) -> Result<u64> {
+        Self::require_admin(p, "retrying a delivery queue")?;
+        let scope: Option<Vec<String>> = p.context.clone().map(|c| vec![c]);
+        let due = self.sql.retry_queue(queue, scope.as_deref()).await?;
+        if due > 0 {
+            self.notify_changed();
+        }
+        Ok(due)
+    }
+
+    /// [`Voicemail::retry_queue`] for an admin of the web UI, over the admin's contexts.
+    pub async fn admin_retry_queue(
+        &self,
+        admin: &Admin,
+        client: &Client,
+        queue: DeliveryQueue,
+    ) -> Result<u64> {
+        let due = self.sql.retry_queue(queue, admin.limit()).await?;
+        if due > 0 {
+            self.notify_changed();
+        }
+        self.audit(
+            admin,
+            client,
+            "queue.retry",
+            queue.as_str(),
+            &format!("{due} made due"),
+        )
+        .await?;
+        Ok(due)
+    }
+
+    /// What `GET /metrics` reports, for an admin key: the dashboard's numbers over the key's
+    /// context (or all), from the same short cache, and this node's delivery tries, audio
+    /// workers and database connections.
+    pub async fn metrics(&self, p: &Principal) -> Result<NodeMetrics> {
+        Self::require_admin(p, "/metrics")?;
+        let dashboard = self
+            .dashboard_over(p.context.iter().cloned().collect())
+            .await?;
+        let queue = |name, c: &crate::events::queue::QueueCounters| QueueTries {
+            queue: name,
+            outcomes: c.snapshot(),
+            in_flight: c.in_flight(),
+        };
+        let d = &self.deliveries;
+        let (db_open, db_idle) = self.sql.pool_state();
+        Ok(NodeMetrics {
+            dashboard,
+            tries: vec![
+                queue("email", &d.email),
+                queue("webhook", &d.webhooks),
+                queue("mwi", &d.mwi),
+            ],
+            decoders: *self.decoders.load().borrow(),
+            transcoders: *self.transcoders.load().borrow(),
+            db_open,
+            db_idle,
+            db_max: self.config.database.max_connections,
+        })
     }
 
     /// Messages left per day over the last `days` days, oldest first: `(start of the day as Unix

@@ -15,7 +15,7 @@ use crate::audio::Source;
 use crate::blob::{BlobKey, BlobStore};
 use crate::config::EmailConfig;
 use crate::domain::{AudioFormat, MailboxId, Principal, now_secs};
-use crate::events::queue::{self, Backoff, Deliveries, OnShutdown, SenderSettings};
+use crate::events::queue::{self, Backoff, Deliveries, OnShutdown, Outcome, SenderSettings};
 use crate::mail::compose::{self, Compose, date_format_is_valid};
 use crate::mail::{MailSettings, Mailer, SendError, attachment, template};
 use crate::store::{
@@ -209,6 +209,7 @@ impl Voicemail {
         queue::spawn_sender(
             outbox,
             settings,
+            self.deliveries.email.clone(),
             self.changed.subscribe(),
             shutdown,
             tracker,
@@ -227,45 +228,42 @@ impl Voicemail {
     }
 
     /// Renders and sends one job, then records the outcome.
-    async fn send_email_job(&self, mailer: &Mailer, job: EmailJob) {
+    async fn send_email_job(&self, mailer: &Mailer, job: EmailJob) -> Outcome {
         let mailbox = match self.sql.get_mailbox_by_id(job.mailbox_id).await {
             Ok(m) => m,
             Err(StoreError::NotFound) => {
-                self.drop_job(&job, "the mailbox was deleted before the email was sent")
+                return self
+                    .drop_job(&job, "the mailbox was deleted before the email was sent")
                     .await;
-                return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, email.job = job.id, "cannot load the mailbox; retrying");
-                return;
+                return Outcome::Unrecorded;
             }
         };
         let message = match self.messages.get_message(&mailbox, job.message_id).await {
             Ok(m) => m,
             Err(StoreError::NotFound) => {
-                self.drop_job(&job, "the message was deleted before the email was sent")
+                return self
+                    .drop_job(&job, "the message was deleted before the email was sent")
                     .await;
-                return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, email.job = job.id, "cannot load the message; retrying");
-                return;
+                return Outcome::Unrecorded;
             }
         };
         let settings = match self.mail_settings(&mailbox.address.context).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, email.job = job.id, "cannot load email settings");
-                return;
+                return Outcome::Unrecorded;
             }
         };
         let (attachment, note) = if job.kind == EmailKind::Email && mailbox.attach {
             match self.render_attachment(&mailbox, &message, &job).await {
                 Ok(r) => r,
-                Err(e) => {
-                    self.record(&job, Err(SendError::Transient(e))).await;
-                    return;
-                }
+                Err(e) => return self.record(&job, Err(SendError::Transient(e))).await,
             }
         } else {
             (None, None)
@@ -285,9 +283,9 @@ impl Voicemail {
             Ok(mail) => mailer.send(mail).await,
             Err(e) => Err(SendError::Permanent(e.to_string())),
         };
-        let sent = result.is_ok();
-        if !self.record(&job, result).await || !sent {
-            return;
+        let outcome = self.record(&job, result).await;
+        if outcome != Outcome::Delivered {
+            return outcome;
         }
         tracing::info!(
             email.job = job.id,
@@ -313,6 +311,7 @@ impl Voicemail {
                 Err(e) => tracing::warn!(error = %e, "deletevoicemail: cannot read job states"),
             }
         }
+        Outcome::Delivered
     }
 
     async fn render_attachment(
@@ -381,15 +380,19 @@ impl Voicemail {
         Ok((r.attachment, r.note))
     }
 
-    async fn drop_job(&self, job: &EmailJob, reason: &str) {
+    async fn drop_job(&self, job: &EmailJob, reason: &str) -> Outcome {
         tracing::info!(email.job = job.id, reason, "email job dropped");
-        if let Err(e) = self.sql.drop_email_job(job, reason).await {
-            tracing::warn!(error = %e, email.job = job.id, "cannot record a dropped email job");
+        match self.sql.drop_email_job(job, reason).await {
+            Ok(()) => Outcome::Dropped,
+            Err(e) => {
+                tracing::warn!(error = %e, email.job = job.id, "cannot record a dropped email job");
+                Outcome::Unrecorded
+            }
         }
     }
 
-    /// Records the outcome; returns whether it was recorded (the job still held its lease).
-    async fn record(&self, job: &EmailJob, result: std::result::Result<(), SendError>) -> bool {
+    /// Records the outcome of a try (`Unrecorded` when the job no longer held its lease).
+    async fn record(&self, job: &EmailJob, result: std::result::Result<(), SendError>) -> Outcome {
         let cfg = &self.config.email;
         let (status, error, retry_at) = match &result {
             Ok(()) => ("sent", None, None),
@@ -434,11 +437,14 @@ impl Voicemail {
             .finish_email_job(job, status, error.as_deref(), retry_at)
             .await
         {
-            Ok(recorded) => recorded,
+            Ok(false) => Outcome::Unrecorded,
+            Ok(true) if result.is_ok() => Outcome::Delivered,
+            Ok(true) if retry_at.is_some() => Outcome::Retrying,
+            Ok(true) => Outcome::GaveUp,
             Err(e) => {
                 // The lease runs out and the job is tried again: at-least-once.
                 tracing::warn!(error = %e, email.job = job.id, "cannot record an email attempt");
-                false
+                Outcome::Unrecorded
             }
         }
     }
@@ -466,8 +472,8 @@ impl Deliveries for EmailOutbox {
         self.vm.sql.claim_email_jobs(now_ms, lease_ms, limit).await
     }
 
-    async fn deliver(&self, job: EmailJob) {
-        self.vm.send_email_job(&self.mailer, job).await;
+    async fn deliver(&self, job: EmailJob) -> Outcome {
+        self.vm.send_email_job(&self.mailer, job).await
     }
 
     async fn housekeep(&self) {

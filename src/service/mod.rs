@@ -22,8 +22,8 @@ mod webhooks;
 
 pub use admin::{
     Admin, AdminAccount, AuditEntry, Client as AdminClient, ContextUsage, Dashboard,
-    DeliveryHealth, LoginOutcome, MailboxWithCounts, QueueHealth, Session as AdminSession, Totals,
-    same_token,
+    DeliveryHealth, DeliveryQueue, LoginOutcome, MailboxWithCounts, NodeMetrics, QueueHealth,
+    QueueTries, Session as AdminSession, Totals, same_token,
 };
 pub use audio_in::ReceivedAudio;
 pub use auth::NewApiKey;
@@ -201,6 +201,8 @@ pub struct Voicemail {
     pub(crate) imap: Option<Arc<imap_store::ImapMessageStore>>,
     /// The admin dashboard's recent numbers per admin scope (a short TTL cache).
     pub(crate) dashboards: Arc<admin::DashboardCache>,
+    /// This node's tries of each delivery queue (for /metrics).
+    pub(crate) deliveries: Arc<crate::events::queue::DeliveryCounters>,
 }
 
 impl Voicemail {
@@ -228,6 +230,7 @@ impl Voicemail {
         };
         Self {
             dashboards: Arc::default(),
+            deliveries: Arc::default(),
             renditions,
             decoders,
             transcoders,
@@ -291,6 +294,7 @@ impl Voicemail {
         crate::events::webhook::start(
             self.sql.clone(),
             self.config.webhooks.clone(),
+            self.deliveries.webhooks.clone(),
             self.changed.subscribe(),
             shutdown,
             tracker,
@@ -306,6 +310,7 @@ impl Voicemail {
         crate::events::mwi::start(
             self.sql.clone(),
             self.config.mwi.clone(),
+            self.deliveries.mwi.clone(),
             self.changed.subscribe(),
             shutdown,
             tracker,

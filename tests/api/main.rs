@@ -19,6 +19,7 @@ mod inputs;
 mod limits;
 mod mailboxes;
 mod messages;
+mod metrics;
 mod mwi_push;
 mod openapi;
 mod orphans;

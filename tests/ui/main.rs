@@ -481,6 +481,38 @@ async fn test_sends_to_an_unreachable_receiver_show_the_failure() {
     .await
     .unwrap();
     assert_eq!(r.status(), 403);
+
+    // The dashboard offers to retry the queues that failed; a retry makes the given-up webhook
+    // delivery due now, says so, and is in the audit log.
+    let dash = page("/ui/".into()).await;
+    assert!(
+        dash.contains(r#"action="/ui/queues/webhook/retry""#),
+        "{dash}"
+    );
+    assert!(
+        !dash.contains(r#"action="/ui/queues/email/retry""#),
+        "nothing failed there"
+    );
+    let r = post("/ui/queues/webhook/retry".into(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "not without the token");
+    let r = post(
+        "/ui/queues/webhook/retry".into(),
+        vec![("csrf", csrf.clone())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    let back = r.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(back, "/ui/?retried=webhook&due=1");
+    let dash = page(back).await;
+    assert!(
+        dash.contains("1 failing or given-up job of the webhook queue will be tried again now."),
+        "{dash}"
+    );
+    let audit = page("/ui/audit".into()).await;
+    assert!(audit.contains("queue.retry"), "{audit}");
 }
 
 fn playwright_dir() -> Option<PathBuf> {

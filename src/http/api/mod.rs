@@ -7,7 +7,9 @@ pub mod greetings;
 pub mod health;
 pub mod mailboxes;
 pub mod messages;
+pub mod metrics;
 pub mod mwi_targets;
+pub mod queues;
 pub mod views;
 pub mod webhooks;
 

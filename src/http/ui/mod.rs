@@ -57,6 +57,7 @@ where
         .route("/ui/login", get(auth::login_page).post(auth::login))
         .route("/ui/logout", post(auth::logout))
         .route("/ui/", get(pages::dashboard))
+        .route("/ui/queues/{queue}/retry", post(pages::retry_queue))
         .route("/ui/api/stats", get(pages::stats))
         .route(
             "/ui/contexts",

@@ -17,7 +17,7 @@ use super::views::{
 use super::{Form, Signed, UiError, client, read_form};
 use crate::domain::{EventView, MailboxAddress};
 use crate::http::AppState;
-use crate::service::{AdminSession, MailboxSettings, ServiceError, StreamItem};
+use crate::service::{AdminSession, DeliveryQueue, MailboxSettings, ServiceError, StreamItem};
 
 pub(super) fn frame<'a>(s: &'a AdminSession, section: &'static str) -> Frame<'a> {
     Frame {
@@ -27,16 +27,51 @@ pub(super) fn frame<'a>(s: &'a AdminSession, section: &'static str) -> Frame<'a>
     }
 }
 
+/// Query of `GET /ui/`: what a retry of a queue did.
+#[derive(Deserialize)]
+pub struct DashboardQuery {
+    retried: Option<String>,
+    due: Option<u64>,
+}
+
 /// `GET /ui/`.
 pub async fn dashboard(
     State(s): State<AppState>,
     Signed(session): Signed,
+    Query(q): Query<DashboardQuery>,
 ) -> Result<Response, UiError> {
     let d = s.vm.admin_dashboard(&session.admin).await?;
+    let notice = match (q.retried.as_deref().and_then(DeliveryQueue::parse), q.due) {
+        (Some(queue), Some(due)) => Some(format!(
+            "{due} failing or given-up {} of the {} queue will be tried again now.",
+            if due == 1 { "job" } else { "jobs" },
+            queue.as_str()
+        )),
+        _ => None,
+    };
     Ok(html(&DashboardPage {
         frame: frame(&session, "dashboard"),
         d: &d,
+        notice: notice.as_deref(),
     }))
+}
+
+/// `POST /ui/queues/{queue}/retry`: makes the queue's failing and given-up jobs (of the admin's
+/// contexts) due now.
+pub async fn retry_queue(
+    State(s): State<AppState>,
+    Signed(session): Signed,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, UiError> {
+    read_form(&session, req).await?;
+    let queue = DeliveryQueue::parse(&queue)
+        .ok_or_else(|| ServiceError::NotFound(format!("no delivery queue {queue:?}")))?;
+    let due =
+        s.vm.admin_retry_queue(&session.admin, &client(&headers), queue)
+            .await?;
+    Ok(Redirect::to(&format!("/ui/?retried={}&due={due}", queue.as_str())).into_response())
 }
 
 /// Query of `GET /ui/api/stats`.

@@ -5,7 +5,9 @@ use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::domain::{Flag, Folder, GreetingKind};
-use crate::service::{Admin, AdminAccount, AuditEntry, Dashboard, MailboxWithCounts, QueueHealth};
+use crate::service::{
+    Admin, AdminAccount, AuditEntry, Dashboard, DeliveryQueue, MailboxWithCounts, QueueHealth,
+};
 use crate::store::{
     ApiKeyRecord, ContextRecord, DeliveryRecord, GreetingRecord, MailboxRecord, MessageRecord,
     MwiPushRecord, MwiTargetRecord, WebhookRecord,
@@ -107,17 +109,24 @@ pub struct LoginPage<'a> {
 pub struct DashboardPage<'a> {
     pub frame: Frame<'a>,
     pub d: &'a Dashboard,
+    /// What the last action did.
+    pub notice: Option<&'a str>,
 }
 
 impl DashboardPage<'_> {
-    /// The delivery queues with their names.
-    pub fn queues(&self) -> [(&'static str, &QueueHealth); 4] {
+    /// The delivery queues with their names, and the name to retry them by (Asterisk's rows are
+    /// taken in by every node on its own).
+    pub fn queues(&self) -> [(&'static str, &QueueHealth, Option<&'static str>); 4] {
         let h = &self.d.health;
         [
-            ("Email", &h.email),
-            ("Webhooks", &h.webhooks),
-            ("MWI push", &h.mwi),
-            ("Asterisk take-in", &h.asterisk),
+            ("Email", &h.email, Some(DeliveryQueue::Email.as_str())),
+            (
+                "Webhooks",
+                &h.webhooks,
+                Some(DeliveryQueue::Webhook.as_str()),
+            ),
+            ("MWI push", &h.mwi, Some(DeliveryQueue::Mwi.as_str())),
+            ("Asterisk take-in", &h.asterisk, None),
         ]
     }
 

@@ -174,6 +174,36 @@ pub struct DeliveryHealth {
     pub asterisk: QueueHealth,
 }
 
+/// A delivery queue an admin can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryQueue {
+    /// Notification e-mails (`email_jobs`).
+    Email,
+    /// Webhook deliveries (`webhook_deliveries`).
+    Webhook,
+    /// MWI pushes to ARI, AMI and SIP targets (`mwi_pushes`).
+    Mwi,
+}
+
+impl DeliveryQueue {
+    /// Every queue, in the order the dashboard shows them.
+    pub const ALL: [DeliveryQueue; 3] = [Self::Email, Self::Webhook, Self::Mwi];
+
+    /// Its name in URLs, /metrics and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Webhook => "webhook",
+            Self::Mwi => "mwi",
+        }
+    }
+
+    /// The queue named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|q| q.as_str() == s)
+    }
+}
+
 /// `?, ?, ?` for `n` values.
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -863,6 +893,56 @@ impl SqlStore {
             mwi,
             asterisk: self.asterisk_health(contexts).await?,
         })
+    }
+
+    /// Makes the queue's failing and given-up jobs (over every context or over `contexts`) due
+    /// now: a failing job skips the rest of its backoff, a given-up one gets one more try (it is
+    /// given up again if that fails past the queue's `max_age_secs`). Jobs being tried are left
+    /// alone. Returns how many were made due.
+    pub async fn retry_queue(
+        &self,
+        queue: DeliveryQueue,
+        contexts: Option<&[String]>,
+    ) -> Result<u64, StoreError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mailbox_scope = |col: &str| match contexts {
+            Some(_) => format!(
+                " AND {col} IN (SELECT uniqueid FROM mailboxes WHERE 1 = 1{})",
+                scope("context", contexts)
+            ),
+            None => String::new(),
+        };
+        let sql = match queue {
+            DeliveryQueue::Email => format!(
+                "UPDATE email_jobs SET next_attempt_ms = ?, updated_at = ?, status = 'pending' \
+                 WHERE (status = 'failed' OR (status = 'pending' AND attempts > 0)) \
+                 AND lease_until_ms < ?{}",
+                mailbox_scope("mailbox_id")
+            ),
+            DeliveryQueue::Webhook => format!(
+                "UPDATE webhook_deliveries SET next_attempt_ms = ?, updated_at = ?, \
+                 status = 'pending' \
+                 WHERE (status = 'dead' OR (status = 'pending' AND attempts > 0)) \
+                 AND lease_until_ms < ?{}",
+                mailbox_scope("mailbox_id")
+            ),
+            DeliveryQueue::Mwi => format!(
+                "UPDATE mwi_pushes SET next_attempt_ms = ? \
+                 WHERE pushed_version < wanted_version AND attempts > 0 AND lease_until_ms < ?{}",
+                scope("context", contexts)
+            ),
+        };
+        let set = self.q_owned(sql).bind(now_ms);
+        let set = match queue {
+            DeliveryQueue::Mwi => set,
+            DeliveryQueue::Email | DeliveryQueue::Webhook => set.bind(now_secs()),
+        };
+        let mut tx = self.begin().await?;
+        let done = bind_scope!(set.bind(now_ms), contexts)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     /// The rows Asterisk wrote that wait to be taken in, or were refused.

@@ -300,6 +300,11 @@ impl SqlStore {
         self.dialect
     }
 
+    /// Connections the pool holds open, and how many of them are idle.
+    pub fn pool_state(&self) -> (u32, u32) {
+        (self.pool.size(), self.pool.num_idle() as u32)
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -357,6 +362,12 @@ impl SqlStore {
         T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
     {
         sqlx::query_as(AssertSqlSafe(self.dialect.rewrite(sql)))
+    }
+
+    /// Statements whose text is assembled from fixed pieces (e.g. a context filter).
+    fn q_owned(&self, sql: String) -> Query<'static, Any, AnyArguments> {
+        let sql = self.dialect.rewrite_owned(&sql).unwrap_or(sql);
+        sqlx::query(AssertSqlSafe(sql))
     }
 
     /// Queries whose text is assembled from fixed pieces (e.g. a `FOR UPDATE` suffix).
