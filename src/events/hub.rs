@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::domain::{Event, EventFilter};
 use crate::store::SqlStore;
@@ -50,7 +51,8 @@ impl Hub {
         tracker: &tokio_util::task::TaskTracker,
     ) -> Self {
         let (tx, rx) = mpsc::channel(256);
-        tracker.spawn(run(store, rx, wake, poll, shutdown));
+        let span = tracing::info_span!("event_hub");
+        tracker.spawn(run(store, rx, wake, poll, shutdown).instrument(span));
         Self { commands: tx }
     }
 

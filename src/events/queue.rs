@@ -20,6 +20,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::store::StoreError;
 
@@ -186,7 +187,7 @@ pub fn spawn_sender<Q: Deliveries>(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) {
-    tracker.spawn(async move {
+    let sender = async move {
         let concurrency = settings.concurrency.max(1);
         let mut tick = tokio::time::interval(settings.backoff.poll());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -225,7 +226,8 @@ pub fn spawn_sender<Q: Deliveries>(
                 _ = tick.tick() => {}
             }
         }
-    });
+    };
+    tracker.spawn(sender.instrument(tracing::info_span!("delivery", queue = Q::NAME)));
 }
 
 /// Takes a try off the in-flight gauge when it ends, or when it is dropped at shutdown.
@@ -252,7 +254,7 @@ where
     Fut: Future<Output = Result<usize, StoreError>> + Send,
 {
     let (dispatched, rx) = watch::channel(0u64);
-    tracker.spawn(async move {
+    let dispatcher = async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -272,7 +274,8 @@ where
                 _ = tick.tick() => {}
             }
         }
-    });
+    };
+    tracker.spawn(dispatcher.instrument(tracing::info_span!("dispatch", queue = name)));
     rx
 }
 

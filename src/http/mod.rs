@@ -251,8 +251,12 @@ pub fn router(vm: Voicemail) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         // Only a 500 is a failure worth tower-http's ERROR line: the other 5xx answers (507
         // mailbox full, 503 busy or unavailable, 501) are logged by `ApiError` at their level.
-        .layer(TraceLayer::new(
-            StatusInRangeAsFailures::new(500..=500).into_make_classifier(),
-        ))
+        .layer(
+            TraceLayer::new(StatusInRangeAsFailures::new(500..=500).into_make_classifier())
+                // Every line a request logs names it (which operation a database error broke).
+                .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                }),
+        )
         .with_state(state)
 }

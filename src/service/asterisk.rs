@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use super::audio_in::Limits;
 use super::rendition::Original;
@@ -49,7 +50,7 @@ impl Voicemail {
         }
         let vm = self.clone();
         let every = Duration::from_millis(self.config.database.poll_interval_ms.max(50));
-        tracker.spawn(async move {
+        let take_in = async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -62,7 +63,8 @@ impl Voicemail {
                     }
                 }
             }
-        });
+        };
+        tracker.spawn(take_in.instrument(tracing::info_span!("asterisk_take_in")));
     }
 
     /// Takes in every mailbox Asterisk changed; returns the number of steps applied.

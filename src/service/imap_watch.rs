@@ -33,6 +33,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use super::Voicemail;
 use super::imap_store::ImapMessageStore;
@@ -75,7 +76,8 @@ impl Voicemail {
                 tracker: tracker.clone(),
                 shutdown: shutdown.clone(),
             };
-            tracker.spawn(sup.run());
+            let span = tracing::info_span!("imap_watch", context = %context);
+            tracker.spawn(sup.run().instrument(span));
         }
     }
 }
@@ -170,13 +172,16 @@ impl Supervisor {
     async fn run(self) {
         let mut idle: HashMap<MailboxId, Watched> = HashMap::new();
         let polled: Arc<tokio::sync::Mutex<Vec<MailboxRecord>>> = Arc::default();
-        self.tracker.spawn(poll_loop(
-            self.vm.clone(),
-            self.imap.clone(),
-            polled.clone(),
-            Duration::from_secs(self.cfg.poll_interval_secs.max(1)),
-            self.shutdown.clone(),
-        ));
+        self.tracker.spawn(
+            poll_loop(
+                self.vm.clone(),
+                self.imap.clone(),
+                polled.clone(),
+                Duration::from_secs(self.cfg.poll_interval_secs.max(1)),
+                self.shutdown.clone(),
+            )
+            .in_current_span(),
+        );
         let mut changed = self.vm.changed.subscribe();
         let filter = EventFilter {
             context: Some(self.context.clone()),
@@ -357,13 +362,17 @@ impl Supervisor {
                     stop: self.shutdown.child_token(),
                     poke: Arc::default(),
                 };
-                self.tracker.spawn(idle_watch(
-                    self.vm.clone(),
-                    self.imap.clone(),
-                    m.clone(),
-                    w.stop.clone(),
-                    w.poke.clone(),
-                ));
+                let span = tracing::info_span!("idle", mailbox = %m.address);
+                self.tracker.spawn(
+                    idle_watch(
+                        self.vm.clone(),
+                        self.imap.clone(),
+                        m.clone(),
+                        w.stop.clone(),
+                        w.poke.clone(),
+                    )
+                    .instrument(span),
+                );
                 idle.insert(m.id, w);
             } else {
                 poll.push(m);

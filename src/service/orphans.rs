@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tracing::Instrument as _;
 
 use super::{Result, Voicemail};
 use crate::blob::{BlobKey, BlobMeta};
@@ -167,7 +168,7 @@ impl Voicemail {
         }
         let every = Duration::from_secs(audio.orphan_sweep_secs.max(1));
         let vm = self.clone();
-        tracker.spawn(async move {
+        let turns = async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -176,7 +177,8 @@ impl Voicemail {
                     _ = tick.tick() => vm.orphan_turn(every).await,
                 }
             }
-        });
+        };
+        tracker.spawn(turns.instrument(tracing::info_span!("orphan_collector")));
     }
 
     async fn orphan_turn(&self, every: Duration) {
