@@ -10,6 +10,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{assert_problem, audio};
+use crate::helpers;
+
+/// How long a test waits for the server to act.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// A scratch area: `cwd` is where the commands run (so a stray `./data` or `./voxmail.toml` would
 /// show), `data` the data directory given with `--data-dir` (not created beforehand).
@@ -530,14 +534,22 @@ async fn sigterm_lets_an_in_flight_deposit_finish() {
         .send();
     let pending = tokio::spawn(req);
     tx.send(Ok(first.to_vec())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The upload is in flight once its file is open in the store's tmp/.
+    let tmp = s.data.join("audio").join("tmp");
+    helpers::until_within("the upload's .part file", WAIT, async || {
+        std::fs::read_dir(&tmp).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "part"))
+        })
+    })
+    .await;
 
     server.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        server.child.as_mut().unwrap().try_wait().unwrap().is_none(),
-        "the server waits for the in-flight deposit"
-    );
+    helpers::until_within("the server to take the signal", WAIT, async || {
+        server.log().contains("shutdown signal received")
+    })
+    .await;
+    // Draining: the rest of the body is still taken, and the deposit answered and stored.
     tx.send(Ok(rest.to_vec())).await.unwrap();
     drop(tx);
     let r = pending.await.unwrap().expect("the deposit gets an answer");

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::common::audio::wav_ulaw;
 use crate::common::{TestApp, assert_problem};
-use crate::helpers::id_of;
+use crate::helpers::{self, id_of};
 
 const MB: &str = "1001@default";
 
@@ -260,8 +260,9 @@ async fn connections_over_the_limit_get_503_and_idle_ones_make_room() {
     // When the silent ones go, connections are served again.
     drop(silent);
     drop(newer);
-    until(
+    helpers::until_within(
         "the node serves again after the connections closed",
+        ACT,
         async || {
             let r = app.get("/healthz").send().await;
             r.is_ok_and(|r| r.status() == 200)
@@ -367,9 +368,11 @@ async fn a_client_that_stops_reading_is_disconnected() {
     // of the connection disappears while most of the audio is still unsent.
     let server = addr;
     let client = conn.local_addr().unwrap();
-    until("the server lets go of the stalled download", async || {
-        !server_side_open(server, client)
-    })
+    helpers::until_within(
+        "the server lets go of the stalled download",
+        ACT,
+        async || !server_side_open(server, client),
+    )
     .await;
     drop(conn);
 }
@@ -401,19 +404,11 @@ async fn small_deposit(app: &TestApp, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
-/// Polls `done` every 50 ms until it holds; fails naming `what` after [`ACT`].
-async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < ACT, "{what}: not within {ACT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Deposits until one is not refused 429 (the server has seen a held upload go).
 async fn deposit_when_admitted(app: &TestApp, token: &str) {
-    until(
+    helpers::until_within(
         "admitted again after the held upload was dropped",
+        ACT,
         async || {
             let r = small_deposit(app, token).await;
             if r.status() == 429 {
@@ -447,7 +442,7 @@ async fn uploads_in_flight_are_bounded_per_key_and_per_address() {
     // sure of it with a third one refused.
     let held_a = held_upload(addr, &app.admin).await;
     let held_b = held_upload(addr, &app.admin).await;
-    until("a third upload with the key refused", async || {
+    helpers::until_within("a third upload with the key refused", ACT, async || {
         let r = small_deposit(&app, &app.admin).await;
         if r.status() == 429 {
             assert_problem(r, 429, "too-many-uploads").await;
@@ -461,7 +456,7 @@ async fn uploads_in_flight_are_bounded_per_key_and_per_address() {
     // Another key from the same address is admitted (the address holds 2 of 3).
     let held_c = held_upload(addr, &other).await;
     // Now the address is at its limit, whatever the key.
-    until("the address limit applied", async || {
+    helpers::until_within("the address limit applied", ACT, async || {
         let r = small_deposit(&app, &other).await;
         if r.status() == 429 {
             let p = assert_problem(r, 429, "too-many-uploads").await;

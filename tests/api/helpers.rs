@@ -1,6 +1,7 @@
 //! Small helpers shared by the API tests.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -126,4 +127,13 @@ pub fn leftover_parts(app: &TestApp) -> Vec<PathBuf> {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "part"))
         .collect()
+}
+
+/// Polls `done` every 50 ms until it holds; fails naming `what` after `within`.
+pub async fn until_within(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
