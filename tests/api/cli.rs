@@ -1,14 +1,14 @@
 //! The real `voxmail` binary: admin commands on a data directory, then `serve` on the same data,
 //! configuration precedence, and graceful shutdown on SIGTERM/SIGINT.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::common::serve::{self, ServeProcess, free_port};
 use crate::common::{assert_problem, audio};
 use crate::helpers;
 
@@ -35,16 +35,10 @@ fn scratch() -> Scratch {
     }
 }
 
-/// The binary, with no `VOXMAIL_*` variable inherited from the test's environment.
+/// The binary (no `VOXMAIL_*` inherited), run in `cwd`.
 fn voxmail(cwd: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_voxmail"));
+    let mut c = serve::voxmail();
     c.current_dir(cwd);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("VOXMAIL_") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("RUST_LOG");
     c
 }
 
@@ -80,107 +74,20 @@ fn fails(cmd: &mut Command) -> String {
     text(&out.stderr)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `voxmail serve` child; killed if the test ends before it exits.
-struct Server {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(mut cmd: Command, log: PathBuf) -> Self {
-        let err = std::fs::File::create(&log).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn voxmail serve");
-        Self {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Polls `/healthz` on `port` until it answers 200 (bounded).
-    async fn wait_healthy(&mut self, port: u16) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client
-                .get(format!("http://127.0.0.1:{port}/healthz"))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                && r.status() == StatusCode::OK
-            {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("voxmail serve exited early ({status}): {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "voxmail serve did not become healthy on port {port}: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let st = Command::new("kill")
-            .args([&format!("-{sig}"), &pid])
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -{sig} {pid}");
-    }
-
-    /// Waits (bounded) for the process to exit and returns its status.
-    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "voxmail serve did not exit within {within:?}: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+/// Waits until `server` answers `/healthz` on `port`; panics with its log otherwise.
+async fn healthy(server: &mut ServeProcess, port: u16) {
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    if let Err(e) = server.wait_ok(&url, Duration::from_secs(20)).await {
+        panic!("{e}: {}", server.log());
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn serve(cwd: &Path, data: &Path, port: u16, log: PathBuf) -> Server {
+fn serve(cwd: &Path, data: &Path, port: u16, log: PathBuf) -> ServeProcess {
     let mut cmd = voxmail(cwd);
     cmd.args(["serve", "--data-dir"])
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")]);
-    Server::start(cmd, log)
+    ServeProcess::spawn(cmd, &log)
 }
 
 #[test]
@@ -437,7 +344,7 @@ async fn serve_answers_with_the_cli_token_and_stops_cleanly_on_sigterm() {
 
     let port = free_port();
     let mut server = serve(&s.cwd, &s.data, port, s.data.join("serve.log"));
-    server.wait_healthy(port).await;
+    healthy(&mut server, port).await;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
 
@@ -518,7 +425,7 @@ async fn sigterm_lets_an_in_flight_deposit_finish() {
     .to_owned();
     let port = free_port();
     let mut server = serve(&s.cwd, &s.data, port, s.data.join("serve.log"));
-    server.wait_healthy(port).await;
+    healthy(&mut server, port).await;
 
     let wav = audio::wav_ulaw(2.0);
     let (first, rest) = wav.split_at(wav.len() / 2);
@@ -563,7 +470,7 @@ async fn sigterm_lets_an_in_flight_deposit_finish() {
     // It was really stored: a new server on the same data serves the same bytes.
     let port = free_port();
     let mut server = serve(&s.cwd, &s.data, port, s.data.join("serve2.log"));
-    server.wait_healthy(port).await;
+    healthy(&mut server, port).await;
     let r = reqwest::Client::new()
         .get(format!(
             "http://127.0.0.1:{port}/v1/mailboxes/1001@default/messages/{}/audio",
@@ -617,8 +524,8 @@ async fn listen_comes_from_the_file_then_env_then_the_flag() {
     // The file alone.
     let mut cmd = voxmail(&s.cwd);
     cmd.args(["serve", "--config"]).arg(&config);
-    let mut server = Server::start(cmd, s.cwd.join("1.log"));
-    server.wait_healthy(file_port).await;
+    let mut server = ServeProcess::spawn(cmd, &s.cwd.join("1.log"));
+    healthy(&mut server, file_port).await;
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(10)).await.success());
 
@@ -627,8 +534,8 @@ async fn listen_comes_from_the_file_then_env_then_the_flag() {
     cmd.args(["serve", "--config"])
         .arg(&config)
         .env("VOXMAIL_HTTP__LISTEN", format!("127.0.0.1:{env_port}"));
-    let mut server = Server::start(cmd, s.cwd.join("2.log"));
-    server.wait_healthy(env_port).await;
+    let mut server = ServeProcess::spawn(cmd, &s.cwd.join("2.log"));
+    healthy(&mut server, env_port).await;
     assert!(!answers(file_port).await, "the file's port is not bound");
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(10)).await.success());
@@ -639,8 +546,8 @@ async fn listen_comes_from_the_file_then_env_then_the_flag() {
         .arg(&config)
         .args(["--listen", &format!("127.0.0.1:{flag_port}")])
         .env("VOXMAIL_HTTP__LISTEN", format!("127.0.0.1:{env_port}"));
-    let mut server = Server::start(cmd, s.cwd.join("3.log"));
-    server.wait_healthy(flag_port).await;
+    let mut server = ServeProcess::spawn(cmd, &s.cwd.join("3.log"));
+    healthy(&mut server, flag_port).await;
     assert!(!answers(env_port).await, "the env's port is not bound");
     assert!(!answers(file_port).await, "the file's port is not bound");
     server.signal("TERM");
@@ -687,8 +594,8 @@ async fn serve_with_nothing_configured_keeps_its_data_under_dot_data_in_wal_mode
     let port = free_port();
     let mut cmd = voxmail(&s.cwd);
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
-    let mut server = Server::start(cmd, s.cwd.join("serve.log"));
-    server.wait_healthy(port).await;
+    let mut server = ServeProcess::spawn(cmd, &s.cwd.join("serve.log"));
+    healthy(&mut server, port).await;
     let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
         .await
         .unwrap();
@@ -933,7 +840,7 @@ async fn routine_refusals_are_info_lines_and_dependencies_stay_quiet() {
     let port = free_port();
     let log = s.cwd.join("serve.log");
     let mut server = serve(&s.cwd, &s.data, port, log);
-    server.wait_healthy(port).await;
+    healthy(&mut server, port).await;
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}/v1/mailboxes/1001@default");
     let r = client

@@ -8,16 +8,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::process::{Child, Command};
 use voxmail::config::S3Config;
 
 use crate::common::db::{Backend, TestDb};
 use crate::common::s3::{self, TestS3};
+use crate::common::serve::{self, ServeProcess, free_port};
 
 /// How long a node may take to answer `/readyz` after its start.
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -129,14 +129,6 @@ fn q(s: &str) -> String {
     serde_json::to_string(s).expect("string")
 }
 
-/// A port of 127.0.0.1 free right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// The orphan collector's settings of a node (`audio.orphan_grace_secs`, `orphan_sweep_secs`).
 #[derive(Debug, Clone, Copy)]
 pub struct Collector {
@@ -160,7 +152,7 @@ pub struct Node {
     pub collector: Collector,
     dir: PathBuf,
     log: PathBuf,
-    child: Option<Child>,
+    process: Option<ServeProcess>,
     starts: u32,
 }
 
@@ -187,46 +179,34 @@ impl Node {
         std::fs::write(self.config_path(), toml).expect("write config");
     }
 
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxmail"));
-        cmd.arg("--config")
-            .arg(self.config_path())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("VOXMAIL_") {
-                cmd.env_remove(k);
-            }
-        }
+    /// The binary on this node's configuration.
+    fn command(&self) -> std::process::Command {
+        let mut cmd = serve::voxmail();
+        cmd.arg("--config").arg(self.config_path());
         cmd
     }
 
     /// Starts the process (again) and waits until `/readyz` answers 200.
     pub async fn start(&mut self, db_url: &str, storage: &Storage) {
-        assert!(self.child.is_none(), "{} is running", self.name);
+        assert!(self.process.is_none(), "{} is running", self.name);
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
             self.write_config(db_url, storage, port);
             self.starts += 1;
-            let log = std::fs::OpenOptions::new()
+            let marker = format!("===== start #{} on port {port} =====\n", self.starts);
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&self.log)
-                .expect("log file");
-            use std::io::Write;
-            writeln!(&log, "===== start #{} on port {port} =====", self.starts).expect("log");
-            let child = self
-                .command()
-                .arg("serve")
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn voxmail serve");
-            self.child = Some(child);
+                .and_then(|mut log| std::io::Write::write_all(&mut log, marker.as_bytes()))
+                .expect("log");
+            let mut cmd = self.command();
+            cmd.arg("serve");
             self.base = format!("http://127.0.0.1:{port}");
-            match self.wait_ready().await {
+            let ready = self.url("/readyz");
+            let process = self.process.insert(ServeProcess::spawn(cmd, &self.log));
+            match process.wait_ok(&ready, READY_WITHIN).await {
                 Ok(()) => return,
                 Err(e) => {
                     last = e;
@@ -237,37 +217,10 @@ impl Node {
         panic!("{} did not start: {last}\n{}", self.name, self.log_tail(60));
     }
 
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let client = Client::new();
-        let started = Instant::now();
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                return Err(format!("exited with {status}"));
-            }
-            let r = client
-                .get(format!("{}/readyz", self.base))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if let Ok(r) = r
-                && r.status() == StatusCode::OK
-            {
-                return Ok(());
-            }
-            if started.elapsed() > READY_WITHIN {
-                return Err(format!("no 200 from /readyz within {READY_WITHIN:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// SIGKILL, and waits until the process is gone.
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+        if let Some(mut p) = self.process.take() {
+            p.kill();
         }
     }
 
@@ -336,7 +289,7 @@ impl Cluster {
                 name,
                 base: String::new(),
                 collector: collector(i),
-                child: None,
+                process: None,
                 starts: 0,
             });
         }
@@ -361,8 +314,7 @@ impl Cluster {
     async fn create_admin_key(&self) -> String {
         let a = &self.nodes[0];
         a.write_config(&self.db.url, &self.storage, free_port());
-        let out = a
-            .command()
+        let out = tokio::process::Command::from(a.command())
             .args([
                 "apikey",
                 "create",

@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,11 +54,6 @@ pub struct TestDovecot {
 /// Whether a missing server fails the test (`REQUIRE_VAR=1`).
 pub fn required() -> bool {
     super::peer::required(REQUIRE_VAR)
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    Ok(l.local_addr().map_err(|e| format!("addr: {e}"))?.port())
 }
 
 impl TestDovecot {
@@ -105,7 +100,7 @@ impl TestDovecot {
             format!("{MASTER_USER}:{{PLAIN}}{MASTER_PASSWORD}\n"),
         )
         .map_err(|e| format!("masters: {e}"))?;
-        let port = free_port()?;
+        let port = super::serve::free_port();
         let conf = d.join("dovecot.conf");
         std::fs::write(&conf, config(d, port)).map_err(|e| format!("conf: {e}"))?;
         let log = std::fs::File::create(d.join("stdout.log")).map_err(|e| format!("log: {e}"))?;

@@ -10,6 +10,7 @@ pub mod peer;
 pub mod proxy;
 pub mod receiver;
 pub mod s3;
+pub mod serve;
 pub mod smtp;
 pub mod sse;
 
