@@ -259,6 +259,10 @@ impl SqlStore {
             .before_acquire(|conn, _| {
                 Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
             })
+            // A database server can drop a pooled connection (a restart, a failover), so one is
+            // pinged before it is lent out. An embedded SQLite file cannot, and its ping is a
+            // hand-off to the connection's thread and back on every query.
+            .test_before_acquire(dialect != Dialect::Sqlite)
             .connect_with(opts)
             .await?;
         if dialect == Dialect::Sqlite {
