@@ -84,17 +84,17 @@ fn assert_well_formed(text: &str) {
     }
 }
 
-#[tokio::test]
-async fn metrics_show_the_stored_messages_and_each_queues_tries() {
+/// A server whose webhook (on context default, retried after `retry_ms`) answers its first
+/// delivery 500, and one deposit into 1001@default.
+async fn a_deposit_whose_webhook_fails_once(retry_ms: u64) -> (TestApp, Receiver) {
     let app = TestApp::spawn_with(|c| {
-        c.webhooks.retry_base_ms = 100;
-        c.webhooks.retry_max_ms = 200;
+        c.webhooks.retry_base_ms = retry_ms;
+        c.webhooks.retry_max_ms = retry_ms;
     })
     .await;
     let rx = Receiver::start().await;
     rx.fail_next(1);
     app.create_mailbox("1001@default", json!({})).await;
-    app.create_mailbox("2001@other", json!({})).await;
     let r = app
         .post("/v1/webhooks")
         .json(
@@ -107,6 +107,13 @@ async fn metrics_show_the_stored_messages_and_each_queues_tries() {
     assert_eq!(r.status(), 201);
     app.deposit_ok("1001@default", audio::wav_ulaw(2.0), "audio/wav")
         .await;
+    (app, rx)
+}
+
+#[tokio::test]
+async fn metrics_show_the_stored_messages_and_each_queues_tries() {
+    let (app, rx) = a_deposit_whose_webhook_fails_once(200).await;
+    app.create_mailbox("2001@other", json!({})).await;
     app.deposit_ok("2001@other", audio::wav_ulaw(2.0), "audio/wav")
         .await;
 
@@ -185,26 +192,7 @@ async fn metrics_need_an_admin_key() {
 #[tokio::test]
 async fn a_retry_makes_a_failing_delivery_due_at_once() {
     // A failed delivery would wait a minute before its next try.
-    let app = TestApp::spawn_with(|c| {
-        c.webhooks.retry_base_ms = 60_000;
-        c.webhooks.retry_max_ms = 60_000;
-    })
-    .await;
-    let rx = Receiver::start().await;
-    rx.fail_next(1);
-    app.create_mailbox("1001@default", json!({})).await;
-    let r = app
-        .post("/v1/webhooks")
-        .json(
-            &json!({"context": "default", "url": rx.url, "secret": "a-webhook-secret-0123",
-            "event_types": ["message.deposited"]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    app.deposit_ok("1001@default", audio::wav_ulaw(1.0), "audio/wav")
-        .await;
+    let (app, rx) = a_deposit_whose_webhook_fails_once(60_000).await;
     let retrying = "voxmail_queue_tries_total{queue=\"webhook\",outcome=\"retrying\"}";
     scrape_until(&app, &app.admin, |t| value(t, retrying) == Some(1.0)).await;
 
