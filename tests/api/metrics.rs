@@ -222,6 +222,19 @@ async fn a_retry_makes_a_failing_delivery_due_at_once() {
     );
     assert!(rx.received().await.is_empty());
 
+    // A key of another context makes nothing of this one due.
+    app.create_context("other").await;
+    let other = key(&app, Role::Admin, Some("other")).await;
+    let r = app
+        .client
+        .post(app.url("/v1/queues/webhook/retry"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"queue": "webhook", "due": 0}));
+
     let r = app.post("/v1/queues/webhook/retry").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();

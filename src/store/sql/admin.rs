@@ -217,6 +217,18 @@ fn scope(col: &str, contexts: Option<&[String]>) -> String {
     }
 }
 
+/// ` AND {col} IN (SELECT {key} FROM {table} WHERE context IN (?, …))` when the admin is limited
+/// to some contexts: rows limited through the `table` row they belong to (bound as [`scope`]).
+fn scope_through(col: &str, table: &str, key: &str, contexts: Option<&[String]>) -> String {
+    match contexts {
+        Some(_) => format!(
+            " AND {col} IN (SELECT {key} FROM {table} WHERE 1 = 1{})",
+            scope("context", contexts)
+        ),
+        None => String::new(),
+    }
+}
+
 /// Binds the contexts of [`scope`] (an empty limit matches no context: `IN ('')`).
 macro_rules! bind_scope {
     ($q:expr, $contexts:expr) => {{
@@ -838,14 +850,7 @@ impl SqlStore {
         &self,
         contexts: Option<&[String]>,
     ) -> Result<DeliveryHealth, StoreError> {
-        let email_scope = if contexts.is_some() {
-            format!(
-                " AND mailbox_id IN (SELECT uniqueid FROM mailboxes WHERE 1 = 1{})",
-                scope("context", contexts)
-            )
-        } else {
-            String::new()
-        };
+        let email_scope = scope_through("mailbox_id", "mailboxes", "uniqueid", contexts);
         let email = self
             .queue(
                 "email_jobs",
@@ -857,14 +862,7 @@ impl SqlStore {
                 contexts,
             )
             .await?;
-        let hook_scope = if contexts.is_some() {
-            format!(
-                " AND webhook_id IN (SELECT id FROM webhooks WHERE 1 = 1{})",
-                scope("context", contexts)
-            )
-        } else {
-            String::new()
-        };
+        let hook_scope = scope_through("webhook_id", "webhooks", "id", contexts);
         let webhooks = self
             .queue(
                 "webhook_deliveries",
@@ -905,26 +903,21 @@ impl SqlStore {
         contexts: Option<&[String]>,
     ) -> Result<u64, StoreError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mailbox_scope = |col: &str| match contexts {
-            Some(_) => format!(
-                " AND {col} IN (SELECT uniqueid FROM mailboxes WHERE 1 = 1{})",
-                scope("context", contexts)
-            ),
-            None => String::new(),
-        };
+        // The same scopes as `delivery_health`: an e-mail by its mailbox, a webhook delivery by
+        // its webhook.
         let sql = match queue {
             DeliveryQueue::Email => format!(
                 "UPDATE email_jobs SET next_attempt_ms = ?, updated_at = ?, status = 'pending' \
                  WHERE (status = 'failed' OR (status = 'pending' AND attempts > 0)) \
                  AND lease_until_ms < ?{}",
-                mailbox_scope("mailbox_id")
+                scope_through("mailbox_id", "mailboxes", "uniqueid", contexts)
             ),
             DeliveryQueue::Webhook => format!(
                 "UPDATE webhook_deliveries SET next_attempt_ms = ?, updated_at = ?, \
                  status = 'pending' \
                  WHERE (status = 'dead' OR (status = 'pending' AND attempts > 0)) \
                  AND lease_until_ms < ?{}",
-                mailbox_scope("mailbox_id")
+                scope_through("webhook_id", "webhooks", "id", contexts)
             ),
             DeliveryQueue::Mwi => format!(
                 "UPDATE mwi_pushes SET next_attempt_ms = ? \
