@@ -19,14 +19,23 @@ async fn key(app: &TestApp, role: Role, context: Option<&str>) -> String {
         .token
 }
 
-async fn scrape(app: &TestApp, token: &str) -> String {
-    let r = app
-        .client
-        .get(app.url("/metrics"))
+/// `method path` sent with `token` instead of the app's admin key.
+async fn send_as(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+) -> reqwest::Response {
+    app.client
+        .request(method, app.url(path))
         .bearer_auth(token)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn scrape(app: &TestApp, token: &str) -> String {
+    let r = send_as(app, reqwest::Method::GET, "/metrics", token).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-type"],
@@ -179,13 +188,7 @@ async fn metrics_need_an_admin_key() {
     let r = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert_problem(r, 401, "unauthorized").await;
     let pbx = key(&app, Role::Pbx, None).await;
-    let r = app
-        .client
-        .get(app.url("/metrics"))
-        .bearer_auth(pbx)
-        .send()
-        .await
-        .unwrap();
+    let r = send_as(&app, reqwest::Method::GET, "/metrics", &pbx).await;
     assert_problem(r, 403, "forbidden").await;
 }
 
@@ -225,13 +228,13 @@ async fn a_retry_makes_a_failing_delivery_due_at_once() {
     // A key of another context makes nothing of this one due.
     app.create_context("other").await;
     let other = key(&app, Role::Admin, Some("other")).await;
-    let r = app
-        .client
-        .post(app.url("/v1/queues/webhook/retry"))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap();
+    let r = send_as(
+        &app,
+        reqwest::Method::POST,
+        "/v1/queues/webhook/retry",
+        &other,
+    )
+    .await;
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body, json!({"queue": "webhook", "due": 0}));
 
@@ -248,12 +251,12 @@ async fn a_retry_makes_a_failing_delivery_due_at_once() {
     let r = app.post("/v1/queues/fax/retry").send().await.unwrap();
     assert_problem(r, 404, "not-found").await;
     let pbx = key(&app, Role::Pbx, None).await;
-    let r = app
-        .client
-        .post(app.url("/v1/queues/webhook/retry"))
-        .bearer_auth(&pbx)
-        .send()
-        .await
-        .unwrap();
+    let r = send_as(
+        &app,
+        reqwest::Method::POST,
+        "/v1/queues/webhook/retry",
+        &pbx,
+    )
+    .await;
     assert_problem(r, 403, "forbidden").await;
 }
